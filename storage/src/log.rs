@@ -1,0 +1,613 @@
+//! One partition's log: an ordered set of segments, the last one active.
+//!
+//! Directory `<log.dirs>/<topic>-<partition>/` holds the segments and a
+//! `leader-epoch-checkpoint` (`0\n<count>\n<epoch> <start offset>\n...`, Kafka's format).
+//! Offsets: `log_start_offset` <= `high_watermark` <= `log_end_offset`. Appends are validated
+//! (CRC32C, magic, counts, `max.message.bytes`) before any byte is written, so a rejected
+//! produce leaves the log untouched. The recovery point is the offset below which data is
+//! known to be on disk; after an unclean shutdown every segment from the one holding it is
+//! rescanned by `Segment::recover`, and segments after a truncation are deleted.
+//! A `Log` is used behind a `Mutex` by the partition that owns it.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::batch::{self, BatchHeader, BatchIter};
+use crate::segment::{FileRegion, Segment};
+use crate::StorageError;
+
+pub const LEADER_EPOCH_CHECKPOINT: &str = "leader-epoch-checkpoint";
+
+/// Per-topic log settings (Kafka's topic config names in comments).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// `segment.bytes`
+    pub segment_bytes: usize,
+    /// `segment.ms`
+    pub segment_ms: i64,
+    /// `segment.index.bytes`
+    pub segment_index_bytes: usize,
+    /// `index.interval.bytes`
+    pub index_interval_bytes: usize,
+    /// `retention.ms` (-1: forever)
+    pub retention_ms: i64,
+    /// `retention.bytes` (-1: unlimited)
+    pub retention_bytes: i64,
+    /// `max.message.bytes`: the largest batch accepted
+    pub max_message_bytes: usize,
+    /// `flush.messages`
+    pub flush_messages: i64,
+    /// `flush.ms`
+    pub flush_ms: i64,
+    /// `cleanup.policy` contains `delete`
+    pub cleanup_delete: bool,
+    /// `cleanup.policy` contains `compact`
+    pub cleanup_compact: bool,
+    /// `message.timestamp.type` = LogAppendTime
+    pub log_append_time: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3_600_000,
+            segment_index_bytes: 10 * 1024 * 1024,
+            index_interval_bytes: 4096,
+            retention_ms: 7 * 24 * 3_600_000,
+            retention_bytes: -1,
+            max_message_bytes: 1_048_588,
+            flush_messages: i64::MAX,
+            flush_ms: i64::MAX,
+            cleanup_delete: true,
+            cleanup_compact: false,
+            log_append_time: false,
+        }
+    }
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub first_offset: i64,
+    pub last_offset: i64,
+    /// -1 unless the topic uses LogAppendTime.
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+    pub records: i64,
+    pub bytes: usize,
+}
+
+/// What a read found: at most one file region plus the log's offsets at read time.
+#[derive(Debug, Clone)]
+pub struct LogRead {
+    pub region: Option<FileRegion>,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+}
+
+pub struct Log {
+    dir: PathBuf,
+    topic: String,
+    partition: i32,
+    config: LogConfig,
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    recovery_point: i64,
+    high_watermark: i64,
+    leader_epochs: Vec<(i32, i64)>,
+    unflushed_messages: i64,
+    last_flush_ms: i64,
+}
+
+/// Parses `<topic>-<partition>` into its parts.
+pub fn parse_dir_name(name: &str) -> Option<(String, i32)> {
+    let (topic, partition) = name.rsplit_once('-')?;
+    let partition: i32 = partition.parse().ok()?;
+    if topic.is_empty() || partition < 0 {
+        return None;
+    }
+    Some((topic.to_string(), partition))
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir`. `clean_shutdown` false triggers recovery from
+    /// `recovery_point`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(dir: &Path, topic: &str, partition: i32, config: LogConfig, recovery_point: i64, log_start_offset: i64, clean_shutdown: bool, now_ms: i64) -> Result<Log, StorageError> {
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::io(format!("creating {}", dir.display()), e))?;
+        let mut log = Log {
+            dir: dir.to_path_buf(),
+            topic: topic.to_string(),
+            partition,
+            config,
+            segments: BTreeMap::new(),
+            log_start_offset: log_start_offset.max(0),
+            recovery_point: 0,
+            high_watermark: 0,
+            leader_epochs: Vec::new(),
+            unflushed_messages: 0,
+            last_flush_ms: now_ms,
+        };
+        let bases = log.scan_segment_files()?;
+        for base in &bases {
+            let segment = Segment::open(dir, *base)?;
+            log.segments.insert(*base, segment);
+        }
+        log.recover(recovery_point, clean_shutdown)?;
+        if log.segments.is_empty() {
+            let base = log.log_start_offset;
+            let segment = Segment::create(dir, base, log.config.segment_bytes, log.config.segment_index_bytes)?;
+            log.segments.insert(base, segment);
+        } else {
+            let (cap, index_bytes) = (log.config.segment_bytes, log.config.segment_index_bytes);
+            log.active_mut().activate(cap, index_bytes)?;
+        }
+        let first_base = log.first_segment().base_offset;
+        log.log_start_offset = log.log_start_offset.max(first_base).min(log.log_end_offset());
+        log.recovery_point = if clean_shutdown { log.log_end_offset() } else { recovery_point.min(log.log_end_offset()) };
+        log.high_watermark = log.log_start_offset;
+        log.load_leader_epochs()?;
+        Ok(log)
+    }
+
+    fn scan_segment_files(&self) -> Result<Vec<i64>, StorageError> {
+        let mut bases = Vec::new();
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| StorageError::io(format!("listing {}", self.dir.display()), e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| StorageError::io(format!("listing {}", self.dir.display()), e))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.ends_with(".deleted") || name.ends_with(".cleaned") || name.ends_with(".swap") || name.ends_with(".tmp") {
+                crate::index::remove_if_exists(&entry.path())?;
+                continue;
+            }
+            if let Some(stem) = name.strip_suffix(".log") {
+                match stem.parse::<i64>() {
+                    Ok(base) if stem.len() == 20 => bases.push(base),
+                    _ => log::warn!("ignoring stray file {}", entry.path().display()),
+                }
+            }
+        }
+        bases.sort_unstable();
+        Ok(bases)
+    }
+
+    /// Validates segments from the recovery point (all of them after an unclean shutdown of
+    /// an unknown recovery point) and fixes next offsets.
+    fn recover(&mut self, recovery_point: i64, clean_shutdown: bool) -> Result<(), StorageError> {
+        let bases: Vec<i64> = self.segments.keys().copied().collect();
+        let (interval, index_bytes) = (self.config.index_interval_bytes, self.config.segment_index_bytes);
+        let recover_from = if clean_shutdown {
+            i64::MAX
+        } else {
+            self.segments.range(..=recovery_point).next_back().map_or(i64::MIN, |(b, _)| *b)
+        };
+        let mut truncated_at: Option<usize> = None;
+        for (i, base) in bases.iter().enumerate() {
+            let is_last = i + 1 == bases.len();
+            let segment = self.segments.get_mut(base).expect("listed segment exists");
+            let needs_recovery = *base >= recover_from || !segment.indexes_sane();
+            if needs_recovery {
+                let truncated = segment.recover(interval, index_bytes)?;
+                if truncated > 0 && !is_last {
+                    truncated_at = Some(i);
+                    break;
+                }
+            } else if is_last {
+                if let Err(e) = segment.load_tail() {
+                    log::warn!("{e}; recovering the segment");
+                    segment.recover(interval, index_bytes)?;
+                }
+            }
+            if let Some(next) = bases.get(i + 1) {
+                let segment = self.segments.get_mut(base).expect("listed segment exists");
+                if segment.next_offset() > *next {
+                    return Err(StorageError::corrupt(segment.path(), "segment overlaps the next one"));
+                }
+                if !needs_recovery {
+                    segment.set_next_offset(*next);
+                }
+            }
+        }
+        if let Some(i) = truncated_at {
+            for base in &bases[i + 1..] {
+                if let Some(s) = self.segments.remove(base) {
+                    log::warn!("recovery deleting segment after a truncation path={}", s.path().display());
+                    s.delete()?;
+                }
+            }
+        }
+        // Drop empty non-last segments left by a crash during roll.
+        while self.segments.len() > 1 {
+            let Some((&base, first)) = self.segments.iter().next() else { break };
+            if !first.is_empty() {
+                break;
+            }
+            if let Some(s) = self.segments.remove(&base) {
+                s.delete()?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset()
+    }
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
+    }
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size() as u64).sum()
+    }
+    pub fn segment_bases(&self) -> Vec<i64> {
+        self.segments.keys().copied().collect()
+    }
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.leader_epochs.last().map(|(e, _)| *e)
+    }
+
+    /// Sets the high watermark, clamped to `[log_start_offset, log_end_offset]`.
+    pub fn set_high_watermark(&mut self, hw: i64) {
+        self.high_watermark = hw.clamp(self.log_start_offset, self.log_end_offset());
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments.values().next_back().expect("a log always has an active segment")
+    }
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.values_mut().next_back().expect("a log always has an active segment")
+    }
+    fn first_segment(&self) -> &Segment {
+        self.segments.values().next().expect("a log always has a segment")
+    }
+
+    /// Validates every batch of a producer's records for this partition.
+    pub fn validate_records(&self, records: &[u8]) -> Result<Vec<(usize, BatchHeader)>, StorageError> {
+        let mut batches = Vec::new();
+        let mut iter = BatchIter::new(records, false);
+        for (position, _) in iter.by_ref() {
+            let header = batch::validate_produced(&records[position..]).map_err(StorageError::InvalidBatch)?;
+            if header.total_size() > self.config.max_message_bytes {
+                return Err(StorageError::RecordTooLarge { size: header.total_size(), max: self.config.max_message_bytes });
+            }
+            batches.push((position, header));
+        }
+        if let Some(e) = iter.error() {
+            return Err(StorageError::InvalidBatch(e));
+        }
+        if iter.position() != records.len() || batches.is_empty() {
+            return Err(StorageError::InvalidBatch(batch::BatchError::Incomplete));
+        }
+        Ok(batches)
+    }
+
+    /// Appends a producer's records as leader: validate, roll if needed, assign offsets.
+    pub fn append_as_leader(&mut self, records: &[u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo, StorageError> {
+        let batches = self.validate_records(records)?;
+        if records.len() > self.config.segment_bytes {
+            return Err(StorageError::RecordListTooLarge { size: records.len(), max: self.config.segment_bytes });
+        }
+        self.maybe_roll(records.len(), now_ms)?;
+        if self.latest_epoch().is_none_or(|e| leader_epoch > e) && leader_epoch >= 0 {
+            let start = self.log_end_offset();
+            self.assign_epoch(leader_epoch, start)?;
+        }
+        let first_offset = self.log_end_offset();
+        let interval = self.config.index_interval_bytes;
+        let next = self.active_mut().append(records, &batches, first_offset, leader_epoch, interval, now_ms);
+        let count: i64 = batches.iter().map(|(_, h)| h.records_count as i64).sum();
+        self.unflushed_messages += count;
+        if self.unflushed_messages >= self.config.flush_messages {
+            self.flush()?;
+        }
+        Ok(AppendInfo {
+            first_offset,
+            last_offset: next - 1,
+            log_append_time: if self.config.log_append_time { now_ms } else { -1 },
+            log_start_offset: self.log_start_offset,
+            records: count,
+            bytes: records.len(),
+        })
+    }
+
+    fn maybe_roll(&mut self, incoming: usize, now_ms: i64) -> Result<(), StorageError> {
+        let active = self.active();
+        let aged = active.first_append_ms().is_some_and(|t| now_ms - t >= self.config.segment_ms);
+        if active.fits(incoming) && !active.index_full() && !(aged && !active.is_empty()) {
+            return Ok(());
+        }
+        if active.is_empty() {
+            // An empty active segment that cannot hold the records: grow it rather than roll.
+            let (cap, index_bytes) = (self.config.segment_bytes.max(incoming), self.config.segment_index_bytes);
+            let active = self.active_mut();
+            active.deactivate()?;
+            return active.activate(cap, index_bytes);
+        }
+        self.roll()
+    }
+
+    /// Closes the active segment and starts a new one at the log end offset.
+    pub fn roll(&mut self) -> Result<(), StorageError> {
+        let next = self.log_end_offset();
+        self.active_mut().deactivate()?;
+        let segment = Segment::create(&self.dir, next, self.config.segment_bytes, self.config.segment_index_bytes)?;
+        log::info!("rolled log topic={} partition={} new_segment_base={}", self.topic, self.partition, next);
+        self.segments.insert(next, segment);
+        Ok(())
+    }
+
+    /// Reads whole batches from `offset`, below `max_offset`, at most `max_bytes` unless
+    /// `min_one` lets the first batch exceed it.
+    pub fn read(&self, offset: i64, max_offset: i64, max_bytes: usize, min_one: bool) -> Result<LogRead, StorageError> {
+        let log_end_offset = self.log_end_offset();
+        if offset < self.log_start_offset || offset > log_end_offset {
+            return Err(StorageError::OffsetOutOfRange { offset, log_start_offset: self.log_start_offset, log_end_offset });
+        }
+        let mut region = None;
+        let floor = self.segments.range(..=offset).next_back().map_or(i64::MIN, |(b, _)| *b);
+        for segment in self.segments.range(floor..).map(|(_, s)| s) {
+            if let Some(r) = segment.read(offset, max_offset, max_bytes, min_one)? {
+                region = Some(r);
+                break;
+            }
+            if segment.next_offset() > offset {
+                break;
+            }
+        }
+        Ok(LogRead {
+            region,
+            high_watermark: self.high_watermark,
+            log_start_offset: self.log_start_offset,
+            log_end_offset,
+        })
+    }
+
+    /// Batch bytes of a region, read into memory (internal readers and tests).
+    pub fn read_region_bytes(&self, region: &FileRegion) -> Result<Vec<u8>, StorageError> {
+        let segment = self
+            .segments
+            .values()
+            .find(|s| std::ptr::eq(region_file(s), &*region.file))
+            .ok_or_else(|| StorageError::corrupt(&self.dir, "region of a deleted segment"))?;
+        segment.read_bytes(region.position as usize, region.len)
+    }
+
+    /// The first offset whose timestamp is >= `timestamp`, and that timestamp.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, StorageError> {
+        for segment in self.segments.values() {
+            if segment.max_timestamp() >= timestamp {
+                if let Some(found) = segment.find_offset_by_timestamp(timestamp, self.log_start_offset)? {
+                    if found.0 < self.high_watermark {
+                        return Ok(Some(found));
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes segments past `retention.ms` / `retention.bytes`, wholly below the high
+    /// watermark; never leaves the log without an active segment. Returns segments deleted.
+    pub fn delete_expired_segments(&mut self, now_ms: i64) -> Result<usize, StorageError> {
+        if !self.config.cleanup_delete {
+            return Ok(0);
+        }
+        let mut deletable: Vec<i64> = Vec::new();
+        let total: i64 = self.size_bytes() as i64;
+        let mut excess = if self.config.retention_bytes >= 0 { total - self.config.retention_bytes } else { 0 };
+        for (base, segment) in &self.segments {
+            if segment.is_empty() || segment.next_offset() > self.high_watermark {
+                break;
+            }
+            let expired_by_time = self.config.retention_ms >= 0 && now_ms - segment.max_timestamp() > self.config.retention_ms;
+            let expired_by_size = excess >= segment.size() as i64;
+            if !(expired_by_time || expired_by_size) {
+                break;
+            }
+            if expired_by_size {
+                excess -= segment.size() as i64;
+            }
+            deletable.push(*base);
+        }
+        if deletable.is_empty() {
+            return Ok(0);
+        }
+        if deletable.len() == self.segments.len() {
+            self.roll()?;
+        }
+        for base in &deletable {
+            if let Some(segment) = self.segments.remove(base) {
+                log::info!("retention deleting segment topic={} partition={} base_offset={} size={}", self.topic, self.partition, base, segment.size());
+                segment.delete()?;
+            }
+        }
+        let first = self.first_segment().base_offset;
+        self.log_start_offset = self.log_start_offset.max(first);
+        self.high_watermark = self.high_watermark.max(self.log_start_offset);
+        self.recovery_point = self.recovery_point.max(self.log_start_offset);
+        Ok(deletable.len())
+    }
+
+    /// Advances the log start offset (DeleteRecords), deleting segments wholly below it.
+    pub fn advance_log_start_offset(&mut self, offset: i64) -> Result<(), StorageError> {
+        if offset <= self.log_start_offset {
+            return Ok(());
+        }
+        assert!(offset <= self.high_watermark, "log start offset beyond high watermark");
+        self.log_start_offset = offset;
+        while self.segments.len() > 1 {
+            let mut iter = self.segments.keys();
+            let (Some(&first), Some(&second)) = (iter.next(), iter.next()) else { break };
+            if second > offset {
+                break;
+            }
+            if let Some(s) = self.segments.remove(&first) {
+                s.delete()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every record at or after `offset` (replication and tests).
+    pub fn truncate_to(&mut self, offset: i64) -> Result<(), StorageError> {
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        let offset = offset.max(self.log_start_offset);
+        let doomed: Vec<i64> = self.segments.range(offset + 1..).map(|(b, _)| *b).collect();
+        let keep_any = self.segments.range(..=offset).next().is_some();
+        for base in doomed {
+            if keep_any || base != self.first_segment().base_offset {
+                if let Some(s) = self.segments.remove(&base) {
+                    s.delete()?;
+                }
+            }
+        }
+        if self.segments.is_empty() {
+            let segment = Segment::create(&self.dir, offset, self.config.segment_bytes, self.config.segment_index_bytes)?;
+            self.segments.insert(offset, segment);
+        }
+        let needs_activation = !self.active().is_active();
+        let (cap, index_bytes) = (self.config.segment_bytes, self.config.segment_index_bytes);
+        self.active_mut().truncate_to(offset)?;
+        if needs_activation {
+            self.active_mut().activate(cap, index_bytes)?;
+        }
+        self.high_watermark = self.high_watermark.min(self.log_end_offset());
+        self.recovery_point = self.recovery_point.min(self.log_end_offset());
+        self.leader_epochs.retain(|(_, start)| *start < offset);
+        self.write_leader_epochs()?;
+        Ok(())
+    }
+
+    /// Flushes rolled segments that are not yet on disk and advances the recovery point to
+    /// the active segment's base. Cheap when there is nothing to do.
+    pub fn flush_rolled(&mut self) -> Result<(), StorageError> {
+        let active_base = self.active().base_offset;
+        for segment in self.segments.values_mut() {
+            if segment.base_offset != active_base && !segment.is_flushed() {
+                segment.flush()?;
+            }
+        }
+        self.recovery_point = self.recovery_point.max(active_base);
+        Ok(())
+    }
+
+    /// Flushes everything; the recovery point becomes the log end offset.
+    pub fn flush(&mut self) -> Result<(), StorageError> {
+        for segment in self.segments.values_mut() {
+            if !segment.is_flushed() {
+                segment.flush()?;
+            }
+        }
+        self.recovery_point = self.log_end_offset();
+        self.unflushed_messages = 0;
+        Ok(())
+    }
+
+    /// Flushes if `flush.ms` has elapsed since the last flush.
+    pub fn maybe_flush_by_time(&mut self, now_ms: i64) -> Result<(), StorageError> {
+        if self.config.flush_ms != i64::MAX && now_ms - self.last_flush_ms >= self.config.flush_ms {
+            self.last_flush_ms = now_ms;
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Clean shutdown: flush, unmap and trim the active segment.
+    pub fn close(&mut self) -> Result<(), StorageError> {
+        self.flush()?;
+        self.active_mut().deactivate()
+    }
+
+    /// Deletes the log's directory (topic deletion).
+    pub fn delete(self) -> Result<(), StorageError> {
+        let dir = self.dir.clone();
+        drop(self);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StorageError::io(format!("deleting {}", dir.display()), e)),
+        }
+    }
+
+    fn assign_epoch(&mut self, epoch: i32, start_offset: i64) -> Result<(), StorageError> {
+        self.leader_epochs.retain(|(e, s)| *e < epoch && *s < start_offset);
+        self.leader_epochs.push((epoch, start_offset));
+        self.write_leader_epochs()
+    }
+
+    fn load_leader_epochs(&mut self) -> Result<(), StorageError> {
+        let path = self.dir.join(LEADER_EPOCH_CHECKPOINT);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(StorageError::io(format!("reading {}", path.display()), e)),
+        };
+        let mut lines = text.lines();
+        let (Some("0"), Some(count)) = (lines.next(), lines.next()) else {
+            return Err(StorageError::corrupt(&path, "bad header"));
+        };
+        let count: usize = count.parse().map_err(|_| StorageError::corrupt(&path, "bad count"))?;
+        let end = self.log_end_offset();
+        for line in lines.take(count) {
+            let mut parts = line.split_whitespace();
+            let (Some(Ok(epoch)), Some(Ok(start))) = (parts.next().map(str::parse::<i32>), parts.next().map(str::parse::<i64>)) else {
+                return Err(StorageError::corrupt(&path, "bad entry"));
+            };
+            if start <= end {
+                self.leader_epochs.push((epoch, start));
+            }
+        }
+        Ok(())
+    }
+
+    fn write_leader_epochs(&self) -> Result<(), StorageError> {
+        let mut text = format!("0\n{}\n", self.leader_epochs.len());
+        for (epoch, start) in &self.leader_epochs {
+            text.push_str(&format!("{epoch} {start}\n"));
+        }
+        write_atomically(&self.dir.join(LEADER_EPOCH_CHECKPOINT), text.as_bytes())
+    }
+}
+
+fn region_file(segment: &Segment) -> &std::fs::File {
+    segment.file_ref()
+}
+
+/// Writes `bytes` to `path` through a temp file, fsync and rename.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
+    let tmp = path.with_extension("tmp");
+    let ctx = |what: &str| format!("{what} {}", tmp.display());
+    let mut file = std::fs::File::create(&tmp).map_err(|e| StorageError::io(ctx("creating"), e))?;
+    file.write_all(bytes).map_err(|e| StorageError::io(ctx("writing"), e))?;
+    file.sync_all().map_err(|e| StorageError::io(ctx("syncing"), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| StorageError::io(format!("renaming to {}", path.display()), e))
+}

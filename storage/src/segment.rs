@@ -1,0 +1,474 @@
+//! One log segment: `<base offset>.log` plus its `.index` and `.timeindex`.
+//!
+//! The active segment's `.log` is preallocated to `segment.bytes` by setting its length
+//! (sparse: no blocks are reserved) and memory-mapped; appends copy the producer's batches
+//! into the map and patch their base offset and leader epoch in place. The page cache is
+//! shared between the map and the file descriptor, so readers `sendfile` straight from the
+//! fd. On roll and on clean shutdown the map is dropped and the file trimmed to its valid
+//! length. After a crash the tail may hold zeros (preallocation) or a torn batch: `recover`
+//! rescans, validates every batch (length, magic, CRC32C, increasing offsets), truncates at
+//! the first invalid byte and rebuilds both indexes. Owned by one `Log`, behind its mutex.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::MmapMut;
+
+use crate::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
+use crate::index::{remove_if_exists, OffsetIndex, TimeIndex};
+use crate::StorageError;
+
+/// A byte range of a segment file, sent to a socket with `sendfile`.
+#[derive(Debug, Clone)]
+pub struct FileRegion {
+    pub file: Arc<File>,
+    pub position: u64,
+    pub len: usize,
+}
+
+/// `00000000000000000042.log` for base offset 42.
+pub fn file_name(base_offset: i64, extension: &str) -> String {
+    format!("{base_offset:020}.{extension}")
+}
+
+pub struct Segment {
+    pub base_offset: i64,
+    log_path: PathBuf,
+    file: Arc<File>,
+    mmap: Option<MmapMut>,
+    size: usize,
+    next_offset: i64,
+    index: OffsetIndex,
+    time_index: TimeIndex,
+    bytes_since_index_entry: usize,
+    max_timestamp: i64,
+    offset_of_max_timestamp: i64,
+    /// Wall time of the first append, for `segment.ms` rolls.
+    first_append_ms: Option<i64>,
+    /// True once flushed to disk since its last append.
+    flushed: bool,
+}
+
+fn open_file(path: &Path, create_new: bool) -> Result<File, StorageError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create_new)
+        .truncate(create_new)
+        .open(path)
+        .map_err(|e| StorageError::io(format!("opening {}", path.display()), e))
+}
+
+impl Segment {
+    /// Creates a new, empty, active segment.
+    pub fn create(dir: &Path, base_offset: i64, capacity: usize, index_bytes: usize) -> Result<Segment, StorageError> {
+        let log_path = dir.join(file_name(base_offset, "log"));
+        let file = open_file(&log_path, true)?;
+        for ext in ["index", "timeindex"] {
+            remove_if_exists(&dir.join(file_name(base_offset, ext)))?;
+        }
+        let mut segment = Segment::from_parts(dir, base_offset, log_path, file, 0, 0)?;
+        segment.activate(capacity, index_bytes)?;
+        Ok(segment)
+    }
+
+    /// Opens an existing segment, inactive; `size` is the file length until `recover` or
+    /// `load_tail` says otherwise.
+    pub fn open(dir: &Path, base_offset: i64) -> Result<Segment, StorageError> {
+        let log_path = dir.join(file_name(base_offset, "log"));
+        let file = open_file(&log_path, false)?;
+        let len = file
+            .metadata()
+            .map_err(|e| StorageError::io(format!("stat {}", log_path.display()), e))?
+            .len();
+        let size = usize::try_from(len).map_err(|_| StorageError::corrupt(&log_path, "file too large"))?;
+        let mut segment = Segment::from_parts(dir, base_offset, log_path, file, size, 0)?;
+        if let Some((ts, offset)) = segment.time_index.last() {
+            segment.max_timestamp = ts;
+            segment.offset_of_max_timestamp = offset;
+        }
+        segment.flushed = true;
+        Ok(segment)
+    }
+
+    fn from_parts(dir: &Path, base_offset: i64, log_path: PathBuf, file: File, size: usize, index_bytes: usize) -> Result<Segment, StorageError> {
+        let index = OffsetIndex::open(&dir.join(file_name(base_offset, "index")), base_offset, index_bytes)?;
+        let time_index = TimeIndex::open(&dir.join(file_name(base_offset, "timeindex")), base_offset, index_bytes)?;
+        Ok(Segment {
+            base_offset,
+            log_path,
+            file: Arc::new(file),
+            mmap: None,
+            size,
+            next_offset: base_offset,
+            index,
+            time_index,
+            bytes_since_index_entry: 0,
+            max_timestamp: -1,
+            offset_of_max_timestamp: -1,
+            first_append_ms: None,
+            flushed: false,
+        })
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+    pub fn is_active(&self) -> bool {
+        self.mmap.is_some()
+    }
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+    pub fn first_append_ms(&self) -> Option<i64> {
+        self.first_append_ms
+    }
+    pub fn is_flushed(&self) -> bool {
+        self.flushed
+    }
+    pub fn path(&self) -> &Path {
+        &self.log_path
+    }
+    pub fn file_ref(&self) -> &File {
+        &self.file
+    }
+    pub fn index_full(&self) -> bool {
+        self.index.is_full() || self.time_index.is_full()
+    }
+    pub fn capacity(&self) -> usize {
+        self.mmap.as_ref().map_or(self.size, |m| m.len())
+    }
+    /// Sets the next offset of a non-last segment (the next segment's base).
+    pub fn set_next_offset(&mut self, next: i64) {
+        assert!(next >= self.base_offset);
+        self.next_offset = next;
+    }
+
+    /// Grows the file to `capacity` (sparse) and maps it for appends.
+    pub fn activate(&mut self, capacity: usize, index_bytes: usize) -> Result<(), StorageError> {
+        assert!(self.mmap.is_none());
+        let capacity = capacity.max(self.size);
+        self.file
+            .set_len(capacity as u64)
+            .map_err(|e| StorageError::io(format!("preallocating {}", self.log_path.display()), e))?;
+        if capacity > 0 {
+            // SAFETY: the segment owns this file; it is only resized through this segment and
+            // only while no map is held (deactivate drops the map first).
+            let mmap = unsafe { MmapMut::map_mut(&*self.file) }
+                .map_err(|e| StorageError::io(format!("mapping {}", self.log_path.display()), e))?;
+            self.mmap = Some(mmap);
+        }
+        self.index.resize(index_bytes)?;
+        self.time_index.resize(index_bytes)?;
+        Ok(())
+    }
+
+    /// Drops the map and trims the file and indexes to their valid length.
+    pub fn deactivate(&mut self) -> Result<(), StorageError> {
+        if let Some(m) = self.mmap.take() {
+            m.flush_async()
+                .map_err(|e| StorageError::io(format!("flushing {}", self.log_path.display()), e))?;
+        }
+        if !self.time_index.is_full() && self.max_timestamp >= 0 {
+            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
+        }
+        self.file
+            .set_len(self.size as u64)
+            .map_err(|e| StorageError::io(format!("trimming {}", self.log_path.display()), e))?;
+        self.index.trim()?;
+        self.time_index.trim()
+    }
+
+    /// True if `bytes` more fit in the mapped capacity.
+    pub fn fits(&self, bytes: usize) -> bool {
+        self.mmap.as_ref().is_some_and(|m| self.size + bytes <= m.len())
+    }
+
+    /// Appends validated batches (their headers given, in order, positions relative to
+    /// `records`), assigning offsets from `first_offset`. Returns the next offset.
+    pub fn append(&mut self, records: &[u8], batches: &[(usize, BatchHeader)], first_offset: i64, leader_epoch: i32, index_interval_bytes: usize, now_ms: i64) -> i64 {
+        assert!(self.fits(records.len()), "append must be preceded by a roll check");
+        assert!(first_offset >= self.next_offset);
+        let start = self.size;
+        let mmap = self.mmap.as_mut().expect("active segment is mapped");
+        mmap[start..start + records.len()].copy_from_slice(records);
+        let mut offset = first_offset;
+        for (position, header) in batches {
+            let at = start + position;
+            let bytes = &mut mmap[at..at + header.total_size()];
+            batch::patch_base_offset(bytes, offset);
+            batch::patch_leader_epoch(bytes, leader_epoch);
+            let last = offset + header.last_offset_delta as i64;
+            if header.max_timestamp > self.max_timestamp {
+                self.max_timestamp = header.max_timestamp;
+                self.offset_of_max_timestamp = last;
+            }
+            if self.bytes_since_index_entry >= index_interval_bytes {
+                self.index.append(offset, at as u32);
+                self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
+                self.bytes_since_index_entry = 0;
+            }
+            self.bytes_since_index_entry += header.total_size();
+            offset = last + 1;
+        }
+        self.size += records.len();
+        self.next_offset = offset;
+        self.first_append_ms.get_or_insert(now_ms);
+        self.flushed = false;
+        offset
+    }
+
+    /// Reads up to `buf.len()` bytes at `position` (from the map when active).
+    fn read_at(&self, position: usize, buf: &mut [u8]) -> Result<usize, StorageError> {
+        if position >= self.size {
+            return Ok(0);
+        }
+        let n = buf.len().min(self.size - position);
+        match &self.mmap {
+            Some(m) => {
+                buf[..n].copy_from_slice(&m[position..position + n]);
+                Ok(n)
+            }
+            None => {
+                let mut done = 0;
+                while done < n {
+                    let got = self
+                        .file
+                        .read_at(&mut buf[done..n], (position + done) as u64)
+                        .map_err(|e| StorageError::io(format!("reading {}", self.log_path.display()), e))?;
+                    if got == 0 {
+                        break;
+                    }
+                    done += got;
+                }
+                Ok(done)
+            }
+        }
+    }
+
+    /// The header of the batch at `position`, if a whole valid-looking one is there.
+    pub fn header_at(&self, position: usize) -> Result<Option<BatchHeader>, StorageError> {
+        let mut buf = [0u8; BATCH_HEADER_BYTES];
+        let n = self.read_at(position, &mut buf)?;
+        match BatchHeader::parse(&buf[..n]) {
+            Ok(h) if position + h.total_size() <= self.size => Ok(Some(h)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Position and header of the first batch whose last offset is >= `offset`.
+    pub fn find_batch(&self, offset: i64) -> Result<Option<(usize, BatchHeader)>, StorageError> {
+        let (_, start) = self.index.lookup(offset);
+        let mut position = start as usize;
+        while let Some(h) = self.header_at(position)? {
+            if h.last_offset() >= offset {
+                return Ok(Some((position, h)));
+            }
+            position += h.total_size();
+        }
+        Ok(None)
+    }
+
+    /// The region of whole batches starting at the batch holding `offset`: batches wholly
+    /// below `max_offset`, within `max_bytes` unless `min_one` and it is the first batch.
+    pub fn read(&self, offset: i64, max_offset: i64, max_bytes: usize, min_one: bool) -> Result<Option<FileRegion>, StorageError> {
+        let Some((start, first)) = self.find_batch(offset)? else {
+            return Ok(None);
+        };
+        if first.next_offset() > max_offset {
+            return Ok(None);
+        }
+        let mut end = start;
+        let mut header = Some(first);
+        while let Some(h) = header {
+            let size = h.total_size();
+            if h.next_offset() > max_offset || (end + size - start > max_bytes && !(min_one && end == start)) {
+                break;
+            }
+            end += size;
+            header = self.header_at(end)?;
+        }
+        if end == start {
+            return Ok(None);
+        }
+        Ok(Some(FileRegion {
+            file: Arc::clone(&self.file),
+            position: start as u64,
+            len: end - start,
+        }))
+    }
+
+    /// Reads whole batch bytes of a region into memory (for internal readers and tests).
+    pub fn read_bytes(&self, position: usize, len: usize) -> Result<Vec<u8>, StorageError> {
+        let mut buf = vec![0u8; len];
+        let n = self.read_at(position, &mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// First offset whose record timestamp is >= `timestamp`, with that timestamp.
+    pub fn find_offset_by_timestamp(&self, timestamp: i64, start_offset: i64) -> Result<Option<(i64, i64)>, StorageError> {
+        let (_, indexed_offset) = self.time_index.lookup(timestamp);
+        let (_, position) = self.index.lookup(indexed_offset.max(start_offset));
+        let mut position_usize = position as usize;
+        while let Some(h) = self.header_at(position_usize)? {
+            if h.max_timestamp >= timestamp && h.last_offset() >= start_offset {
+                let bytes = self.read_bytes(position_usize, h.total_size())?;
+                if let Some(records) = batch::uncompressed_records(&bytes) {
+                    if let Some(r) = records.iter().find(|r| r.timestamp >= timestamp && r.offset >= start_offset) {
+                        return Ok(Some((r.offset, r.timestamp)));
+                    }
+                }
+                // Compressed: the batch is the finest grain readable without inflating it.
+                return Ok(Some((h.base_offset.max(start_offset), h.max_timestamp)));
+            }
+            position_usize += h.total_size();
+        }
+        Ok(None)
+    }
+
+    /// Rescans the whole segment, validating every batch, rebuilding both indexes and
+    /// truncating at the first invalid byte. Returns the number of bytes truncated.
+    pub fn recover(&mut self, index_interval_bytes: usize, index_bytes: usize) -> Result<usize, StorageError> {
+        self.index.truncate_to(self.base_offset);
+        self.time_index.truncate_to(self.base_offset);
+        self.index.resize(index_bytes)?;
+        self.time_index.resize(index_bytes)?;
+        self.max_timestamp = -1;
+        self.offset_of_max_timestamp = -1;
+        self.bytes_since_index_entry = 0;
+        let mut position = 0usize;
+        let mut next = self.base_offset;
+        let mut header_buf = [0u8; BATCH_HEADER_BYTES];
+        loop {
+            let n = self.read_at(position, &mut header_buf)?;
+            let Ok(h) = BatchHeader::parse(&header_buf[..n]) else { break };
+            if h.base_offset < next || position + h.total_size() > self.size || self.index_full() {
+                break;
+            }
+            let bytes = self.read_bytes(position, h.total_size())?;
+            if batch::validate(&bytes).is_err() {
+                break;
+            }
+            if h.max_timestamp > self.max_timestamp {
+                self.max_timestamp = h.max_timestamp;
+                self.offset_of_max_timestamp = h.last_offset();
+            }
+            if self.bytes_since_index_entry >= index_interval_bytes {
+                self.index.append(h.base_offset, position as u32);
+                self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
+                self.bytes_since_index_entry = 0;
+            }
+            self.bytes_since_index_entry += h.total_size();
+            position += h.total_size();
+            next = h.next_offset();
+        }
+        let truncated = self.size - position;
+        if truncated > 0 {
+            log::warn!("recovery truncating segment={} valid_bytes={} truncated_bytes={}", self.log_path.display(), position, truncated);
+            self.truncate_bytes(position)?;
+        }
+        self.next_offset = next;
+        self.flushed = false;
+        Ok(truncated)
+    }
+
+    /// Scans from the last index entry to find the next offset (clean active segment).
+    pub fn load_tail(&mut self) -> Result<(), StorageError> {
+        let (mut next, position) = self.index.last().unwrap_or((self.base_offset, 0));
+        let mut position = position as usize;
+        while let Some(h) = self.header_at(position)? {
+            next = h.next_offset();
+            if h.max_timestamp > self.max_timestamp {
+                self.max_timestamp = h.max_timestamp;
+                self.offset_of_max_timestamp = h.last_offset();
+            }
+            position += h.total_size();
+            self.bytes_since_index_entry += h.total_size();
+        }
+        if position != self.size {
+            // A clean shutdown trims the file; anything else needs full recovery.
+            return Err(StorageError::corrupt(&self.log_path, "segment has bytes past its last batch"));
+        }
+        self.next_offset = next;
+        Ok(())
+    }
+
+    fn truncate_bytes(&mut self, position: usize) -> Result<(), StorageError> {
+        assert!(position <= self.size);
+        if let Some(m) = self.mmap.as_mut() {
+            m[position..self.size].fill(0);
+        } else {
+            self.file
+                .set_len(position as u64)
+                .map_err(|e| StorageError::io(format!("truncating {}", self.log_path.display()), e))?;
+        }
+        self.size = position;
+        Ok(())
+    }
+
+    /// Removes every batch at or after `offset` (which must be a batch boundary or inside
+    /// the last kept batch's successor). Returns bytes removed.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<usize, StorageError> {
+        let Some((position, _)) = self.find_batch(offset)? else {
+            return Ok(0);
+        };
+        let removed = self.size - position;
+        self.truncate_bytes(position)?;
+        self.index.truncate_to(offset);
+        self.time_index.truncate_to(offset);
+        self.next_offset = offset.max(self.base_offset);
+        self.max_timestamp = -1;
+        self.offset_of_max_timestamp = -1;
+        let mut p = 0usize;
+        while let Some(h) = self.header_at(p)? {
+            if h.max_timestamp > self.max_timestamp {
+                self.max_timestamp = h.max_timestamp;
+                self.offset_of_max_timestamp = h.last_offset();
+            }
+            self.next_offset = h.next_offset();
+            p += h.total_size();
+        }
+        self.bytes_since_index_entry = 0;
+        Ok(removed)
+    }
+
+    /// Writes the valid bytes and both indexes to disk.
+    pub fn flush(&mut self) -> Result<(), StorageError> {
+        match &self.mmap {
+            Some(m) if self.size > 0 => m
+                .flush_range(0, self.size)
+                .map_err(|e| StorageError::io(format!("flushing {}", self.log_path.display()), e))?,
+            _ => self
+                .file
+                .sync_data()
+                .map_err(|e| StorageError::io(format!("syncing {}", self.log_path.display()), e))?,
+        }
+        self.index.flush()?;
+        self.time_index.flush()?;
+        self.flushed = true;
+        Ok(())
+    }
+
+    /// True if both indexes describe this segment.
+    pub fn indexes_sane(&self) -> bool {
+        self.index.sanity_check(self.size) && self.time_index.sanity_check()
+    }
+
+    /// Deletes the segment's three files. Open file handles (in-flight sendfile) stay valid.
+    pub fn delete(self) -> Result<(), StorageError> {
+        let Segment { log_path, index, time_index, mmap, .. } = self;
+        drop(mmap);
+        index.delete()?;
+        time_index.delete()?;
+        remove_if_exists(&log_path)
+    }
+}

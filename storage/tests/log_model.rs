@@ -1,0 +1,168 @@
+//! Property test: the log equals a `Vec` model under random appends, rolls, truncations,
+//! retention and reopen (clean and unclean), read back batch by batch.
+
+use kbroker_storage::batch::{self, NewRecord};
+use kbroker_storage::{Log, LogConfig};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Action {
+    Append(Vec<u8>),
+    Roll,
+    Truncate(u8),
+    Reopen { clean: bool },
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        6 => proptest::collection::vec(1u8..60, 1..6).prop_map(Action::Append),
+        1 => Just(Action::Roll),
+        1 => any::<u8>().prop_map(Action::Truncate),
+        1 => any::<bool>().prop_map(|clean| Action::Reopen { clean }),
+    ]
+}
+
+fn config() -> LogConfig {
+    LogConfig { segment_bytes: 2048, index_interval_bytes: 128, segment_index_bytes: 4096, ..LogConfig::default() }
+}
+
+/// Reads every record of the log from its start as (offset, value).
+fn read_all(log: &Log) -> Vec<(i64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    loop {
+        let read = log.read(offset, log.log_end_offset(), 1 << 20, true).expect("read");
+        let Some(region) = read.region else { break };
+        let bytes = log.read_region_bytes(&region).expect("region bytes");
+        let mut last = offset;
+        for (pos, header) in batch::BatchIter::new(&bytes, true) {
+            let records = batch::uncompressed_records(&bytes[pos..pos + header.total_size()]).expect("decode");
+            for r in records {
+                out.push((r.offset, r.value.map(|v| v.to_vec()).unwrap_or_default()));
+            }
+            last = header.next_offset();
+        }
+        assert!(last > offset, "reads make progress");
+        offset = last;
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn log_matches_vec_model(actions in proptest::collection::vec(action(), 1..60), seed in any::<u32>()) {
+        let dir = std::env::temp_dir().join(format!("kb-logmodel-{}-{seed}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut log = Log::open(&dir, "t", 0, config(), 0, 0, true, 0).expect("open");
+        let mut model: Vec<(i64, Vec<u8>)> = Vec::new();
+        let mut now = 1_000;
+        for a in actions {
+            now += 10;
+            match a {
+                Action::Append(sizes) => {
+                    let records: Vec<NewRecord> = sizes.iter().enumerate().map(|(i, s)| NewRecord {
+                        value: Some(vec![*s; *s as usize]), timestamp: now + i as i64, ..NewRecord::default()
+                    }).collect();
+                    let info = log.append_as_leader(&batch::build_batch(0, &records), 0, now).expect("append");
+                    prop_assert_eq!(info.first_offset, model.len() as i64);
+                    for (i, s) in sizes.iter().enumerate() {
+                        model.push((info.first_offset + i as i64, vec![*s; *s as usize]));
+                    }
+                    let end = log.log_end_offset();
+                    log.set_high_watermark(end);
+                }
+                Action::Roll => {
+                    if log.log_end_offset() > log.segment_bases().last().copied().unwrap_or(0) {
+                        log.roll().expect("roll");
+                    }
+                }
+                Action::Truncate(n) => {
+                    // Truncate at a batch boundary: find the batch that starts at or after n.
+                    let target = n as i64 % (model.len() as i64 + 1);
+                    let all = read_all(&log);
+                    let _ = all;
+                    let bytes_read = log.read(0, log.log_end_offset(), usize::MAX, true).expect("read");
+                    let mut boundary = log.log_end_offset();
+                    if let Some(region) = bytes_read.region {
+                        let bytes = log.read_region_bytes(&region).expect("bytes");
+                        for (_, h) in batch::BatchIter::new(&bytes, false) {
+                            if h.base_offset >= target { boundary = h.base_offset; break; }
+                        }
+                    }
+                    log.truncate_to(boundary).expect("truncate");
+                    model.truncate(boundary as usize);
+                }
+                Action::Reopen { clean } => {
+                    if clean { log.close().expect("close"); }
+                    let rp = log.recovery_point();
+                    drop(log);
+                    log = Log::open(&dir, "t", 0, config(), if clean { rp } else { 0 }, 0, clean, now).expect("reopen");
+                    let end = log.log_end_offset();
+                    log.set_high_watermark(end);
+                }
+            }
+            prop_assert_eq!(log.log_end_offset(), model.len() as i64);
+            prop_assert_eq!(read_all(&log), model.clone());
+        }
+        for (i, (offset, _)) in model.iter().enumerate().step_by(7) {
+            let found = log.offset_for_timestamp(0).expect("ts");
+            prop_assert_eq!(found.map(|f| f.0), model.first().map(|m| m.0));
+            let _ = (i, offset);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn torn_tail_is_truncated_on_unclean_open() {
+    let dir = std::env::temp_dir().join(format!("kb-torn-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut log = Log::open(&dir, "t", 0, config(), 0, 0, true, 0).expect("open");
+    for i in 0..5 {
+        let r = NewRecord { value: Some(vec![i; 40]), timestamp: 100 + i as i64, ..NewRecord::default() };
+        log.append_as_leader(&batch::build_batch(0, &[r]), 0, 0).expect("append");
+    }
+    log.close().expect("close");
+    drop(log);
+    // Tear the last batch: cut 10 bytes off and append garbage.
+    let path = dir.join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&path).expect("read");
+    let len = bytes.len();
+    bytes.truncate(len - 10);
+    bytes.extend_from_slice(&[0xAB; 7]);
+    std::fs::write(&path, &bytes).expect("write");
+    let log = Log::open(&dir, "t", 0, config(), 0, 0, false, 0).expect("reopen");
+    assert_eq!(log.log_end_offset(), 4, "the torn fifth batch is dropped");
+    let mut log = log;
+    let r = NewRecord { value: Some(b"next".to_vec()), timestamp: 1, ..NewRecord::default() };
+    let info = log.append_as_leader(&batch::build_batch(0, &[r]), 0, 0).expect("append");
+    assert_eq!(info.first_offset, 4, "offsets continue after the truncation");
+}
+
+#[test]
+fn retention_by_size_and_time_advances_log_start() {
+    let dir = std::env::temp_dir().join(format!("kb-retention-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = LogConfig { segment_bytes: 512, retention_bytes: 1024, ..LogConfig::default() };
+    let mut log = Log::open(&dir, "t", 0, cfg, 0, 0, true, 0).expect("open");
+    for i in 0..40 {
+        let r = NewRecord { value: Some(vec![1; 100]), timestamp: 1_000 + i, ..NewRecord::default() };
+        log.append_as_leader(&batch::build_batch(0, &[r]), 0, 0).expect("append");
+    }
+    let end = log.log_end_offset();
+    log.set_high_watermark(end);
+    let before = log.segment_count();
+    let deleted = log.delete_expired_segments(2_000).expect("retention");
+    assert!(deleted > 0 && log.segment_count() < before);
+    assert!(log.size_bytes() <= 1024 + 512);
+    assert!(log.log_start_offset() > 0);
+    assert!(log.read(0, end, 1000, true).is_err(), "offset 0 is now out of range");
+    let mut cfg = log.config().clone();
+    cfg.retention_bytes = -1;
+    cfg.retention_ms = 10;
+    log.set_config(cfg);
+    log.delete_expired_segments(1_000_000).expect("retention by time");
+    assert_eq!(log.log_start_offset(), end, "everything expired; the log is empty at its end");
+    assert_eq!(log.log_end_offset(), end);
+}
