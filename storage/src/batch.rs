@@ -169,7 +169,9 @@ pub fn validate_produced(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         return Err(BatchError::Corrupt("empty batch"));
     }
     if header.records_count as i64 != header.last_offset_delta as i64 + 1 {
-        return Err(BatchError::Corrupt("record count does not match last offset delta"));
+        return Err(BatchError::Corrupt(
+            "record count does not match last offset delta",
+        ));
     }
     Ok(header)
 }
@@ -360,7 +362,11 @@ pub struct NewRecord {
 pub fn build_batch(base_offset: i64, records: &[NewRecord]) -> Vec<u8> {
     assert!(!records.is_empty(), "a batch holds at least one record");
     let base_timestamp = records[0].timestamp;
-    let max_timestamp = records.iter().map(|r| r.timestamp).max().unwrap_or(base_timestamp);
+    let max_timestamp = records
+        .iter()
+        .map(|r| r.timestamp)
+        .max()
+        .unwrap_or(base_timestamp);
     let mut body = Vec::new();
     for (i, r) in records.iter().enumerate() {
         let mut rec = Vec::new();
@@ -405,7 +411,11 @@ mod tests {
     fn rec(i: i64) -> NewRecord {
         NewRecord {
             key: Some(format!("k{i}").into_bytes()),
-            value: if i % 3 == 0 { None } else { Some(vec![i as u8; i as usize]) },
+            value: if i % 3 == 0 {
+                None
+            } else {
+                Some(vec![i as u8; i as usize])
+            },
             headers: vec![("h".into(), Some(b"v".to_vec()))],
             timestamp: 1000 + i * 10,
         }
@@ -436,7 +446,10 @@ mod tests {
     fn corrupt_and_incomplete_are_reported() {
         let batch = build_batch(0, &[rec(1)]);
         assert_eq!(validate(&batch[..30]), Err(BatchError::Incomplete));
-        assert_eq!(validate(&batch[..batch.len() - 1]), Err(BatchError::Incomplete));
+        assert_eq!(
+            validate(&batch[..batch.len() - 1]),
+            Err(BatchError::Incomplete)
+        );
         let mut bad = batch.clone();
         let last = bad.len() - 1;
         bad[last] ^= 0xff;

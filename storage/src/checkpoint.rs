@@ -70,13 +70,18 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kb-ckpt-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join(RECOVERY_POINT);
-        let entries = vec![(TopicPartition::new("a", 0), 5), (TopicPartition::new("b-c", 3), 7)];
+        let entries = vec![
+            (TopicPartition::new("a", 0), 5),
+            (TopicPartition::new("b-c", 3), 7),
+        ];
         write(&path, &entries).expect("write");
         let read_back = read(&path).expect("read");
         assert_eq!(read_back.len(), 2);
         assert_eq!(read_back[&TopicPartition::new("b-c", 3)], 7);
         std::fs::write(&path, "0\n3\na 0 1\n").expect("write");
         assert!(read(&path).is_err());
-        assert!(read(&dir.join("absent")).expect("absent is empty").is_empty());
+        assert!(read(&dir.join("absent"))
+            .expect("absent is empty")
+            .is_empty());
     }
 }

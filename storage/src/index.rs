@@ -64,7 +64,8 @@ impl MappedIndex {
     fn resize(&mut self, bytes: usize) -> Result<(), StorageError> {
         assert!(bytes >= self.entries * self.entry_size);
         if let Some(m) = self.mmap.take() {
-            m.flush().map_err(|e| StorageError::io(format!("flushing {}", self.path.display()), e))?;
+            m.flush()
+                .map_err(|e| StorageError::io(format!("flushing {}", self.path.display()), e))?;
         }
         self.file
             .set_len(bytes as u64)
@@ -87,7 +88,11 @@ impl MappedIndex {
 
     fn push(&mut self, bytes: &[u8]) {
         assert_eq!(bytes.len(), self.entry_size);
-        assert!(self.entries < self.capacity(), "index {} is full", self.path.display());
+        assert!(
+            self.entries < self.capacity(),
+            "index {} is full",
+            self.path.display()
+        );
         let at = self.entries * self.entry_size;
         let m = self.mmap.as_mut().expect("a writable index is mapped");
         m[at..at + self.entry_size].copy_from_slice(bytes);
@@ -125,7 +130,8 @@ impl MappedIndex {
 
     fn flush(&self) -> Result<(), StorageError> {
         if let Some(m) = &self.mmap {
-            m.flush().map_err(|e| StorageError::io(format!("flushing {}", self.path.display()), e))?;
+            m.flush()
+                .map_err(|e| StorageError::io(format!("flushing {}", self.path.display()), e))?;
         }
         Ok(())
     }
@@ -165,7 +171,11 @@ pub struct OffsetIndex {
 }
 
 impl OffsetIndex {
-    pub fn open(path: &Path, base_offset: i64, capacity_bytes: usize) -> Result<Self, StorageError> {
+    pub fn open(
+        path: &Path,
+        base_offset: i64,
+        capacity_bytes: usize,
+    ) -> Result<Self, StorageError> {
         Ok(OffsetIndex {
             inner: MappedIndex::open(path, OffsetEntry::SIZE, capacity_bytes)?,
             base_offset,
@@ -196,9 +206,15 @@ impl OffsetIndex {
     }
     pub fn append(&mut self, offset: i64, position: u32) {
         let relative = offset - self.base_offset;
-        assert!((0..=u32::MAX as i64).contains(&relative), "offset {offset} outside segment");
+        assert!(
+            (0..=u32::MAX as i64).contains(&relative),
+            "offset {offset} outside segment"
+        );
         if let Some((last, last_pos)) = self.last() {
-            assert!(offset > last && position > last_pos, "index entries must increase");
+            assert!(
+                offset > last && position > last_pos,
+                "index entries must increase"
+            );
         }
         let mut e = [0u8; 8];
         e[..4].copy_from_slice(&(relative as u32).to_be_bytes());
@@ -207,7 +223,9 @@ impl OffsetIndex {
     }
     /// Drops entries at or above `offset`.
     pub fn truncate_to(&mut self, offset: i64) {
-        let keep = (0..self.inner.entries).take_while(|&i| self.entry(i).0 < offset).count();
+        let keep = (0..self.inner.entries)
+            .take_while(|&i| self.entry(i).0 < offset)
+            .count();
         self.inner.truncate_entries(keep);
     }
     /// True if entries increase and stay inside the segment of `log_size` bytes.
@@ -245,7 +263,11 @@ pub struct TimeIndex {
 }
 
 impl TimeIndex {
-    pub fn open(path: &Path, base_offset: i64, capacity_bytes: usize) -> Result<Self, StorageError> {
+    pub fn open(
+        path: &Path,
+        base_offset: i64,
+        capacity_bytes: usize,
+    ) -> Result<Self, StorageError> {
         Ok(TimeIndex {
             inner: MappedIndex::open(path, TimeEntry::SIZE, capacity_bytes)?,
             base_offset,
@@ -261,7 +283,10 @@ impl TimeIndex {
         let e = self.inner.entry(i);
         let mut ts = [0u8; 8];
         ts.copy_from_slice(&e[..8]);
-        (i64::from_be_bytes(ts), self.base_offset + u32_at(e, 8) as i64)
+        (
+            i64::from_be_bytes(ts),
+            self.base_offset + u32_at(e, 8) as i64,
+        )
     }
     pub fn last(&self) -> Option<(i64, i64)> {
         self.inner.entries.checked_sub(1).map(|i| self.entry(i))
@@ -280,18 +305,26 @@ impl TimeIndex {
     }
     /// Appends if the timestamp is newer than the last entry's.
     pub fn maybe_append(&mut self, timestamp: i64, offset: i64) {
-        if self.last().is_some_and(|(ts, o)| timestamp <= ts || offset <= o) {
+        if self
+            .last()
+            .is_some_and(|(ts, o)| timestamp <= ts || offset <= o)
+        {
             return;
         }
         let relative = offset - self.base_offset;
-        assert!((0..=u32::MAX as i64).contains(&relative), "offset {offset} outside segment");
+        assert!(
+            (0..=u32::MAX as i64).contains(&relative),
+            "offset {offset} outside segment"
+        );
         let mut e = [0u8; 12];
         e[..8].copy_from_slice(&timestamp.to_be_bytes());
         e[8..].copy_from_slice(&(relative as u32).to_be_bytes());
         self.inner.push(&e);
     }
     pub fn truncate_to(&mut self, offset: i64) {
-        let keep = (0..self.inner.entries).take_while(|&i| self.entry(i).1 < offset).count();
+        let keep = (0..self.inner.entries)
+            .take_while(|&i| self.entry(i).1 < offset)
+            .count();
         self.inner.truncate_entries(keep);
     }
     pub fn sanity_check(&self) -> bool {

@@ -35,7 +35,10 @@ pub struct TopicPartition {
 
 impl TopicPartition {
     pub fn new(topic: &str, partition: i32) -> Self {
-        TopicPartition { topic: topic.to_string(), partition }
+        TopicPartition {
+            topic: topic.to_string(),
+            partition,
+        }
     }
     /// The directory name `<topic>-<partition>`.
     pub fn dir_name(&self) -> String {
@@ -66,7 +69,11 @@ pub enum StorageError {
     #[error("records of {size} bytes exceed segment.bytes {max}")]
     RecordListTooLarge { size: usize, max: usize },
     #[error("offset {offset} out of range [{log_start_offset}, {log_end_offset}]")]
-    OffsetOutOfRange { offset: i64, log_start_offset: i64, log_end_offset: i64 },
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    },
     #[error("log directory {0} is offline")]
     Offline(String),
     #[error("{0}")]
@@ -78,6 +85,9 @@ impl StorageError {
         StorageError::Io { context, source }
     }
     pub fn corrupt(path: &Path, detail: &'static str) -> Self {
-        StorageError::Corrupt { path: path.display().to_string(), detail }
+        StorageError::Corrupt {
+            path: path.display().to_string(),
+            detail,
+        }
     }
 }

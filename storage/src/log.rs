@@ -116,8 +116,18 @@ impl Log {
     /// Opens (or creates) the log in `dir`. `clean_shutdown` false triggers recovery from
     /// `recovery_point`.
     #[allow(clippy::too_many_arguments)]
-    pub fn open(dir: &Path, topic: &str, partition: i32, config: LogConfig, recovery_point: i64, log_start_offset: i64, clean_shutdown: bool, now_ms: i64) -> Result<Log, StorageError> {
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::io(format!("creating {}", dir.display()), e))?;
+    pub fn open(
+        dir: &Path,
+        topic: &str,
+        partition: i32,
+        config: LogConfig,
+        recovery_point: i64,
+        log_start_offset: i64,
+        clean_shutdown: bool,
+        now_ms: i64,
+    ) -> Result<Log, StorageError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StorageError::io(format!("creating {}", dir.display()), e))?;
         let mut log = Log {
             dir: dir.to_path_buf(),
             topic: topic.to_string(),
@@ -139,15 +149,27 @@ impl Log {
         log.recover(recovery_point, clean_shutdown)?;
         if log.segments.is_empty() {
             let base = log.log_start_offset;
-            let segment = Segment::create(dir, base, log.config.segment_bytes, log.config.segment_index_bytes)?;
+            let segment = Segment::create(
+                dir,
+                base,
+                log.config.segment_bytes,
+                log.config.segment_index_bytes,
+            )?;
             log.segments.insert(base, segment);
         } else {
             let (cap, index_bytes) = (log.config.segment_bytes, log.config.segment_index_bytes);
             log.active_mut().activate(cap, index_bytes)?;
         }
         let first_base = log.first_segment().base_offset;
-        log.log_start_offset = log.log_start_offset.max(first_base).min(log.log_end_offset());
-        log.recovery_point = if clean_shutdown { log.log_end_offset() } else { recovery_point.min(log.log_end_offset()) };
+        log.log_start_offset = log
+            .log_start_offset
+            .max(first_base)
+            .min(log.log_end_offset());
+        log.recovery_point = if clean_shutdown {
+            log.log_end_offset()
+        } else {
+            recovery_point.min(log.log_end_offset())
+        };
         log.high_watermark = log.log_start_offset;
         log.load_leader_epochs()?;
         Ok(log)
@@ -155,11 +177,17 @@ impl Log {
 
     fn scan_segment_files(&self) -> Result<Vec<i64>, StorageError> {
         let mut bases = Vec::new();
-        let entries = std::fs::read_dir(&self.dir).map_err(|e| StorageError::io(format!("listing {}", self.dir.display()), e))?;
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|e| StorageError::io(format!("listing {}", self.dir.display()), e))?;
         for entry in entries {
-            let entry = entry.map_err(|e| StorageError::io(format!("listing {}", self.dir.display()), e))?;
+            let entry = entry
+                .map_err(|e| StorageError::io(format!("listing {}", self.dir.display()), e))?;
             let name = entry.file_name().to_string_lossy().to_string();
-            if name.ends_with(".deleted") || name.ends_with(".cleaned") || name.ends_with(".swap") || name.ends_with(".tmp") {
+            if name.ends_with(".deleted")
+                || name.ends_with(".cleaned")
+                || name.ends_with(".swap")
+                || name.ends_with(".tmp")
+            {
                 crate::index::remove_if_exists(&entry.path())?;
                 continue;
             }
@@ -178,11 +206,17 @@ impl Log {
     /// an unknown recovery point) and fixes next offsets.
     fn recover(&mut self, recovery_point: i64, clean_shutdown: bool) -> Result<(), StorageError> {
         let bases: Vec<i64> = self.segments.keys().copied().collect();
-        let (interval, index_bytes) = (self.config.index_interval_bytes, self.config.segment_index_bytes);
+        let (interval, index_bytes) = (
+            self.config.index_interval_bytes,
+            self.config.segment_index_bytes,
+        );
         let recover_from = if clean_shutdown {
             i64::MAX
         } else {
-            self.segments.range(..=recovery_point).next_back().map_or(i64::MIN, |(b, _)| *b)
+            self.segments
+                .range(..=recovery_point)
+                .next_back()
+                .map_or(i64::MIN, |(b, _)| *b)
         };
         let mut truncated_at: Option<usize> = None;
         for (i, base) in bases.iter().enumerate() {
@@ -204,7 +238,10 @@ impl Log {
             if let Some(next) = bases.get(i + 1) {
                 let segment = self.segments.get_mut(base).expect("listed segment exists");
                 if segment.next_offset() > *next {
-                    return Err(StorageError::corrupt(segment.path(), "segment overlaps the next one"));
+                    return Err(StorageError::corrupt(
+                        segment.path(),
+                        "segment overlaps the next one",
+                    ));
                 }
                 if !needs_recovery {
                     segment.set_next_offset(*next);
@@ -214,14 +251,19 @@ impl Log {
         if let Some(i) = truncated_at {
             for base in &bases[i + 1..] {
                 if let Some(s) = self.segments.remove(base) {
-                    log::warn!("recovery deleting segment after a truncation path={}", s.path().display());
+                    log::warn!(
+                        "recovery deleting segment after a truncation path={}",
+                        s.path().display()
+                    );
                     s.delete()?;
                 }
             }
         }
         // Drop empty non-last segments left by a crash during roll.
         while self.segments.len() > 1 {
-            let Some((&base, first)) = self.segments.iter().next() else { break };
+            let Some((&base, first)) = self.segments.iter().next() else {
+                break;
+            };
             if !first.is_empty() {
                 break;
             }
@@ -278,23 +320,39 @@ impl Log {
     }
 
     fn active(&self) -> &Segment {
-        self.segments.values().next_back().expect("a log always has an active segment")
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
     }
     fn active_mut(&mut self) -> &mut Segment {
-        self.segments.values_mut().next_back().expect("a log always has an active segment")
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
     }
     fn first_segment(&self) -> &Segment {
-        self.segments.values().next().expect("a log always has a segment")
+        self.segments
+            .values()
+            .next()
+            .expect("a log always has a segment")
     }
 
     /// Validates every batch of a producer's records for this partition.
-    pub fn validate_records(&self, records: &[u8]) -> Result<Vec<(usize, BatchHeader)>, StorageError> {
+    pub fn validate_records(
+        &self,
+        records: &[u8],
+    ) -> Result<Vec<(usize, BatchHeader)>, StorageError> {
         let mut batches = Vec::new();
         let mut iter = BatchIter::new(records, false);
         for (position, _) in iter.by_ref() {
-            let header = batch::validate_produced(&records[position..]).map_err(StorageError::InvalidBatch)?;
+            let header = batch::validate_produced(&records[position..])
+                .map_err(StorageError::InvalidBatch)?;
             if header.total_size() > self.config.max_message_bytes {
-                return Err(StorageError::RecordTooLarge { size: header.total_size(), max: self.config.max_message_bytes });
+                return Err(StorageError::RecordTooLarge {
+                    size: header.total_size(),
+                    max: self.config.max_message_bytes,
+                });
             }
             batches.push((position, header));
         }
@@ -308,10 +366,18 @@ impl Log {
     }
 
     /// Appends a producer's records as leader: validate, roll if needed, assign offsets.
-    pub fn append_as_leader(&mut self, records: &[u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo, StorageError> {
+    pub fn append_as_leader(
+        &mut self,
+        records: &[u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
         let batches = self.validate_records(records)?;
         if records.len() > self.config.segment_bytes {
-            return Err(StorageError::RecordListTooLarge { size: records.len(), max: self.config.segment_bytes });
+            return Err(StorageError::RecordListTooLarge {
+                size: records.len(),
+                max: self.config.segment_bytes,
+            });
         }
         self.maybe_roll(records.len(), now_ms)?;
         if self.latest_epoch().is_none_or(|e| leader_epoch > e) && leader_epoch >= 0 {
@@ -320,7 +386,14 @@ impl Log {
         }
         let first_offset = self.log_end_offset();
         let interval = self.config.index_interval_bytes;
-        let next = self.active_mut().append(records, &batches, first_offset, leader_epoch, interval, now_ms);
+        let next = self.active_mut().append(
+            records,
+            &batches,
+            first_offset,
+            leader_epoch,
+            interval,
+            now_ms,
+        );
         let count: i64 = batches.iter().map(|(_, h)| h.records_count as i64).sum();
         self.unflushed_messages += count;
         if self.unflushed_messages >= self.config.flush_messages {
@@ -329,7 +402,11 @@ impl Log {
         Ok(AppendInfo {
             first_offset,
             last_offset: next - 1,
-            log_append_time: if self.config.log_append_time { now_ms } else { -1 },
+            log_append_time: if self.config.log_append_time {
+                now_ms
+            } else {
+                -1
+            },
             log_start_offset: self.log_start_offset,
             records: count,
             bytes: records.len(),
@@ -338,13 +415,18 @@ impl Log {
 
     fn maybe_roll(&mut self, incoming: usize, now_ms: i64) -> Result<(), StorageError> {
         let active = self.active();
-        let aged = active.first_append_ms().is_some_and(|t| now_ms - t >= self.config.segment_ms);
+        let aged = active
+            .first_append_ms()
+            .is_some_and(|t| now_ms - t >= self.config.segment_ms);
         if active.fits(incoming) && !active.index_full() && !(aged && !active.is_empty()) {
             return Ok(());
         }
         if active.is_empty() {
             // An empty active segment that cannot hold the records: grow it rather than roll.
-            let (cap, index_bytes) = (self.config.segment_bytes.max(incoming), self.config.segment_index_bytes);
+            let (cap, index_bytes) = (
+                self.config.segment_bytes.max(incoming),
+                self.config.segment_index_bytes,
+            );
             let active = self.active_mut();
             active.deactivate()?;
             return active.activate(cap, index_bytes);
@@ -356,21 +438,45 @@ impl Log {
     pub fn roll(&mut self) -> Result<(), StorageError> {
         let next = self.log_end_offset();
         self.active_mut().deactivate()?;
-        let segment = Segment::create(&self.dir, next, self.config.segment_bytes, self.config.segment_index_bytes)?;
-        log::info!("rolled log topic={} partition={} new_segment_base={}", self.topic, self.partition, next);
+        let segment = Segment::create(
+            &self.dir,
+            next,
+            self.config.segment_bytes,
+            self.config.segment_index_bytes,
+        )?;
+        log::info!(
+            "rolled log topic={} partition={} new_segment_base={}",
+            self.topic,
+            self.partition,
+            next
+        );
         self.segments.insert(next, segment);
         Ok(())
     }
 
     /// Reads whole batches from `offset`, below `max_offset`, at most `max_bytes` unless
     /// `min_one` lets the first batch exceed it.
-    pub fn read(&self, offset: i64, max_offset: i64, max_bytes: usize, min_one: bool) -> Result<LogRead, StorageError> {
+    pub fn read(
+        &self,
+        offset: i64,
+        max_offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<LogRead, StorageError> {
         let log_end_offset = self.log_end_offset();
         if offset < self.log_start_offset || offset > log_end_offset {
-            return Err(StorageError::OffsetOutOfRange { offset, log_start_offset: self.log_start_offset, log_end_offset });
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset,
+            });
         }
         let mut region = None;
-        let floor = self.segments.range(..=offset).next_back().map_or(i64::MIN, |(b, _)| *b);
+        let floor = self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .map_or(i64::MIN, |(b, _)| *b);
         for segment in self.segments.range(floor..).map(|(_, s)| s) {
             if let Some(r) = segment.read(offset, max_offset, max_bytes, min_one)? {
                 region = Some(r);
@@ -402,7 +508,9 @@ impl Log {
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, StorageError> {
         for segment in self.segments.values() {
             if segment.max_timestamp() >= timestamp {
-                if let Some(found) = segment.find_offset_by_timestamp(timestamp, self.log_start_offset)? {
+                if let Some(found) =
+                    segment.find_offset_by_timestamp(timestamp, self.log_start_offset)?
+                {
                     if found.0 < self.high_watermark {
                         return Ok(Some(found));
                     }
@@ -421,12 +529,17 @@ impl Log {
         }
         let mut deletable: Vec<i64> = Vec::new();
         let total: i64 = self.size_bytes() as i64;
-        let mut excess = if self.config.retention_bytes >= 0 { total - self.config.retention_bytes } else { 0 };
+        let mut excess = if self.config.retention_bytes >= 0 {
+            total - self.config.retention_bytes
+        } else {
+            0
+        };
         for (base, segment) in &self.segments {
             if segment.is_empty() || segment.next_offset() > self.high_watermark {
                 break;
             }
-            let expired_by_time = self.config.retention_ms >= 0 && now_ms - segment.max_timestamp() > self.config.retention_ms;
+            let expired_by_time = self.config.retention_ms >= 0
+                && now_ms - segment.max_timestamp() > self.config.retention_ms;
             let expired_by_size = excess >= segment.size() as i64;
             if !(expired_by_time || expired_by_size) {
                 break;
@@ -444,7 +557,13 @@ impl Log {
         }
         for base in &deletable {
             if let Some(segment) = self.segments.remove(base) {
-                log::info!("retention deleting segment topic={} partition={} base_offset={} size={}", self.topic, self.partition, base, segment.size());
+                log::info!(
+                    "retention deleting segment topic={} partition={} base_offset={} size={}",
+                    self.topic,
+                    self.partition,
+                    base,
+                    segment.size()
+                );
                 segment.delete()?;
             }
         }
@@ -460,11 +579,16 @@ impl Log {
         if offset <= self.log_start_offset {
             return Ok(());
         }
-        assert!(offset <= self.high_watermark, "log start offset beyond high watermark");
+        assert!(
+            offset <= self.high_watermark,
+            "log start offset beyond high watermark"
+        );
         self.log_start_offset = offset;
         while self.segments.len() > 1 {
             let mut iter = self.segments.keys();
-            let (Some(&first), Some(&second)) = (iter.next(), iter.next()) else { break };
+            let (Some(&first), Some(&second)) = (iter.next(), iter.next()) else {
+                break;
+            };
             if second > offset {
                 break;
             }
@@ -491,7 +615,12 @@ impl Log {
             }
         }
         if self.segments.is_empty() {
-            let segment = Segment::create(&self.dir, offset, self.config.segment_bytes, self.config.segment_index_bytes)?;
+            let segment = Segment::create(
+                &self.dir,
+                offset,
+                self.config.segment_bytes,
+                self.config.segment_index_bytes,
+            )?;
             self.segments.insert(offset, segment);
         }
         let needs_activation = !self.active().is_active();
@@ -559,7 +688,8 @@ impl Log {
     }
 
     fn assign_epoch(&mut self, epoch: i32, start_offset: i64) -> Result<(), StorageError> {
-        self.leader_epochs.retain(|(e, s)| *e < epoch && *s < start_offset);
+        self.leader_epochs
+            .retain(|(e, s)| *e < epoch && *s < start_offset);
         self.leader_epochs.push((epoch, start_offset));
         self.write_leader_epochs()
     }
@@ -575,11 +705,16 @@ impl Log {
         let (Some("0"), Some(count)) = (lines.next(), lines.next()) else {
             return Err(StorageError::corrupt(&path, "bad header"));
         };
-        let count: usize = count.parse().map_err(|_| StorageError::corrupt(&path, "bad count"))?;
+        let count: usize = count
+            .parse()
+            .map_err(|_| StorageError::corrupt(&path, "bad count"))?;
         let end = self.log_end_offset();
         for line in lines.take(count) {
             let mut parts = line.split_whitespace();
-            let (Some(Ok(epoch)), Some(Ok(start))) = (parts.next().map(str::parse::<i32>), parts.next().map(str::parse::<i64>)) else {
+            let (Some(Ok(epoch)), Some(Ok(start))) = (
+                parts.next().map(str::parse::<i32>),
+                parts.next().map(str::parse::<i64>),
+            ) else {
                 return Err(StorageError::corrupt(&path, "bad entry"));
             };
             if start <= end {
@@ -607,7 +742,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
     let tmp = path.with_extension("tmp");
     let ctx = |what: &str| format!("{what} {}", tmp.display());
     let mut file = std::fs::File::create(&tmp).map_err(|e| StorageError::io(ctx("creating"), e))?;
-    file.write_all(bytes).map_err(|e| StorageError::io(ctx("writing"), e))?;
-    file.sync_all().map_err(|e| StorageError::io(ctx("syncing"), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| StorageError::io(format!("renaming to {}", path.display()), e))
+    file.write_all(bytes)
+        .map_err(|e| StorageError::io(ctx("writing"), e))?;
+    file.sync_all()
+        .map_err(|e| StorageError::io(ctx("syncing"), e))?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| StorageError::io(format!("renaming to {}", path.display()), e))
 }

@@ -34,28 +34,44 @@ pub fn lock(log: &SharedLog) -> MutexGuard<'_, Log> {
 impl LogManager {
     /// Opens the log dirs, checks `meta.properties`, and loads (recovering if needed) every
     /// partition found. `config_for(topic)` gives each topic's log config.
-    pub fn open(dirs: &[PathBuf], broker_id: i32, cluster_id: &str, config_for: &dyn Fn(&str) -> LogConfig, now_ms: i64) -> Result<LogManager, StorageError> {
+    pub fn open(
+        dirs: &[PathBuf],
+        broker_id: i32,
+        cluster_id: &str,
+        config_for: &dyn Fn(&str) -> LogConfig,
+        now_ms: i64,
+    ) -> Result<LogManager, StorageError> {
         assert!(!dirs.is_empty(), "at least one log dir");
         let mut logs = HashMap::new();
         let mut all_clean = true;
         for dir in dirs {
-            std::fs::create_dir_all(dir).map_err(|e| StorageError::io(format!("creating log dir {}", dir.display()), e))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StorageError::io(format!("creating log dir {}", dir.display()), e))?;
             check_meta_properties(dir, broker_id, cluster_id)?;
             let marker = dir.join(CLEAN_SHUTDOWN_FILE);
-            let clean = marker.exists();
+            let fresh = !dir.join(checkpoint::RECOVERY_POINT).exists();
+            let clean = marker.exists() || fresh;
             all_clean &= clean;
             crate::index::remove_if_exists(&marker)?;
             let recovery = checkpoint::read(&dir.join(checkpoint::RECOVERY_POINT))?;
             let starts = checkpoint::read(&dir.join(checkpoint::LOG_START_OFFSET))?;
             let hws = checkpoint::read(&dir.join(checkpoint::REPLICATION_OFFSET))?;
             if !clean {
-                log::warn!("log dir {} was not shut down cleanly; recovering", dir.display());
+                log::warn!(
+                    "log dir {} was not shut down cleanly; recovering",
+                    dir.display()
+                );
             }
-            let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io(format!("listing {}", dir.display()), e))?;
+            let entries = std::fs::read_dir(dir)
+                .map_err(|e| StorageError::io(format!("listing {}", dir.display()), e))?;
             for entry in entries {
-                let entry = entry.map_err(|e| StorageError::io(format!("listing {}", dir.display()), e))?;
+                let entry =
+                    entry.map_err(|e| StorageError::io(format!("listing {}", dir.display()), e))?;
                 let name = entry.file_name().to_string_lossy().to_string();
                 if !entry.path().is_dir() {
+                    continue;
+                }
+                if name.starts_with('.') {
                     continue;
                 }
                 if name.ends_with("-delete") {
@@ -69,17 +85,30 @@ impl LogManager {
                 let tp = TopicPartition { topic, partition };
                 let rp = recovery.get(&tp).copied().unwrap_or(0);
                 let start = starts.get(&tp).copied().unwrap_or(0);
-                let mut log = Log::open(&entry.path(), &tp.topic, partition, config_for(&tp.topic), rp, start, clean, now_ms)?;
+                let mut log = Log::open(
+                    &entry.path(),
+                    &tp.topic,
+                    partition,
+                    config_for(&tp.topic),
+                    rp,
+                    start,
+                    clean,
+                    now_ms,
+                )?;
                 log.set_high_watermark(hws.get(&tp).copied().unwrap_or(0));
                 log::info!("loaded log {} log_start_offset={} log_end_offset={} high_watermark={} segments={}", tp, log.log_start_offset(), log.log_end_offset(), log.high_watermark(), log.segment_count());
                 logs.insert(tp, Arc::new(Mutex::new(log)));
             }
         }
-        Ok(LogManager {
+        let manager = LogManager {
             dirs: dirs.to_vec(),
             logs: RwLock::new(logs),
             clean_shutdown: all_clean,
-        })
+        };
+        // From here on the dir is not fresh: a crash before the first periodic checkpoint
+        // must still be recognised as unclean.
+        manager.checkpoint()?;
+        Ok(manager)
     }
 
     pub fn had_clean_shutdown(&self) -> bool {
@@ -87,16 +116,27 @@ impl LogManager {
     }
 
     pub fn get(&self, tp: &TopicPartition) -> Option<SharedLog> {
-        self.logs.read().unwrap_or_else(|p| p.into_inner()).get(tp).cloned()
+        self.logs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tp)
+            .cloned()
     }
 
     pub fn all(&self) -> Vec<(TopicPartition, SharedLog)> {
         let logs = self.logs.read().unwrap_or_else(|p| p.into_inner());
-        logs.iter().map(|(tp, l)| (tp.clone(), Arc::clone(l))).collect()
+        logs.iter()
+            .map(|(tp, l)| (tp.clone(), Arc::clone(l)))
+            .collect()
     }
 
     /// The log of `tp`, created in the least-loaded dir if absent.
-    pub fn get_or_create(&self, tp: &TopicPartition, config: LogConfig, now_ms: i64) -> Result<SharedLog, StorageError> {
+    pub fn get_or_create(
+        &self,
+        tp: &TopicPartition,
+        config: LogConfig,
+        now_ms: i64,
+    ) -> Result<SharedLog, StorageError> {
         if let Some(log) = self.get(tp) {
             return Ok(log);
         }
@@ -105,7 +145,16 @@ impl LogManager {
             return Ok(Arc::clone(log));
         }
         let dir = self.least_loaded_dir(&logs);
-        let log = Log::open(&dir.join(tp.dir_name()), &tp.topic, tp.partition, config, 0, 0, true, now_ms)?;
+        let log = Log::open(
+            &dir.join(tp.dir_name()),
+            &tp.topic,
+            tp.partition,
+            config,
+            0,
+            0,
+            true,
+            now_ms,
+        )?;
         log::info!("created log {} in {}", tp, dir.display());
         let log = Arc::new(Mutex::new(log));
         logs.insert(tp.clone(), Arc::clone(&log));
@@ -113,7 +162,8 @@ impl LogManager {
     }
 
     fn least_loaded_dir(&self, logs: &HashMap<TopicPartition, SharedLog>) -> PathBuf {
-        let mut counts: HashMap<&Path, usize> = self.dirs.iter().map(|d| (d.as_path(), 0)).collect();
+        let mut counts: HashMap<&Path, usize> =
+            self.dirs.iter().map(|d| (d.as_path(), 0)).collect();
         for log in logs.values() {
             let log = lock(log);
             if let Some(parent) = log.dir().parent() {
@@ -131,7 +181,11 @@ impl LogManager {
 
     /// Removes a partition's log and its files.
     pub fn delete(&self, tp: &TopicPartition) -> Result<(), StorageError> {
-        let removed = self.logs.write().unwrap_or_else(|p| p.into_inner()).remove(tp);
+        let removed = self
+            .logs
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(tp);
         if let Some(log) = removed {
             let log = match Arc::try_unwrap(log) {
                 Ok(m) => m.into_inner().unwrap_or_else(|p| p.into_inner()),
@@ -139,7 +193,8 @@ impl LogManager {
                     // Someone still holds it (an in-flight read): delete the files anyway;
                     // open descriptors keep in-flight sendfiles valid.
                     let dir = lock(&shared).dir().to_path_buf();
-                    return std::fs::remove_dir_all(&dir).map_err(|e| StorageError::io(format!("deleting {}", dir.display()), e));
+                    return std::fs::remove_dir_all(&dir)
+                        .map_err(|e| StorageError::io(format!("deleting {}", dir.display()), e));
                 }
             };
             log.delete()?;
@@ -175,7 +230,10 @@ impl LogManager {
     pub fn flush_and_checkpoint(&self, now_ms: i64) -> Result<(), StorageError> {
         for (tp, log) in self.all() {
             let mut log = lock(&log);
-            if let Err(e) = log.flush_rolled().and_then(|_| log.maybe_flush_by_time(now_ms)) {
+            if let Err(e) = log
+                .flush_rolled()
+                .and_then(|_| log.maybe_flush_by_time(now_ms))
+            {
                 log::error!("flush failed partition={tp}: {e}");
             }
         }
@@ -226,12 +284,18 @@ fn check_meta_properties(dir: &Path, broker_id: i32, cluster_id: &str) -> Result
                 .collect();
             if let Some(id) = props.get("broker.id") {
                 if id.parse::<i32>().ok() != Some(broker_id) {
-                    return Err(StorageError::Inconsistent(format!("{} has broker.id={id} but this broker is broker.id={broker_id}", path.display())));
+                    return Err(StorageError::Inconsistent(format!(
+                        "{} has broker.id={id} but this broker is broker.id={broker_id}",
+                        path.display()
+                    )));
                 }
             }
             if let Some(id) = props.get("cluster.id") {
                 if *id != cluster_id {
-                    return Err(StorageError::Inconsistent(format!("{} has cluster.id={id} but the cluster is {cluster_id}", path.display())));
+                    return Err(StorageError::Inconsistent(format!(
+                        "{} has cluster.id={id} but the cluster is {cluster_id}",
+                        path.display()
+                    )));
                 }
             }
             Ok(())

@@ -63,7 +63,12 @@ fn open_file(path: &Path, create_new: bool) -> Result<File, StorageError> {
 
 impl Segment {
     /// Creates a new, empty, active segment.
-    pub fn create(dir: &Path, base_offset: i64, capacity: usize, index_bytes: usize) -> Result<Segment, StorageError> {
+    pub fn create(
+        dir: &Path,
+        base_offset: i64,
+        capacity: usize,
+        index_bytes: usize,
+    ) -> Result<Segment, StorageError> {
         let log_path = dir.join(file_name(base_offset, "log"));
         let file = open_file(&log_path, true)?;
         for ext in ["index", "timeindex"] {
@@ -83,7 +88,8 @@ impl Segment {
             .metadata()
             .map_err(|e| StorageError::io(format!("stat {}", log_path.display()), e))?
             .len();
-        let size = usize::try_from(len).map_err(|_| StorageError::corrupt(&log_path, "file too large"))?;
+        let size =
+            usize::try_from(len).map_err(|_| StorageError::corrupt(&log_path, "file too large"))?;
         let mut segment = Segment::from_parts(dir, base_offset, log_path, file, size, 0)?;
         if let Some((ts, offset)) = segment.time_index.last() {
             segment.max_timestamp = ts;
@@ -93,9 +99,24 @@ impl Segment {
         Ok(segment)
     }
 
-    fn from_parts(dir: &Path, base_offset: i64, log_path: PathBuf, file: File, size: usize, index_bytes: usize) -> Result<Segment, StorageError> {
-        let index = OffsetIndex::open(&dir.join(file_name(base_offset, "index")), base_offset, index_bytes)?;
-        let time_index = TimeIndex::open(&dir.join(file_name(base_offset, "timeindex")), base_offset, index_bytes)?;
+    fn from_parts(
+        dir: &Path,
+        base_offset: i64,
+        log_path: PathBuf,
+        file: File,
+        size: usize,
+        index_bytes: usize,
+    ) -> Result<Segment, StorageError> {
+        let index = OffsetIndex::open(
+            &dir.join(file_name(base_offset, "index")),
+            base_offset,
+            index_bytes,
+        )?;
+        let time_index = TimeIndex::open(
+            &dir.join(file_name(base_offset, "timeindex")),
+            base_offset,
+            index_bytes,
+        )?;
         Ok(Segment {
             base_offset,
             log_path,
@@ -156,9 +177,9 @@ impl Segment {
     pub fn activate(&mut self, capacity: usize, index_bytes: usize) -> Result<(), StorageError> {
         assert!(self.mmap.is_none());
         let capacity = capacity.max(self.size);
-        self.file
-            .set_len(capacity as u64)
-            .map_err(|e| StorageError::io(format!("preallocating {}", self.log_path.display()), e))?;
+        self.file.set_len(capacity as u64).map_err(|e| {
+            StorageError::io(format!("preallocating {}", self.log_path.display()), e)
+        })?;
         if capacity > 0 {
             // SAFETY: the segment owns this file; it is only resized through this segment and
             // only while no map is held (deactivate drops the map first).
@@ -174,11 +195,13 @@ impl Segment {
     /// Drops the map and trims the file and indexes to their valid length.
     pub fn deactivate(&mut self) -> Result<(), StorageError> {
         if let Some(m) = self.mmap.take() {
-            m.flush_async()
-                .map_err(|e| StorageError::io(format!("flushing {}", self.log_path.display()), e))?;
+            m.flush_async().map_err(|e| {
+                StorageError::io(format!("flushing {}", self.log_path.display()), e)
+            })?;
         }
         if !self.time_index.is_full() && self.max_timestamp >= 0 {
-            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
+            self.time_index
+                .maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
         }
         self.file
             .set_len(self.size as u64)
@@ -189,13 +212,26 @@ impl Segment {
 
     /// True if `bytes` more fit in the mapped capacity.
     pub fn fits(&self, bytes: usize) -> bool {
-        self.mmap.as_ref().is_some_and(|m| self.size + bytes <= m.len())
+        self.mmap
+            .as_ref()
+            .is_some_and(|m| self.size + bytes <= m.len())
     }
 
     /// Appends validated batches (their headers given, in order, positions relative to
     /// `records`), assigning offsets from `first_offset`. Returns the next offset.
-    pub fn append(&mut self, records: &[u8], batches: &[(usize, BatchHeader)], first_offset: i64, leader_epoch: i32, index_interval_bytes: usize, now_ms: i64) -> i64 {
-        assert!(self.fits(records.len()), "append must be preceded by a roll check");
+    pub fn append(
+        &mut self,
+        records: &[u8],
+        batches: &[(usize, BatchHeader)],
+        first_offset: i64,
+        leader_epoch: i32,
+        index_interval_bytes: usize,
+        now_ms: i64,
+    ) -> i64 {
+        assert!(
+            self.fits(records.len()),
+            "append must be preceded by a roll check"
+        );
         assert!(first_offset >= self.next_offset);
         let start = self.size;
         let mmap = self.mmap.as_mut().expect("active segment is mapped");
@@ -213,7 +249,8 @@ impl Segment {
             }
             if self.bytes_since_index_entry >= index_interval_bytes {
                 self.index.append(offset, at as u32);
-                self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
+                self.time_index
+                    .maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
                 self.bytes_since_index_entry = 0;
             }
             self.bytes_since_index_entry += header.total_size();
@@ -243,7 +280,9 @@ impl Segment {
                     let got = self
                         .file
                         .read_at(&mut buf[done..n], (position + done) as u64)
-                        .map_err(|e| StorageError::io(format!("reading {}", self.log_path.display()), e))?;
+                        .map_err(|e| {
+                            StorageError::io(format!("reading {}", self.log_path.display()), e)
+                        })?;
                     if got == 0 {
                         break;
                     }
@@ -279,7 +318,13 @@ impl Segment {
 
     /// The region of whole batches starting at the batch holding `offset`: batches wholly
     /// below `max_offset`, within `max_bytes` unless `min_one` and it is the first batch.
-    pub fn read(&self, offset: i64, max_offset: i64, max_bytes: usize, min_one: bool) -> Result<Option<FileRegion>, StorageError> {
+    pub fn read(
+        &self,
+        offset: i64,
+        max_offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<Option<FileRegion>, StorageError> {
         let Some((start, first)) = self.find_batch(offset)? else {
             return Ok(None);
         };
@@ -290,7 +335,9 @@ impl Segment {
         let mut header = Some(first);
         while let Some(h) = header {
             let size = h.total_size();
-            if h.next_offset() > max_offset || (end + size - start > max_bytes && !(min_one && end == start)) {
+            if h.next_offset() > max_offset
+                || (end + size - start > max_bytes && !(min_one && end == start))
+            {
                 break;
             }
             end += size;
@@ -315,7 +362,11 @@ impl Segment {
     }
 
     /// First offset whose record timestamp is >= `timestamp`, with that timestamp.
-    pub fn find_offset_by_timestamp(&self, timestamp: i64, start_offset: i64) -> Result<Option<(i64, i64)>, StorageError> {
+    pub fn find_offset_by_timestamp(
+        &self,
+        timestamp: i64,
+        start_offset: i64,
+    ) -> Result<Option<(i64, i64)>, StorageError> {
         let (_, indexed_offset) = self.time_index.lookup(timestamp);
         let (_, position) = self.index.lookup(indexed_offset.max(start_offset));
         let mut position_usize = position as usize;
@@ -323,7 +374,10 @@ impl Segment {
             if h.max_timestamp >= timestamp && h.last_offset() >= start_offset {
                 let bytes = self.read_bytes(position_usize, h.total_size())?;
                 if let Some(records) = batch::uncompressed_records(&bytes) {
-                    if let Some(r) = records.iter().find(|r| r.timestamp >= timestamp && r.offset >= start_offset) {
+                    if let Some(r) = records
+                        .iter()
+                        .find(|r| r.timestamp >= timestamp && r.offset >= start_offset)
+                    {
                         return Ok(Some((r.offset, r.timestamp)));
                     }
                 }
@@ -337,7 +391,11 @@ impl Segment {
 
     /// Rescans the whole segment, validating every batch, rebuilding both indexes and
     /// truncating at the first invalid byte. Returns the number of bytes truncated.
-    pub fn recover(&mut self, index_interval_bytes: usize, index_bytes: usize) -> Result<usize, StorageError> {
+    pub fn recover(
+        &mut self,
+        index_interval_bytes: usize,
+        index_bytes: usize,
+    ) -> Result<usize, StorageError> {
         self.index.truncate_to(self.base_offset);
         self.time_index.truncate_to(self.base_offset);
         self.index.resize(index_bytes)?;
@@ -350,7 +408,9 @@ impl Segment {
         let mut header_buf = [0u8; BATCH_HEADER_BYTES];
         loop {
             let n = self.read_at(position, &mut header_buf)?;
-            let Ok(h) = BatchHeader::parse(&header_buf[..n]) else { break };
+            let Ok(h) = BatchHeader::parse(&header_buf[..n]) else {
+                break;
+            };
             if h.base_offset < next || position + h.total_size() > self.size || self.index_full() {
                 break;
             }
@@ -364,7 +424,8 @@ impl Segment {
             }
             if self.bytes_since_index_entry >= index_interval_bytes {
                 self.index.append(h.base_offset, position as u32);
-                self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
+                self.time_index
+                    .maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
                 self.bytes_since_index_entry = 0;
             }
             self.bytes_since_index_entry += h.total_size();
@@ -373,7 +434,12 @@ impl Segment {
         }
         let truncated = self.size - position;
         if truncated > 0 {
-            log::warn!("recovery truncating segment={} valid_bytes={} truncated_bytes={}", self.log_path.display(), position, truncated);
+            log::warn!(
+                "recovery truncating segment={} valid_bytes={} truncated_bytes={}",
+                self.log_path.display(),
+                position,
+                truncated
+            );
             self.truncate_bytes(position)?;
         }
         self.next_offset = next;
@@ -396,7 +462,10 @@ impl Segment {
         }
         if position != self.size {
             // A clean shutdown trims the file; anything else needs full recovery.
-            return Err(StorageError::corrupt(&self.log_path, "segment has bytes past its last batch"));
+            return Err(StorageError::corrupt(
+                &self.log_path,
+                "segment has bytes past its last batch",
+            ));
         }
         self.next_offset = next;
         Ok(())
@@ -407,9 +476,9 @@ impl Segment {
         if let Some(m) = self.mmap.as_mut() {
             m[position..self.size].fill(0);
         } else {
-            self.file
-                .set_len(position as u64)
-                .map_err(|e| StorageError::io(format!("truncating {}", self.log_path.display()), e))?;
+            self.file.set_len(position as u64).map_err(|e| {
+                StorageError::io(format!("truncating {}", self.log_path.display()), e)
+            })?;
         }
         self.size = position;
         Ok(())
@@ -444,9 +513,9 @@ impl Segment {
     /// Writes the valid bytes and both indexes to disk.
     pub fn flush(&mut self) -> Result<(), StorageError> {
         match &self.mmap {
-            Some(m) if self.size > 0 => m
-                .flush_range(0, self.size)
-                .map_err(|e| StorageError::io(format!("flushing {}", self.log_path.display()), e))?,
+            Some(m) if self.size > 0 => m.flush_range(0, self.size).map_err(|e| {
+                StorageError::io(format!("flushing {}", self.log_path.display()), e)
+            })?,
             _ => self
                 .file
                 .sync_data()
@@ -465,7 +534,13 @@ impl Segment {
 
     /// Deletes the segment's three files. Open file handles (in-flight sendfile) stay valid.
     pub fn delete(self) -> Result<(), StorageError> {
-        let Segment { log_path, index, time_index, mmap, .. } = self;
+        let Segment {
+            log_path,
+            index,
+            time_index,
+            mmap,
+            ..
+        } = self;
         drop(mmap);
         index.delete()?;
         time_index.delete()?;

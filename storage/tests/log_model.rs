@@ -23,7 +23,12 @@ fn action() -> impl Strategy<Value = Action> {
 }
 
 fn config() -> LogConfig {
-    LogConfig { segment_bytes: 2048, index_interval_bytes: 128, segment_index_bytes: 4096, ..LogConfig::default() }
+    LogConfig {
+        segment_bytes: 2048,
+        index_interval_bytes: 128,
+        segment_index_bytes: 4096,
+        ..LogConfig::default()
+    }
 }
 
 /// Reads every record of the log from its start as (offset, value).
@@ -31,12 +36,15 @@ fn read_all(log: &Log) -> Vec<(i64, Vec<u8>)> {
     let mut out = Vec::new();
     let mut offset = log.log_start_offset();
     loop {
-        let read = log.read(offset, log.log_end_offset(), 1 << 20, true).expect("read");
+        let read = log
+            .read(offset, log.log_end_offset(), 1 << 20, true)
+            .expect("read");
         let Some(region) = read.region else { break };
         let bytes = log.read_region_bytes(&region).expect("region bytes");
         let mut last = offset;
         for (pos, header) in batch::BatchIter::new(&bytes, true) {
-            let records = batch::uncompressed_records(&bytes[pos..pos + header.total_size()]).expect("decode");
+            let records = batch::uncompressed_records(&bytes[pos..pos + header.total_size()])
+                .expect("decode");
             for r in records {
                 out.push((r.offset, r.value.map(|v| v.to_vec()).unwrap_or_default()));
             }
@@ -120,8 +128,13 @@ fn torn_tail_is_truncated_on_unclean_open() {
     let _ = std::fs::remove_dir_all(&dir);
     let mut log = Log::open(&dir, "t", 0, config(), 0, 0, true, 0).expect("open");
     for i in 0..5 {
-        let r = NewRecord { value: Some(vec![i; 40]), timestamp: 100 + i as i64, ..NewRecord::default() };
-        log.append_as_leader(&batch::build_batch(0, &[r]), 0, 0).expect("append");
+        let r = NewRecord {
+            value: Some(vec![i; 40]),
+            timestamp: 100 + i as i64,
+            ..NewRecord::default()
+        };
+        log.append_as_leader(&batch::build_batch(0, &[r]), 0, 0)
+            .expect("append");
     }
     log.close().expect("close");
     drop(log);
@@ -135,20 +148,38 @@ fn torn_tail_is_truncated_on_unclean_open() {
     let log = Log::open(&dir, "t", 0, config(), 0, 0, false, 0).expect("reopen");
     assert_eq!(log.log_end_offset(), 4, "the torn fifth batch is dropped");
     let mut log = log;
-    let r = NewRecord { value: Some(b"next".to_vec()), timestamp: 1, ..NewRecord::default() };
-    let info = log.append_as_leader(&batch::build_batch(0, &[r]), 0, 0).expect("append");
-    assert_eq!(info.first_offset, 4, "offsets continue after the truncation");
+    let r = NewRecord {
+        value: Some(b"next".to_vec()),
+        timestamp: 1,
+        ..NewRecord::default()
+    };
+    let info = log
+        .append_as_leader(&batch::build_batch(0, &[r]), 0, 0)
+        .expect("append");
+    assert_eq!(
+        info.first_offset, 4,
+        "offsets continue after the truncation"
+    );
 }
 
 #[test]
 fn retention_by_size_and_time_advances_log_start() {
     let dir = std::env::temp_dir().join(format!("kb-retention-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let cfg = LogConfig { segment_bytes: 512, retention_bytes: 1024, ..LogConfig::default() };
+    let cfg = LogConfig {
+        segment_bytes: 512,
+        retention_bytes: 1024,
+        ..LogConfig::default()
+    };
     let mut log = Log::open(&dir, "t", 0, cfg, 0, 0, true, 0).expect("open");
     for i in 0..40 {
-        let r = NewRecord { value: Some(vec![1; 100]), timestamp: 1_000 + i, ..NewRecord::default() };
-        log.append_as_leader(&batch::build_batch(0, &[r]), 0, 0).expect("append");
+        let r = NewRecord {
+            value: Some(vec![1; 100]),
+            timestamp: 1_000 + i,
+            ..NewRecord::default()
+        };
+        log.append_as_leader(&batch::build_batch(0, &[r]), 0, 0)
+            .expect("append");
     }
     let end = log.log_end_offset();
     log.set_high_watermark(end);
@@ -157,12 +188,20 @@ fn retention_by_size_and_time_advances_log_start() {
     assert!(deleted > 0 && log.segment_count() < before);
     assert!(log.size_bytes() <= 1024 + 512);
     assert!(log.log_start_offset() > 0);
-    assert!(log.read(0, end, 1000, true).is_err(), "offset 0 is now out of range");
+    assert!(
+        log.read(0, end, 1000, true).is_err(),
+        "offset 0 is now out of range"
+    );
     let mut cfg = log.config().clone();
     cfg.retention_bytes = -1;
     cfg.retention_ms = 10;
     log.set_config(cfg);
-    log.delete_expired_segments(1_000_000).expect("retention by time");
-    assert_eq!(log.log_start_offset(), end, "everything expired; the log is empty at its end");
+    log.delete_expired_segments(1_000_000)
+        .expect("retention by time");
+    assert_eq!(
+        log.log_start_offset(),
+        end,
+        "everything expired; the log is empty at its end"
+    );
     assert_eq!(log.log_end_offset(), end);
 }

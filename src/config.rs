@@ -1,0 +1,557 @@
+//! Broker configuration: Kafka's `server.properties` keys and defaults.
+//!
+//! Sources, later wins: built-in defaults, the properties file, `--override key=value`.
+//! Every key is checked against the table below: an unknown key or a value that does not
+//! parse or is out of range is refused at start with an error naming the key. A handful of
+//! Kafka keys that kbroker accepts but does not act on are listed in `ACCEPTED_IGNORED` and
+//! logged at warn level, so a stock Kafka `server.properties` starts.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use kbroker_storage::LogConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config {key}: {reason}")]
+    Invalid { key: String, reason: String },
+    #[error("unknown config key {0}")]
+    Unknown(String),
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: expected key=value")]
+    Syntax { path: String, line: usize },
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// A listener `NAME://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Listener {
+    pub fn socket_addr(&self) -> Result<SocketAddr, ConfigError> {
+        let host = if self.host.is_empty() {
+            "0.0.0.0"
+        } else {
+            self.host.as_str()
+        };
+        (host, self.port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| invalid("listeners", format!("cannot resolve {host}")))
+    }
+}
+
+fn parse_listeners(key: &str, value: &str) -> Result<Vec<Listener>, ConfigError> {
+    let mut out = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, rest) = item
+            .split_once("://")
+            .ok_or_else(|| invalid(key, format!("{item}: expected NAME://host:port")))?;
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| invalid(key, format!("{item}: missing port")))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| invalid(key, format!("{item}: bad port")))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        if name != "PLAINTEXT" {
+            return Err(invalid(
+                key,
+                format!("{item}: only PLAINTEXT listeners are supported"),
+            ));
+        }
+        out.push(Listener {
+            name: name.to_string(),
+            host,
+            port,
+        });
+    }
+    if out.is_empty() {
+        return Err(invalid(key, "no listener"));
+    }
+    Ok(out)
+}
+
+/// The broker's settings, typed.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub broker_id: i32,
+    pub listeners: Vec<Listener>,
+    pub advertised_listeners: Vec<Listener>,
+    pub log_dirs: Vec<PathBuf>,
+    pub num_network_threads: usize,
+    pub num_io_threads: usize,
+    pub queued_max_requests: usize,
+    pub socket_request_max_bytes: usize,
+    pub socket_send_buffer_bytes: i32,
+    pub socket_receive_buffer_bytes: i32,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub connections_max_idle_ms: u64,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub min_insync_replicas: i32,
+    pub auto_create_topics_enable: bool,
+    pub delete_topic_enable: bool,
+    pub message_max_bytes: usize,
+    pub log_segment_bytes: usize,
+    pub log_roll_ms: i64,
+    pub log_retention_ms: i64,
+    pub log_retention_bytes: i64,
+    pub log_retention_check_interval_ms: u64,
+    pub log_index_size_max_bytes: usize,
+    pub log_index_interval_bytes: usize,
+    pub log_flush_interval_messages: i64,
+    pub log_flush_interval_ms: i64,
+    pub log_flush_offset_checkpoint_interval_ms: u64,
+    pub log_cleanup_policy: String,
+    pub log_message_timestamp_type: String,
+    pub zookeeper_connect: Option<String>,
+    pub zookeeper_session_timeout_ms: u64,
+    pub replica_fetch_max_bytes: usize,
+    /// Every key as finally set, for DescribeConfigs.
+    pub raw: BTreeMap<String, String>,
+}
+
+/// (key, default) for every key kbroker acts on; the default is Kafka's unless noted.
+pub const KNOWN: &[(&str, &str)] = &[
+    ("broker.id", "0"),
+    ("listeners", "PLAINTEXT://127.0.0.1:9092"), // Kafka binds all interfaces; kbroker loopback
+    ("advertised.listeners", ""),
+    ("log.dirs", "./data"), // Kafka: /tmp/kafka-logs
+    ("log.dir", ""),
+    ("num.network.threads", "3"),
+    ("num.io.threads", "8"),
+    ("queued.max.requests", "500"),
+    ("socket.request.max.bytes", "104857600"),
+    ("socket.send.buffer.bytes", "102400"),
+    ("socket.receive.buffer.bytes", "102400"),
+    ("max.connections", "2147483647"),
+    ("max.connections.per.ip", "2147483647"),
+    ("connections.max.idle.ms", "600000"),
+    ("num.partitions", "1"),
+    ("default.replication.factor", "1"),
+    ("min.insync.replicas", "1"),
+    ("auto.create.topics.enable", "true"),
+    ("delete.topic.enable", "true"),
+    ("message.max.bytes", "1048588"),
+    ("log.segment.bytes", "1073741824"),
+    ("log.roll.hours", "168"),
+    ("log.roll.ms", ""),
+    ("log.retention.hours", "168"),
+    ("log.retention.minutes", ""),
+    ("log.retention.ms", ""),
+    ("log.retention.bytes", "-1"),
+    ("log.retention.check.interval.ms", "300000"),
+    ("log.index.size.max.bytes", "10485760"),
+    ("log.index.interval.bytes", "4096"),
+    ("log.flush.interval.messages", "9223372036854775807"),
+    ("log.flush.interval.ms", ""),
+    ("log.flush.scheduler.interval.ms", "9223372036854775807"),
+    ("log.flush.offset.checkpoint.interval.ms", "60000"),
+    ("log.cleanup.policy", "delete"),
+    ("log.message.timestamp.type", "CreateTime"),
+    ("zookeeper.connect", ""),
+    ("zookeeper.session.timeout.ms", "18000"),
+    ("replica.fetch.max.bytes", "1048576"),
+];
+
+/// Kafka keys accepted for compatibility with stock `server.properties`; not acted on.
+pub const ACCEPTED_IGNORED: &[&str] = &[
+    "num.recovery.threads.per.data.dir",
+    "offsets.topic.replication.factor",
+    "transaction.state.log.replication.factor",
+    "transaction.state.log.min.isr",
+    "zookeeper.connection.timeout.ms",
+    "group.initial.rebalance.delay.ms",
+    "log.segment.delete.delay.ms",
+    "log.cleaner.enable",
+];
+
+fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
+    v.trim()
+        .parse::<T>()
+        .map_err(|_| invalid(key, format!("{v:?} is not a valid number")))
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(key, format!("{v:?} is not true or false"))),
+    }
+}
+
+fn at_least<T: PartialOrd + std::fmt::Display + Copy>(
+    key: &str,
+    v: T,
+    min: T,
+) -> Result<T, ConfigError> {
+    if v < min {
+        return Err(invalid(key, format!("{v} is below the minimum {min}")));
+    }
+    Ok(v)
+}
+
+impl Config {
+    /// Reads `path` (if any), applies `overrides` (`key=value`), validates.
+    pub fn load(path: Option<&str>, overrides: &[String]) -> Result<Config, ConfigError> {
+        let mut raw: BTreeMap<String, String> = BTreeMap::new();
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_string(),
+                source,
+            })?;
+            for (i, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                    continue;
+                }
+                let (k, v) = line.split_once('=').ok_or(ConfigError::Syntax {
+                    path: path.to_string(),
+                    line: i + 1,
+                })?;
+                raw.insert(k.trim().to_string(), v.trim().to_string());
+            }
+        }
+        for o in overrides {
+            let (k, v) = o
+                .split_once('=')
+                .ok_or_else(|| invalid(o, "override must be key=value"))?;
+            raw.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        Config::from_map(raw)
+    }
+
+    pub fn from_map(mut raw: BTreeMap<String, String>) -> Result<Config, ConfigError> {
+        for key in raw.keys() {
+            if ACCEPTED_IGNORED.contains(&key.as_str()) {
+                log::warn!("config {key} is accepted but not used by kbroker");
+            } else if !KNOWN.iter().any(|(k, _)| k == key) {
+                return Err(ConfigError::Unknown(key.clone()));
+            }
+        }
+        for (k, d) in KNOWN {
+            if !d.is_empty() {
+                raw.entry((*k).to_string())
+                    .or_insert_with(|| (*d).to_string());
+            }
+        }
+        let get = |k: &str| raw.get(k).map(String::as_str).filter(|v| !v.is_empty());
+        let req = |k: &str| get(k).ok_or_else(|| invalid(k, "missing"));
+        let listeners = parse_listeners("listeners", req("listeners")?)?;
+        let advertised_listeners = match get("advertised.listeners") {
+            Some(v) => parse_listeners("advertised.listeners", v)?,
+            None => listeners.clone(),
+        };
+        let log_dirs: Vec<PathBuf> = get("log.dir")
+            .filter(|_| {
+                !raw.contains_key("log.dirs")
+                    || raw.get("log.dirs").map(String::as_str) == Some("./data")
+            })
+            .or(get("log.dirs"))
+            .unwrap_or("./data")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        if log_dirs.is_empty() {
+            return Err(invalid("log.dirs", "no directory"));
+        }
+        let hours_ms =
+            |k: &str| -> Result<i64, ConfigError> { Ok(parse_num::<i64>(k, req(k)?)? * 3_600_000) };
+        let log_retention_ms = match (get("log.retention.ms"), get("log.retention.minutes")) {
+            (Some(ms), _) => parse_num::<i64>("log.retention.ms", ms)?,
+            (None, Some(m)) => parse_num::<i64>("log.retention.minutes", m)? * 60_000,
+            (None, None) => hours_ms("log.retention.hours")?,
+        };
+        if log_retention_ms < -1 {
+            return Err(invalid("log.retention.ms", "must be -1 (forever) or >= 0"));
+        }
+        let log_roll_ms = match get("log.roll.ms") {
+            Some(ms) => at_least("log.roll.ms", parse_num::<i64>("log.roll.ms", ms)?, 1)?,
+            None => at_least("log.roll.hours", hours_ms("log.roll.hours")?, 1)?,
+        };
+        let log_flush_interval_ms = match get("log.flush.interval.ms") {
+            Some(v) => parse_num("log.flush.interval.ms", v)?,
+            None => parse_num(
+                "log.flush.scheduler.interval.ms",
+                req("log.flush.scheduler.interval.ms")?,
+            )?,
+        };
+        let num = |k: &str| -> Result<i64, ConfigError> { parse_num::<i64>(k, req(k)?) };
+        let usize_min = |k: &str, min: i64| -> Result<usize, ConfigError> {
+            let v = at_least(k, num(k)?, min)?;
+            usize::try_from(v).map_err(|_| invalid(k, "out of range"))
+        };
+        let cleanup = req("log.cleanup.policy")?.to_string();
+        for p in cleanup.split(',') {
+            if !matches!(p.trim(), "delete" | "compact") {
+                return Err(invalid(
+                    "log.cleanup.policy",
+                    format!("{p:?} is not delete or compact"),
+                ));
+            }
+        }
+        let ts_type = req("log.message.timestamp.type")?.to_string();
+        if !matches!(ts_type.as_str(), "CreateTime" | "LogAppendTime") {
+            return Err(invalid(
+                "log.message.timestamp.type",
+                "must be CreateTime or LogAppendTime",
+            ));
+        }
+        let zookeeper_connect = get("zookeeper.connect").map(str::to_string);
+        let broker_id = num("broker.id")?;
+        if !(0..=i32::MAX as i64).contains(&broker_id) {
+            return Err(invalid(
+                "broker.id",
+                "must be a non-negative 32-bit integer",
+            ));
+        }
+        let config = Config {
+            broker_id: broker_id as i32,
+            listeners,
+            advertised_listeners,
+            log_dirs,
+            num_network_threads: usize_min("num.network.threads", 1)?,
+            num_io_threads: usize_min("num.io.threads", 1)?,
+            queued_max_requests: usize_min("queued.max.requests", 1)?,
+            socket_request_max_bytes: usize_min("socket.request.max.bytes", 1)?,
+            socket_send_buffer_bytes: i32::try_from(num("socket.send.buffer.bytes")?)
+                .map_err(|_| invalid("socket.send.buffer.bytes", "out of range"))?,
+            socket_receive_buffer_bytes: i32::try_from(num("socket.receive.buffer.bytes")?)
+                .map_err(|_| invalid("socket.receive.buffer.bytes", "out of range"))?,
+            max_connections: usize_min("max.connections", 0)?,
+            max_connections_per_ip: usize_min("max.connections.per.ip", 0)?,
+            connections_max_idle_ms: usize_min("connections.max.idle.ms", 1)? as u64,
+            num_partitions: i32::try_from(at_least("num.partitions", num("num.partitions")?, 1)?)
+                .map_err(|_| invalid("num.partitions", "out of range"))?,
+            default_replication_factor: i16::try_from(at_least(
+                "default.replication.factor",
+                num("default.replication.factor")?,
+                1,
+            )?)
+            .map_err(|_| invalid("default.replication.factor", "out of range"))?,
+            min_insync_replicas: i32::try_from(at_least(
+                "min.insync.replicas",
+                num("min.insync.replicas")?,
+                1,
+            )?)
+            .map_err(|_| invalid("min.insync.replicas", "out of range"))?,
+            auto_create_topics_enable: parse_bool(
+                "auto.create.topics.enable",
+                req("auto.create.topics.enable")?,
+            )?,
+            delete_topic_enable: parse_bool("delete.topic.enable", req("delete.topic.enable")?)?,
+            message_max_bytes: usize_min("message.max.bytes", 0)?,
+            log_segment_bytes: usize_min("log.segment.bytes", 14)?.min(i32::MAX as usize),
+            log_roll_ms,
+            log_retention_ms,
+            log_retention_bytes: num("log.retention.bytes")?,
+            log_retention_check_interval_ms: usize_min("log.retention.check.interval.ms", 1)?
+                as u64,
+            log_index_size_max_bytes: usize_min("log.index.size.max.bytes", 4)?,
+            log_index_interval_bytes: usize_min("log.index.interval.bytes", 0)?,
+            log_flush_interval_messages: at_least(
+                "log.flush.interval.messages",
+                num("log.flush.interval.messages")?,
+                1,
+            )?,
+            log_flush_interval_ms,
+            log_flush_offset_checkpoint_interval_ms: usize_min(
+                "log.flush.offset.checkpoint.interval.ms",
+                0,
+            )? as u64,
+            log_cleanup_policy: cleanup,
+            log_message_timestamp_type: ts_type,
+            zookeeper_connect,
+            zookeeper_session_timeout_ms: usize_min("zookeeper.session.timeout.ms", 1)? as u64,
+            replica_fetch_max_bytes: usize_min("replica.fetch.max.bytes", 0)?,
+            raw: raw.clone(),
+        };
+        for l in &config.listeners {
+            l.socket_addr()?;
+        }
+        Ok(config)
+    }
+
+    /// The broker-level defaults of every topic's log config.
+    pub fn default_log_config(&self) -> LogConfig {
+        LogConfig {
+            segment_bytes: self.log_segment_bytes,
+            segment_ms: self.log_roll_ms,
+            segment_index_bytes: self.log_index_size_max_bytes,
+            index_interval_bytes: self.log_index_interval_bytes,
+            retention_ms: self.log_retention_ms,
+            retention_bytes: self.log_retention_bytes,
+            max_message_bytes: self.message_max_bytes,
+            flush_messages: self.log_flush_interval_messages,
+            flush_ms: self.log_flush_interval_ms,
+            cleanup_delete: self.log_cleanup_policy.contains("delete"),
+            cleanup_compact: self.log_cleanup_policy.contains("compact"),
+            log_append_time: self.log_message_timestamp_type == "LogAppendTime",
+        }
+    }
+}
+
+/// Topic-level config keys (Kafka's names), their broker-level source key, and validation.
+pub const TOPIC_CONFIGS: &[(&str, &str)] = &[
+    ("cleanup.policy", "log.cleanup.policy"),
+    ("retention.ms", "log.retention.ms"),
+    ("retention.bytes", "log.retention.bytes"),
+    ("segment.bytes", "log.segment.bytes"),
+    ("segment.ms", "log.roll.ms"),
+    ("segment.index.bytes", "log.index.size.max.bytes"),
+    ("index.interval.bytes", "log.index.interval.bytes"),
+    ("max.message.bytes", "message.max.bytes"),
+    ("flush.messages", "log.flush.interval.messages"),
+    ("flush.ms", "log.flush.interval.ms"),
+    ("message.timestamp.type", "log.message.timestamp.type"),
+    ("min.insync.replicas", "min.insync.replicas"),
+];
+
+/// Applies topic overrides to the broker defaults; an error names the bad key.
+pub fn topic_log_config(
+    defaults: &LogConfig,
+    overrides: &BTreeMap<String, String>,
+) -> Result<LogConfig, ConfigError> {
+    let mut c = defaults.clone();
+    for (k, v) in overrides {
+        let int = || parse_num::<i64>(k, v);
+        let size = |min: i64| -> Result<usize, ConfigError> {
+            let n = at_least(k, int()?, min)?;
+            usize::try_from(n.min(i32::MAX as i64)).map_err(|_| invalid(k, "out of range"))
+        };
+        match k.as_str() {
+            "cleanup.policy" => {
+                let parts: Vec<&str> = v.split(',').map(str::trim).collect();
+                if parts.iter().any(|p| !matches!(*p, "delete" | "compact")) {
+                    return Err(invalid(k, format!("{v:?} is not delete and/or compact")));
+                }
+                c.cleanup_delete = parts.contains(&"delete");
+                c.cleanup_compact = parts.contains(&"compact");
+            }
+            "retention.ms" => c.retention_ms = at_least(k, int()?, -1)?,
+            "retention.bytes" => c.retention_bytes = int()?,
+            "segment.bytes" => c.segment_bytes = size(14)?,
+            "segment.ms" => c.segment_ms = at_least(k, int()?, 1)?,
+            "segment.index.bytes" => c.segment_index_bytes = size(4)?,
+            "index.interval.bytes" => c.index_interval_bytes = size(0)?,
+            "max.message.bytes" => c.max_message_bytes = size(0)?,
+            "flush.messages" => c.flush_messages = at_least(k, int()?, 1)?,
+            "flush.ms" => c.flush_ms = at_least(k, int()?, 0)?,
+            "message.timestamp.type" => match v.as_str() {
+                "CreateTime" => c.log_append_time = false,
+                "LogAppendTime" => c.log_append_time = true,
+                _ => return Err(invalid(k, "must be CreateTime or LogAppendTime")),
+            },
+            "min.insync.replicas" => {
+                at_least(k, int()?, 1)?;
+            }
+            _ => return Err(ConfigError::Unknown(k.clone())),
+        }
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(overrides: &[&str]) -> Result<Config, ConfigError> {
+        Config::load(
+            None,
+            &overrides.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn defaults_are_kafkas_with_loopback_listener() {
+        let c = load(&[]).expect("defaults");
+        assert_eq!(c.listeners[0].host, "127.0.0.1");
+        assert_eq!(c.listeners[0].port, 9092);
+        assert_eq!(c.log_dirs, vec![PathBuf::from("./data")]);
+        assert_eq!(
+            (
+                c.num_network_threads,
+                c.num_io_threads,
+                c.queued_max_requests
+            ),
+            (3, 8, 500)
+        );
+        assert_eq!(c.log_retention_ms, 168 * 3_600_000);
+        assert_eq!(c.message_max_bytes, 1_048_588);
+    }
+
+    #[test]
+    fn bad_input_names_the_key() {
+        let e = load(&["no.such.key=1"]).expect_err("unknown");
+        assert!(e.to_string().contains("no.such.key"));
+        let e = load(&["num.io.threads=abc"]).expect_err("bad number");
+        assert!(e.to_string().contains("num.io.threads"));
+        let e = load(&["num.io.threads=0"]).expect_err("below min");
+        assert!(e.to_string().contains("num.io.threads"));
+        let e = load(&["listeners=PLAINTEXT://127.0.0.1"]).expect_err("no port");
+        assert!(e.to_string().contains("listeners"));
+        let e = load(&["auto.create.topics.enable=yes"]).expect_err("bool");
+        assert!(e.to_string().contains("auto.create.topics.enable"));
+    }
+
+    #[test]
+    fn retention_precedence_ms_over_minutes_over_hours() {
+        assert_eq!(
+            load(&["log.retention.minutes=2"])
+                .expect("ok")
+                .log_retention_ms,
+            120_000
+        );
+        assert_eq!(
+            load(&["log.retention.minutes=2", "log.retention.ms=5"])
+                .expect("ok")
+                .log_retention_ms,
+            5
+        );
+        assert_eq!(
+            load(&["log.retention.hours=1"])
+                .expect("ok")
+                .log_retention_ms,
+            3_600_000
+        );
+    }
+
+    #[test]
+    fn topic_overrides_validate() {
+        let d = LogConfig::default();
+        let mut m = BTreeMap::new();
+        m.insert("retention.ms".to_string(), "1000".to_string());
+        m.insert("cleanup.policy".to_string(), "compact".to_string());
+        let c = topic_log_config(&d, &m).expect("ok");
+        assert_eq!(c.retention_ms, 1000);
+        assert!(c.cleanup_compact && !c.cleanup_delete);
+        m.insert("segment.bytes".to_string(), "x".to_string());
+        assert!(topic_log_config(&d, &m)
+            .expect_err("bad")
+            .to_string()
+            .contains("segment.bytes"));
+    }
+}

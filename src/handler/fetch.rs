@@ -1,0 +1,235 @@
+//! Fetch: read whole batches below the high watermark (or the last stable offset for
+//! read_committed — equal while there are no transactions) and send them with sendfile.
+//!
+//! If fewer than `min_bytes` are available and `max_wait_ms` > 0, the fetch becomes a
+//! delayed operation in the fetch purgatory, watched by each requested partition: a produce
+//! to any of them re-checks it, the timer expires it, and either way the response is built
+//! from a fresh read. Limits: `max_bytes` for the response, `partition_max_bytes` per
+//! partition, and the first partition with data always returns at least one whole batch.
+//! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which tells
+//! clients to send full fetch requests.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::FetchRequest;
+use kafka_protocol::ResponseError;
+use kbroker_reactor::{Responder, Response};
+use kbroker_replication::purgatory::DelayedOperation;
+use kbroker_storage::manager::lock;
+use kbroker_storage::TopicPartition;
+
+use super::fetch_writer::{self, FetchResponseData, PartitionData, Records, TopicData};
+use super::{decode, lookup_error_code, storage_error_code, HandlerResult, RequestContext};
+use crate::broker::Broker;
+
+/// Longest wait a client may ask for (Kafka bounds it by the request timeout).
+pub const FETCH_WAIT_MS_MAX: i32 = 60_000;
+const READ_COMMITTED: i8 = 1;
+
+/// A fetch as the broker needs it, independent of the wire version.
+struct FetchSpec {
+    correlation_id: i32,
+    version: i16,
+    max_bytes: usize,
+    min_bytes: usize,
+    read_committed: bool,
+    session_error: i16,
+    partitions: Vec<(String, Vec<(i32, i64, usize, i32)>)>, // topic, (partition, offset, max bytes, leader epoch)
+}
+
+pub fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    mut body: Bytes,
+    responder: Responder,
+) -> HandlerResult {
+    let (request, responder) = decode::<FetchRequest>(&mut body, ctx.version, responder)?;
+    let session_error = if request.session_id != 0 {
+        ResponseError::FetchSessionIdNotFound.code()
+    } else {
+        0
+    };
+    let spec = FetchSpec {
+        correlation_id: ctx.header.correlation_id,
+        version: ctx.version,
+        max_bytes: request.max_bytes.max(0) as usize,
+        min_bytes: request.min_bytes.max(0) as usize,
+        read_committed: request.isolation_level == READ_COMMITTED,
+        session_error,
+        partitions: request
+            .topics
+            .iter()
+            .map(|t| {
+                (
+                    t.topic.0.to_string(),
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            (
+                                p.partition,
+                                p.fetch_offset,
+                                p.partition_max_bytes.max(0) as usize,
+                                p.current_leader_epoch,
+                            )
+                        })
+                        .collect(),
+                )
+            })
+            .collect(),
+    };
+    let max_wait_ms = request.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX);
+    let keys: Vec<TopicPartition> = spec
+        .partitions
+        .iter()
+        .flat_map(|(t, ps)| ps.iter().map(move |p| TopicPartition::new(t, p.0)))
+        .collect();
+    let (data, bytes, errors) = read(broker, &spec);
+    if max_wait_ms == 0
+        || bytes >= spec.min_bytes.max(1)
+        || errors
+        || keys.is_empty()
+        || session_error != 0
+    {
+        responder.respond(Response::Send(fetch_writer::write(
+            spec.correlation_id,
+            spec.version,
+            &data,
+        )));
+        return Ok(());
+    }
+    let op = DelayedFetch {
+        broker: Arc::clone(broker),
+        spec,
+        responder: Mutex::new(Some(responder)),
+    };
+    broker.fetch_purgatory.try_complete_else_watch(
+        Box::new(op),
+        &keys,
+        Duration::from_millis(max_wait_ms as u64),
+    );
+    Ok(())
+}
+
+/// Reads every requested partition; returns the response, its record bytes, and whether
+/// any partition failed (an error answers at once).
+fn read(broker: &Broker, spec: &FetchSpec) -> (FetchResponseData, usize, bool) {
+    let mut remaining = spec.max_bytes;
+    let mut first_with_data = true;
+    let mut total = 0;
+    let mut errors = false;
+    let mut topics = Vec::with_capacity(spec.partitions.len());
+    for (topic, partitions) in &spec.partitions {
+        let mut out = Vec::with_capacity(partitions.len());
+        for &(partition, offset, partition_max_bytes, leader_epoch) in partitions {
+            let p = read_partition(
+                broker,
+                spec,
+                topic,
+                partition,
+                offset,
+                partition_max_bytes.min(remaining),
+                leader_epoch,
+                first_with_data,
+            );
+            errors |= p.error_code != 0;
+            let n = p.records.len();
+            if n > 0 {
+                first_with_data = false;
+                remaining = remaining.saturating_sub(n);
+                total += n;
+            }
+            out.push(p);
+        }
+        topics.push(TopicData {
+            name: topic.clone(),
+            partitions: out,
+        });
+    }
+    (
+        FetchResponseData {
+            throttle_time_ms: 0,
+            error_code: spec.session_error,
+            session_id: 0,
+            topics,
+        },
+        total,
+        errors,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_partition(
+    broker: &Broker,
+    spec: &FetchSpec,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    max_bytes: usize,
+    current_leader_epoch: i32,
+    min_one: bool,
+) -> PartitionData {
+    let (_, log, leader_epoch) = match broker.leader_log(topic, partition) {
+        Ok(found) => found,
+        Err(e) => return PartitionData::error(partition, lookup_error_code(e)),
+    };
+    if current_leader_epoch >= 0 && current_leader_epoch != leader_epoch {
+        let code = if current_leader_epoch < leader_epoch {
+            ResponseError::FencedLeaderEpoch
+        } else {
+            ResponseError::UnknownLeaderEpoch
+        };
+        return PartitionData::error(partition, code.code());
+    }
+    let log = lock(&log);
+    let high_watermark = log.high_watermark();
+    let mut data = PartitionData {
+        index: partition,
+        error_code: 0,
+        high_watermark,
+        last_stable_offset: high_watermark,
+        log_start_offset: log.log_start_offset(),
+        aborted_transactions: spec.read_committed.then(Vec::new),
+        preferred_read_replica: -1,
+        records: Records::Empty,
+    };
+    match log.read(offset, high_watermark, max_bytes, min_one) {
+        Ok(read) => {
+            if let Some(region) = read.region {
+                data.records = Records::Region(region);
+            }
+        }
+        Err(e) => data.error_code = storage_error_code(&e),
+    }
+    data
+}
+
+struct DelayedFetch {
+    broker: Arc<Broker>,
+    spec: FetchSpec,
+    responder: Mutex<Option<Responder>>,
+}
+
+impl DelayedOperation for DelayedFetch {
+    fn can_complete(&self) -> bool {
+        let (_, bytes, errors) = read(&self.broker, &self.spec);
+        errors || bytes >= self.spec.min_bytes.max(1)
+    }
+
+    fn complete(&self, _expired: bool) {
+        let (data, _, _) = read(&self.broker, &self.spec);
+        if let Some(responder) = self
+            .responder
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            responder.respond(Response::Send(fetch_writer::write(
+                self.spec.correlation_id,
+                self.spec.version,
+                &data,
+            )));
+        }
+    }
+}

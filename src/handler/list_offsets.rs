@@ -1,0 +1,109 @@
+//! ListOffsets: earliest (-2), latest (-1: the high watermark, or the last stable offset for
+//! read_committed) and by timestamp (the first offset whose timestamp is >= the target,
+//! through the time index). v0 answers in its old form: a list of offsets.
+
+use bytes::Bytes;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::ResponseError;
+use kbroker_reactor::Responder;
+use kbroker_storage::manager::lock;
+
+use super::{
+    decode, lookup_error_code, respond, storage_error_code, HandlerResult, RequestContext,
+};
+use crate::broker::Broker;
+
+pub const LATEST_TIMESTAMP: i64 = -1;
+pub const EARLIEST_TIMESTAMP: i64 = -2;
+
+pub fn handle(
+    broker: &Broker,
+    ctx: &RequestContext,
+    mut body: Bytes,
+    responder: Responder,
+) -> HandlerResult {
+    let (request, responder) = decode::<ListOffsetsRequest>(&mut body, ctx.version, responder)?;
+    let topics = request
+        .topics
+        .iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    list_partition(
+                        broker,
+                        ctx.version,
+                        &name,
+                        p.partition_index,
+                        p.timestamp,
+                        p.current_leader_epoch,
+                    )
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    respond(
+        ctx,
+        responder,
+        &ListOffsetsResponse::default().with_topics(topics),
+    )
+}
+
+fn list_partition(
+    broker: &Broker,
+    version: i16,
+    topic: &str,
+    partition: i32,
+    timestamp: i64,
+    current_leader_epoch: i32,
+) -> ListOffsetsPartitionResponse {
+    // Fields a version lacks stay at their defaults (the encoder refuses anything else).
+    let mut r = ListOffsetsPartitionResponse::default().with_partition_index(partition);
+    let (_, log, leader_epoch) = match broker.leader_log(topic, partition) {
+        Ok(found) => found,
+        Err(e) => {
+            r.error_code = lookup_error_code(e);
+            return r;
+        }
+    };
+    if current_leader_epoch >= 0 && current_leader_epoch != leader_epoch {
+        r.error_code = if current_leader_epoch < leader_epoch {
+            ResponseError::FencedLeaderEpoch
+        } else {
+            ResponseError::UnknownLeaderEpoch
+        }
+        .code();
+        return r;
+    }
+    let log = lock(&log);
+    let found = match timestamp {
+        LATEST_TIMESTAMP => Ok(Some((log.high_watermark(), -1))),
+        EARLIEST_TIMESTAMP => Ok(Some((log.log_start_offset(), -1))),
+        t if t < 0 => {
+            r.error_code = ResponseError::UnsupportedVersion.code();
+            return r;
+        }
+        t => log.offset_for_timestamp(t),
+    };
+    match found {
+        Ok(Some((offset, ts))) if version == 0 => r.old_style_offsets = vec![offset],
+        Ok(Some((offset, ts))) => {
+            r.offset = offset;
+            r.timestamp = ts;
+            if version >= 4 {
+                r.leader_epoch = leader_epoch;
+            }
+        }
+        Ok(None) => {}
+        Err(e) => r.error_code = storage_error_code(&e),
+    }
+    r
+}

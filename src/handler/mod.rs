@@ -1,0 +1,253 @@
+//! Request dispatch: decode the header, check the version, hand the body to the API's file,
+//! encode the response. The only place Kafka error codes are produced.
+//!
+//! Each API lives in its own file: decode → act → encode. A request that cannot be decoded,
+//! an unknown API key or an unsupported version of anything but ApiVersions closes the
+//! connection (as Kafka does); ApiVersions answers UNSUPPORTED_VERSION with a v0 body.
+
+mod api_versions;
+mod create_partitions;
+mod create_topics;
+mod delete_topics;
+mod describe_cluster;
+mod describe_configs;
+pub mod fetch;
+pub mod fetch_writer;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::ResponseError;
+use kbroker_reactor::{Chunk, Request, RequestHandler, Responder, Response};
+
+use crate::broker::{Broker, LookupError};
+use crate::topics::AdminError;
+
+pub use api_versions::SUPPORTED_APIS;
+
+/// What a handler knows about the request it serves.
+pub struct RequestContext {
+    pub header: RequestHeader,
+    pub api_key: ApiKey,
+    pub version: i16,
+    pub peer: std::net::SocketAddr,
+}
+
+pub struct KafkaHandler {
+    pub broker: Arc<Broker>,
+}
+
+impl RequestHandler for KafkaHandler {
+    fn handle(&self, request: Request, responder: Responder) {
+        let frame = request.frame.clone();
+        if frame.len() < 8 {
+            log::debug!("request too short peer={}", request.peer);
+            return responder.respond(Response::Close);
+        }
+        let api_key_raw = i16::from_be_bytes([frame[0], frame[1]]);
+        let version = i16::from_be_bytes([frame[2], frame[3]]);
+        let Ok(api_key) = ApiKey::try_from(api_key_raw) else {
+            log::warn!(
+                "unknown api key {api_key_raw} from peer={}; closing",
+                request.peer
+            );
+            return responder.respond(Response::Close);
+        };
+        if !api_versions::is_supported(api_key, version) {
+            if api_key == ApiKey::ApiVersions {
+                let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+                return responder
+                    .respond(api_versions::unsupported_version_response(correlation_id));
+            }
+            log::warn!(
+                "unsupported version api={api_key:?} version={version} peer={}; closing",
+                request.peer
+            );
+            return responder.respond(Response::Close);
+        }
+        let mut body = frame;
+        let header = match RequestHeader::decode(&mut body, api_key.request_header_version(version))
+        {
+            Ok(h) => h,
+            Err(e) => {
+                log::warn!(
+                    "bad request header api={api_key:?} peer={}: {e}; closing",
+                    request.peer
+                );
+                return responder.respond(Response::Close);
+            }
+        };
+        let ctx = RequestContext {
+            header,
+            api_key,
+            version,
+            peer: request.peer,
+        };
+        log::trace!(
+            "request api={:?} version={} correlation_id={} peer={}",
+            api_key,
+            version,
+            ctx.header.correlation_id,
+            ctx.peer
+        );
+        let broker = &self.broker;
+        let outcome = match api_key {
+            ApiKey::ApiVersions => api_versions::handle(broker, &ctx, body, responder),
+            ApiKey::Metadata => metadata::handle(broker, &ctx, body, responder),
+            ApiKey::Produce => produce::handle(broker, &ctx, body, responder),
+            ApiKey::Fetch => fetch::handle(broker, &ctx, body, responder),
+            ApiKey::ListOffsets => list_offsets::handle(broker, &ctx, body, responder),
+            ApiKey::CreateTopics => create_topics::handle(broker, &ctx, body, responder),
+            ApiKey::DeleteTopics => delete_topics::handle(broker, &ctx, body, responder),
+            ApiKey::CreatePartitions => create_partitions::handle(broker, &ctx, body, responder),
+            ApiKey::DescribeConfigs => describe_configs::handle(broker, &ctx, body, responder),
+            ApiKey::DescribeCluster => describe_cluster::handle(broker, &ctx, body, responder),
+            _ => Err(HandlerError::Unsupported(responder)),
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(HandlerError::Decode(responder, e)) => {
+                log::warn!(
+                    "cannot decode {api_key:?} v{version} from peer={}: {e}; closing",
+                    ctx.peer
+                );
+                responder.respond(Response::Close);
+            }
+            Err(HandlerError::Unsupported(responder)) => {
+                log::warn!(
+                    "api {api_key:?} is not implemented; closing peer={}",
+                    ctx.peer
+                );
+                responder.respond(Response::Close);
+            }
+        }
+    }
+}
+
+/// A request the handler could not serve at all: the connection is closed.
+pub enum HandlerError {
+    Decode(Responder, anyhow_free::DecodeError),
+    Unsupported(Responder),
+}
+
+pub mod anyhow_free {
+    /// A body that did not decode, with the decoder's message.
+    #[derive(Debug)]
+    pub struct DecodeError(pub String);
+    impl std::fmt::Display for DecodeError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+}
+
+pub type HandlerResult = Result<(), HandlerError>;
+
+/// Decodes a request body, or hands back the responder so the caller closes the connection.
+pub fn decode<T: Decodable>(
+    body: &mut Bytes,
+    version: i16,
+    responder: Responder,
+) -> Result<(T, Responder), HandlerError> {
+    match T::decode(body, version) {
+        Ok(t) => Ok((t, responder)),
+        Err(e) => Err(HandlerError::Decode(
+            responder,
+            anyhow_free::DecodeError(e.to_string()),
+        )),
+    }
+}
+
+/// Encodes `size | response header | body` into one buffer.
+pub fn encode_response<T: Encodable>(ctx: &RequestContext, body: &T) -> Result<Bytes, String> {
+    let header_version = if ctx.api_key == ApiKey::ApiVersions {
+        0
+    } else {
+        ctx.api_key.response_header_version(ctx.version)
+    };
+    encode_with_header(ctx.header.correlation_id, header_version, ctx.version, body)
+}
+
+pub fn encode_with_header<T: Encodable>(
+    correlation_id: i32,
+    header_version: i16,
+    version: i16,
+    body: &T,
+) -> Result<Bytes, String> {
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let size = header
+        .compute_size(header_version)
+        .map_err(|e| e.to_string())?
+        + body.compute_size(version).map_err(|e| e.to_string())?;
+    let mut buf = BytesMut::with_capacity(4 + size);
+    buf.put_i32(size as i32);
+    header
+        .encode(&mut buf, header_version)
+        .map_err(|e| e.to_string())?;
+    body.encode(&mut buf, version).map_err(|e| e.to_string())?;
+    assert_eq!(buf.len(), 4 + size, "computed size matches encoded size");
+    Ok(buf.freeze())
+}
+
+/// Sends an encoded response; an encoding failure is a bug in the handler, logged, and the
+/// connection is closed rather than sent garbage.
+pub fn respond<T: Encodable>(
+    ctx: &RequestContext,
+    responder: Responder,
+    body: &T,
+) -> HandlerResult {
+    match encode_response(ctx, body) {
+        Ok(bytes) => responder.respond(Response::Send(vec![Chunk::Bytes(bytes)])),
+        Err(e) => {
+            log::error!(
+                "encoding {:?} v{} response failed: {e}",
+                ctx.api_key,
+                ctx.version
+            );
+            responder.respond(Response::Close);
+        }
+    }
+    Ok(())
+}
+
+pub fn lookup_error_code(e: LookupError) -> i16 {
+    match e {
+        LookupError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition.code(),
+        LookupError::NotLeader => ResponseError::NotLeaderOrFollower.code(),
+    }
+}
+
+pub fn storage_error_code(e: &kbroker_storage::StorageError) -> i16 {
+    use kbroker_storage::StorageError as S;
+    match e {
+        S::InvalidBatch(kbroker_storage::batch::BatchError::UnsupportedMagic(_)) => {
+            ResponseError::UnsupportedForMessageFormat.code()
+        }
+        S::InvalidBatch(_) => ResponseError::CorruptMessage.code(),
+        S::RecordTooLarge { .. } => ResponseError::MessageTooLarge.code(),
+        S::RecordListTooLarge { .. } => ResponseError::RecordListTooLarge.code(),
+        S::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange.code(),
+        S::Io { .. } | S::Corrupt { .. } | S::Offline(_) | S::Inconsistent(_) => {
+            ResponseError::KafkaStorageError.code()
+        }
+    }
+}
+
+pub fn admin_error_code(e: &AdminError) -> i16 {
+    match e {
+        AdminError::TopicExists(_) => ResponseError::TopicAlreadyExists.code(),
+        AdminError::InvalidTopic(_) => ResponseError::InvalidTopicException.code(),
+        AdminError::InvalidPartitions(_) => ResponseError::InvalidPartitions.code(),
+        AdminError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor.code(),
+        AdminError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment.code(),
+        AdminError::InvalidConfig(_) => ResponseError::InvalidConfig.code(),
+        AdminError::UnknownTopic => ResponseError::UnknownTopicOrPartition.code(),
+        AdminError::DeletionDisabled => ResponseError::TopicDeletionDisabled.code(),
+        AdminError::Store(_) | AdminError::Storage(_) => ResponseError::UnknownServerError.code(),
+    }
+}

@@ -1,0 +1,21 @@
+//! kbroker: a Kafka-protocol broker with Kafka's thread model, on-disk format and
+//! ZooKeeper layout.
+//!
+//! # Layout
+//! - [`config`]: `server.properties` keys, Kafka's defaults, validation naming the key.
+//! - [`broker`]: shared state (metadata store, logs, topic metadata, purgatory), start and
+//!   the periodic scheduler.
+//! - [`topics`]: topic creation, deletion and partition growth, as the controller does it.
+//! - [`handler`]: one file per Kafka API (decode → act → encode) and the Fetch writer;
+//!   the only place Kafka error codes are produced.
+//! - [`server`]: wiring: broker + socket server (the `reactor` crate) + shutdown.
+//!
+//! Member crates: `kbroker-reactor` (acceptor, processors, handler pool, sendfile),
+//! `kbroker-storage` (segments, indexes, logs), `kbroker-coordinator` (metadata store and
+//! Kafka's znodes), `kbroker-replication` (purgatory).
+
+pub mod broker;
+pub mod config;
+pub mod handler;
+pub mod server;
+pub mod topics;

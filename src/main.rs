@@ -1,0 +1,71 @@
+//! `kbroker [server.properties] [--override key=value ...]`
+//!
+//! Starts the broker, waits for SIGTERM or SIGINT, shuts down cleanly and exits 0. A bad
+//! configuration exits 2 with a message naming the key; a failure to start exits 1.
+
+use clap::{Arg, ArgAction, Command};
+use nix::sys::signal::{SigSet, Signal};
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    let matches = Command::new("kbroker")
+        .about("A Kafka-protocol broker")
+        .version(env!("CARGO_PKG_VERSION"))
+        .arg(
+            Arg::new("config")
+                .value_name("server.properties")
+                .help("Kafka-style properties file"),
+        )
+        .arg(
+            Arg::new("override")
+                .long("override")
+                .value_name("key=value")
+                .action(ArgAction::Append)
+                .help("Override one property"),
+        )
+        .get_matches();
+    let path = matches.get_one::<String>("config").map(String::as_str);
+    let overrides: Vec<String> = matches
+        .get_many::<String>("override")
+        .map(|v| v.cloned().collect())
+        .unwrap_or_default();
+    let config = match kbroker::config::Config::load(path, &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kbroker: invalid configuration: {e}");
+            std::process::exit(2);
+        }
+    };
+    // Block the shutdown signals before any thread starts, so only sigwait sees them.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    if let Err(e) = signals.thread_block() {
+        eprintln!("kbroker: cannot block signals: {e}");
+        std::process::exit(1);
+    }
+    let server = match kbroker::server::Server::start(config) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("kbroker failed to start: {e}");
+            eprintln!("kbroker: failed to start: {e}");
+            std::process::exit(1);
+        }
+    };
+    match signals.wait() {
+        Ok(sig) => log::info!("received {sig:?}"),
+        Err(e) => log::error!("waiting for signals failed: {e}"),
+    }
+    match server.shutdown() {
+        Ok(sendfile_bytes) => {
+            log::info!("kbroker stopped cleanly sendfile_bytes={sendfile_bytes}");
+            std::process::exit(0);
+        }
+        Err(e) => {
+            log::error!("shutdown failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Wiring: open the broker, start the scheduler and the socket server, and shut down in
+//! reverse: stop accepting, expire waiting fetches, drain in-flight requests, stop the
+//! scheduler, flush and checkpoint every log, write the clean-shutdown marker.
+
+use std::sync::Arc;
+
+use kbroker_reactor::{ReactorConfig, SocketServer};
+
+use crate::broker::{Broker, BrokerError, Scheduler};
+use crate::config::Config;
+use crate::handler::KafkaHandler;
+
+pub struct Server {
+    pub broker: Arc<Broker>,
+    socket_server: SocketServer,
+    scheduler: Scheduler,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("network: {0}")]
+    Network(#[from] kbroker_reactor::ReactorError),
+    #[error("config listeners: {0}")]
+    Listener(#[from] crate::config::ConfigError),
+}
+
+impl Server {
+    pub fn start(config: Config) -> Result<Server, ServerError> {
+        let listeners = config
+            .listeners
+            .iter()
+            .map(|l| l.socket_addr())
+            .collect::<Result<Vec<_>, _>>()?;
+        let reactor_config = ReactorConfig {
+            listeners,
+            num_network_threads: config.num_network_threads,
+            num_io_threads: config.num_io_threads,
+            queued_max_requests: config.queued_max_requests,
+            socket_request_max_bytes: config.socket_request_max_bytes,
+            max_connections: config.max_connections,
+            max_connections_per_ip: config.max_connections_per_ip,
+            connections_max_idle_ms: config.connections_max_idle_ms,
+            socket_send_buffer_bytes: config.socket_send_buffer_bytes,
+            socket_receive_buffer_bytes: config.socket_receive_buffer_bytes,
+        };
+        let broker = Broker::open(config)?;
+        let scheduler = Scheduler::start(Arc::clone(&broker));
+        let handler = Arc::new(KafkaHandler {
+            broker: Arc::clone(&broker),
+        });
+        let socket_server = SocketServer::start(reactor_config, handler)?;
+        log::info!(
+            "kbroker started broker_id={} listeners={:?}",
+            broker.config.broker_id,
+            socket_server.local_addrs()
+        );
+        Ok(Server {
+            broker,
+            socket_server,
+            scheduler,
+        })
+    }
+
+    pub fn local_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.socket_server.local_addrs()
+    }
+
+    /// Bytes sent to consumers with sendfile so far.
+    pub fn sendfile_bytes(&self) -> u64 {
+        self.socket_server
+            .stats()
+            .sendfile_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Clean shutdown; returns the bytes sent with sendfile over the broker's life.
+    pub fn shutdown(self) -> Result<u64, ServerError> {
+        log::info!("shutting down");
+        let stats = self.socket_server.stats();
+        self.broker.fetch_purgatory.shutdown();
+        self.socket_server.shutdown();
+        self.scheduler.stop();
+        self.broker.logs.shutdown().map_err(BrokerError::from)?;
+        Ok(stats
+            .sendfile_bytes
+            .load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
