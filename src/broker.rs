@@ -20,9 +20,13 @@ use kbroker_storage::manager::SharedLog;
 use kbroker_storage::{LogConfig, LogManager, TopicPartition};
 
 use crate::config::{topic_log_config, Config};
+use crate::groups::{CoordinatorConfig, GroupCoordinator};
+use kbroker_coordinator::group::GroupConfig;
 
 /// Waiting fetches at most (Kafka bounds purgatory size by request count, too).
 pub const DELAYED_FETCH_MAX: usize = 10_000;
+/// The metadata tree dump `kbroker metadata` reads, in `<first log dir>/.metadata/`.
+pub const METADATA_DUMP: &str = "tree.dump";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -90,6 +94,7 @@ pub struct Broker {
     pub topics: RwLock<BTreeMap<String, Arc<TopicInfo>>>,
     pub fetch_purgatory: Purgatory<TopicPartition>,
     pub controller_epoch: i32,
+    pub groups: Arc<GroupCoordinator>,
     /// Serializes topic creation, deletion and partition changes.
     pub admin_lock: Mutex<()>,
     pub started_ms: i64,
@@ -217,7 +222,21 @@ impl Broker {
             topics.len(),
             logs.had_clean_shutdown()
         );
-        Ok(Arc::new(Broker {
+        let groups = Arc::new(GroupCoordinator::new(CoordinatorConfig {
+            group: GroupConfig {
+                min_session_timeout_ms: config.group_min_session_timeout_ms,
+                max_session_timeout_ms: config.group_max_session_timeout_ms,
+                initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+                max_size: config.group_max_size,
+            },
+            offsets_partitions: config.offsets_topic_num_partitions,
+            offsets_replication_factor: config.offsets_topic_replication_factor,
+            offsets_segment_bytes: config.offsets_topic_segment_bytes,
+            offsets_retention_ms: config.offsets_retention_ms,
+            offsets_retention_check_interval_ms: config.offsets_retention_check_interval_ms,
+            metadata_dump_path: first_dir.join(".metadata").join(METADATA_DUMP),
+        }));
+        let broker = Arc::new(Broker {
             config,
             cluster_id,
             store,
@@ -227,7 +246,14 @@ impl Broker {
             controller_epoch,
             admin_lock: Mutex::new(()),
             started_ms: now_ms(),
-        }))
+            groups,
+        });
+        broker
+            .groups
+            .load(&broker)
+            .map_err(|e| BrokerError::Unsupported(format!("loading group offsets: {e}")))?;
+        broker.groups.start_threads(Arc::downgrade(&broker));
+        Ok(broker)
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<TopicInfo>> {

@@ -128,6 +128,18 @@ pub struct Config {
     pub zookeeper_connect: Option<String>,
     pub zookeeper_session_timeout_ms: u64,
     pub replica_fetch_max_bytes: usize,
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    pub group_initial_rebalance_delay_ms: i32,
+    pub group_max_size: usize,
+    pub offsets_topic_num_partitions: i32,
+    pub offsets_topic_replication_factor: i16,
+    pub offsets_topic_segment_bytes: usize,
+    pub offsets_retention_ms: i64,
+    pub offsets_retention_check_interval_ms: i64,
+    pub log_cleaner_enable: bool,
+    pub log_cleaner_backoff_ms: u64,
+    pub log_cleaner_delete_retention_ms: i64,
     /// Every key as finally set, for DescribeConfigs.
     pub raw: BTreeMap<String, String>,
 }
@@ -173,18 +185,27 @@ pub const KNOWN: &[(&str, &str)] = &[
     ("zookeeper.connect", ""),
     ("zookeeper.session.timeout.ms", "18000"),
     ("replica.fetch.max.bytes", "1048576"),
+    ("group.min.session.timeout.ms", "6000"),
+    ("group.max.session.timeout.ms", "1800000"),
+    ("group.initial.rebalance.delay.ms", "3000"),
+    ("group.max.size", "2147483647"),
+    ("offsets.topic.num.partitions", "50"),
+    ("offsets.topic.replication.factor", "3"),
+    ("offsets.topic.segment.bytes", "104857600"),
+    ("offsets.retention.minutes", "10080"),
+    ("offsets.retention.check.interval.ms", "600000"),
+    ("log.cleaner.enable", "true"),
+    ("log.cleaner.backoff.ms", "15000"),
+    ("log.cleaner.delete.retention.ms", "86400000"),
 ];
 
 /// Kafka keys accepted for compatibility with stock `server.properties`; not acted on.
 pub const ACCEPTED_IGNORED: &[&str] = &[
     "num.recovery.threads.per.data.dir",
-    "offsets.topic.replication.factor",
     "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr",
     "zookeeper.connection.timeout.ms",
-    "group.initial.rebalance.delay.ms",
     "log.segment.delete.delay.ms",
-    "log.cleaner.enable",
 ];
 
 fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
@@ -304,6 +325,9 @@ impl Config {
             let v = at_least(k, num(k)?, min)?;
             usize::try_from(v).map_err(|_| invalid(k, "out of range"))
         };
+        let i32_min = |k: &str, min: i64| -> Result<i32, ConfigError> {
+            i32::try_from(at_least(k, num(k)?, min)?).map_err(|_| invalid(k, "out of range"))
+        };
         let cleanup = req("log.cleanup.policy")?.to_string();
         for p in cleanup.split(',') {
             if !matches!(p.trim(), "delete" | "compact") {
@@ -387,8 +411,42 @@ impl Config {
             zookeeper_connect,
             zookeeper_session_timeout_ms: usize_min("zookeeper.session.timeout.ms", 1)? as u64,
             replica_fetch_max_bytes: usize_min("replica.fetch.max.bytes", 0)?,
+            group_min_session_timeout_ms: i32_min("group.min.session.timeout.ms", 0)?,
+            group_max_session_timeout_ms: i32_min("group.max.session.timeout.ms", 0)?,
+            group_initial_rebalance_delay_ms: i32_min("group.initial.rebalance.delay.ms", 0)?,
+            group_max_size: usize_min("group.max.size", 1)?,
+            offsets_topic_num_partitions: i32_min("offsets.topic.num.partitions", 1)?,
+            offsets_topic_replication_factor: i16::try_from(i32_min(
+                "offsets.topic.replication.factor",
+                1,
+            )?)
+            .map_err(|_| invalid("offsets.topic.replication.factor", "out of range"))?,
+            offsets_topic_segment_bytes: usize_min("offsets.topic.segment.bytes", 14)?,
+            offsets_retention_ms: at_least(
+                "offsets.retention.minutes",
+                num("offsets.retention.minutes")?,
+                1,
+            )? * 60_000,
+            offsets_retention_check_interval_ms: at_least(
+                "offsets.retention.check.interval.ms",
+                num("offsets.retention.check.interval.ms")?,
+                1,
+            )?,
+            log_cleaner_enable: parse_bool("log.cleaner.enable", req("log.cleaner.enable")?)?,
+            log_cleaner_backoff_ms: usize_min("log.cleaner.backoff.ms", 1)? as u64,
+            log_cleaner_delete_retention_ms: at_least(
+                "log.cleaner.delete.retention.ms",
+                num("log.cleaner.delete.retention.ms")?,
+                0,
+            )?,
             raw: raw.clone(),
         };
+        if config.group_min_session_timeout_ms > config.group_max_session_timeout_ms {
+            return Err(invalid(
+                "group.min.session.timeout.ms",
+                "greater than group.max.session.timeout.ms",
+            ));
+        }
         for l in &config.listeners {
             l.socket_addr()?;
         }

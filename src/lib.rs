@@ -8,6 +8,8 @@
 //! - [`topics`]: topic creation, deletion and partition growth, as the controller does it.
 //! - [`handler`]: one file per Kafka API (decode → act → encode) and the Fetch writer;
 //!   the only place Kafka error codes are produced.
+//! - [`groups`]: the group coordinator's shell: offsets in `__consumer_offsets`, the
+//!   group timer, the `/consumers/...` mirror.
 //! - [`server`]: wiring: broker + socket server (the `reactor` crate) + shutdown.
 //!
 //! Member crates: `kbroker-reactor` (acceptor, processors, handler pool, sendfile),
@@ -16,6 +18,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod groups;
 pub mod handler;
 pub mod server;
 pub mod topics;

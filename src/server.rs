@@ -80,6 +80,7 @@ impl Server {
         log::info!("shutting down");
         let stats = self.socket_server.stats();
         self.broker.fetch_purgatory.shutdown();
+        self.broker.groups.shutdown();
         self.socket_server.shutdown();
         self.scheduler.stop();
         self.broker.logs.shutdown().map_err(BrokerError::from)?;

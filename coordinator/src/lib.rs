@@ -19,9 +19,11 @@
 //! same code in single-node and cluster mode.
 
 pub mod cluster;
+pub mod group;
 mod journal;
 pub mod layout;
 pub mod local;
+pub mod offsets;
 pub mod store;
 #[cfg(test)]
 mod testutil;

@@ -19,6 +19,9 @@
 //! checksum) is dropped with a warning, and the journal is rewritten as a compact snapshot.
 //! A write whose journal append fails is rolled back in memory and returns `Io`; if the
 //! file's state is then in doubt (failed fsync) every later write fails until a restart.
+//! Since ephemeral changes are not journaled, a parent's `cversion` after a restart is the
+//! one recorded with its last persistent child change: ephemeral-sequential names may be
+//! reused across restarts (their nodes are gone by then), persistent-sequential ones never.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

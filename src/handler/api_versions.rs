@@ -29,6 +29,17 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 0, 4),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeCluster, 0, 0),
+    (ApiKey::OffsetCommit, 0, 8),
+    (ApiKey::OffsetFetch, 0, 7),
+    (ApiKey::FindCoordinator, 0, 3),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 pub fn is_supported(api: ApiKey, version: i16) -> bool {
@@ -92,7 +103,8 @@ mod tests {
     fn advertises_kafka_2_8_ranges_for_what_is_implemented() {
         assert!(is_supported(ApiKey::Produce, 9) && !is_supported(ApiKey::Produce, 10));
         assert!(!is_supported(ApiKey::Fetch, 3) && is_supported(ApiKey::Fetch, 12));
-        assert!(!is_supported(ApiKey::JoinGroup, 0));
+        assert!(is_supported(ApiKey::JoinGroup, 7) && !is_supported(ApiKey::JoinGroup, 8));
+        assert!(!is_supported(ApiKey::InitProducerId, 0));
         for (k, min, max) in SUPPORTED_APIS {
             let valid = k.valid_versions();
             assert!(

@@ -94,7 +94,7 @@ fn list_partition(
         t => log.offset_for_timestamp(t),
     };
     match found {
-        Ok(Some((offset, ts))) if version == 0 => r.old_style_offsets = vec![offset],
+        Ok(Some((offset, _))) if version == 0 => r.old_style_offsets = vec![offset],
         Ok(Some((offset, ts))) => {
             r.offset = offset;
             r.timestamp = ts;

@@ -8,14 +8,25 @@
 mod api_versions;
 mod create_partitions;
 mod create_topics;
+mod delete_groups;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_groups;
 pub mod fetch;
 pub mod fetch_writer;
+mod find_coordinator;
+mod heartbeat;
+pub mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod produce;
+pub mod sync_group;
 
 use std::sync::Arc;
 
@@ -107,6 +118,17 @@ impl RequestHandler for KafkaHandler {
             ApiKey::CreatePartitions => create_partitions::handle(broker, &ctx, body, responder),
             ApiKey::DescribeConfigs => describe_configs::handle(broker, &ctx, body, responder),
             ApiKey::DescribeCluster => describe_cluster::handle(broker, &ctx, body, responder),
+            ApiKey::FindCoordinator => find_coordinator::handle(broker, &ctx, body, responder),
+            ApiKey::JoinGroup => join_group::handle(broker, &ctx, body, responder),
+            ApiKey::SyncGroup => sync_group::handle(broker, &ctx, body, responder),
+            ApiKey::Heartbeat => heartbeat::handle(broker, &ctx, body, responder),
+            ApiKey::LeaveGroup => leave_group::handle(broker, &ctx, body, responder),
+            ApiKey::OffsetCommit => offset_commit::handle(broker, &ctx, body, responder),
+            ApiKey::OffsetFetch => offset_fetch::handle(broker, &ctx, body, responder),
+            ApiKey::OffsetDelete => offset_delete::handle(broker, &ctx, body, responder),
+            ApiKey::DescribeGroups => describe_groups::handle(broker, &ctx, body, responder),
+            ApiKey::ListGroups => list_groups::handle(broker, &ctx, body, responder),
+            ApiKey::DeleteGroups => delete_groups::handle(broker, &ctx, body, responder),
             _ => Err(HandlerError::Unsupported(responder)),
         };
         match outcome {

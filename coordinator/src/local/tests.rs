@@ -503,6 +503,10 @@ fn journal_replay_keeps_persistent_nodes_and_drops_ephemerals() {
         store
             .create("/a/seq-", b"", CreateMode::PersistentSequential)
             .unwrap();
+        // An ephemeral child change followed by a journaled one: replay must restore the
+        // recorded cversion, not count.
+        store.create("/a/eph2", b"", CreateMode::Ephemeral).unwrap();
+        persistent(&store, "/a/last", b"");
         store
             .multi(&[
                 Op::Create {
@@ -521,7 +525,10 @@ fn journal_replay_keeps_persistent_nodes_and_drops_ephemerals() {
     };
     let store = LocalStore::open_with_clock(dir.path(), clock).unwrap();
     assert_eq!(store.exists("/a/eph").unwrap(), None);
-    assert_eq!(store.children("/a").unwrap(), ["keep", "seq-0000000004"]);
+    assert_eq!(
+        store.children("/a").unwrap(),
+        ["keep", "last", "seq-0000000004"]
+    );
     assert_eq!(store.children("/m").unwrap(), Vec::<String>::new());
     let (data, stat) = store.get("/a").unwrap();
     assert_eq!(data, b"2");
@@ -530,7 +537,7 @@ fn journal_replay_keeps_persistent_nodes_and_drops_ephemerals() {
         (1, 1, 2, 5_000)
     );
     // cversion survives even though ephemeral creates are not journaled.
-    assert_eq!(stat.cversion, 5);
+    assert_eq!(stat.cversion, 7);
     // /m's only child change was an ephemeral create, which is not journaled: its cversion
     // restarts from its last journaled value (documented; Kafka uses no ephemeral
     // sequential nodes, so no sequence number it relies on can repeat).
@@ -542,9 +549,9 @@ fn journal_replay_keeps_persistent_nodes_and_drops_ephemerals() {
         store
             .create("/a/seq-", b"", CreateMode::PersistentSequential)
             .unwrap(),
-        "/a/seq-0000000005"
+        "/a/seq-0000000007"
     );
-    assert!(store.exists("/a/seq-0000000005").unwrap().unwrap().czxid > stat.mzxid);
+    assert!(store.exists("/a/seq-0000000007").unwrap().unwrap().czxid > stat.mzxid);
 }
 
 /// Appends `bytes` to the journal of a closed store.

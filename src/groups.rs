@@ -1,0 +1,609 @@
+//! The group coordinator's I/O shell around the pure `kbroker_coordinator::group` machine.
+//!
+//! Groups live in memory behind one mutex; each group's committed offsets are records in
+//! `__consumer_offsets` partition `partition_for_group(group)` (created on first use,
+//! compacted), appended before the commit is acknowledged and loaded back at start. Parked
+//! JoinGroup/SyncGroup replies are completed by other requests or by the `kb-group-timer`
+//! thread, which ticks every group (session expiry, rebalance deadlines, initial delay) and
+//! expires old offsets of empty groups (`offsets.retention.minutes`). Membership, partition
+//! ownership and committed offsets are mirrored asynchronously into Kafka's `/consumers/...`
+//! znodes by the `kb-zk-mirror` thread, which also writes a dump of the metadata tree for
+//! `kbroker metadata`. No handler thread ever waits.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use kbroker_coordinator::group::{Group, GroupConfig, GroupError, GroupEvent, Reply};
+use kbroker_coordinator::offsets::{self, GroupValue, OffsetValue, OffsetsKey};
+use kbroker_coordinator::{layout, store, CreateMode, MetadataStore, StoreError};
+use kbroker_reactor::Responder;
+use kbroker_storage::batch::{self, NewRecord};
+use kbroker_storage::manager::lock;
+
+use crate::broker::{now_ms, Broker};
+use crate::topics::{self, AdminError, TopicSpec};
+
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Mirror operations queued at most; past that they are dropped with a warning (the
+/// mirror is for tools; the log is the source of truth).
+pub const MIRROR_QUEUE_MAX: usize = 100_000;
+const TICK_MS: u64 = 100;
+
+/// Who to answer when a parked JoinGroup / SyncGroup completes.
+pub struct PendingReply {
+    pub responder: Responder,
+    pub correlation_id: i32,
+    pub version: i16,
+}
+
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    pub group: GroupConfig,
+    pub offsets_partitions: i32,
+    pub offsets_replication_factor: i16,
+    pub offsets_segment_bytes: usize,
+    pub offsets_retention_ms: i64,
+    pub offsets_retention_check_interval_ms: i64,
+    pub metadata_dump_path: std::path::PathBuf,
+}
+
+pub struct GroupEntry {
+    pub group: Group<PendingReply>,
+    pub offsets: BTreeMap<(String, i32), OffsetValue>,
+}
+
+impl GroupEntry {
+    pub fn new(id: &str) -> Self {
+        GroupEntry {
+            group: Group::new(id),
+            offsets: BTreeMap::new(),
+        }
+    }
+}
+
+pub enum MirrorOp {
+    Event {
+        group: String,
+        event: GroupEvent,
+    },
+    Offset {
+        group: String,
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+    GroupDeleted {
+        group: String,
+    },
+}
+
+pub struct GroupCoordinator {
+    pub config: CoordinatorConfig,
+    groups: Mutex<HashMap<String, GroupEntry>>,
+    mirror_tx: Sender<MirrorOp>,
+    mirror_rx: Receiver<MirrorOp>,
+    stop: Arc<AtomicBool>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("the offsets topic is not available: {0}")]
+    OffsetsTopic(String),
+    #[error("writing offsets failed: {0}")]
+    Storage(#[from] kbroker_storage::StorageError),
+    #[error("not the coordinator for this group")]
+    NotCoordinator,
+}
+
+impl GroupCoordinator {
+    pub fn new(config: CoordinatorConfig) -> Self {
+        let (mirror_tx, mirror_rx) = crossbeam_channel::bounded(MIRROR_QUEUE_MAX);
+        GroupCoordinator {
+            config,
+            groups: Mutex::new(HashMap::new()),
+            mirror_tx,
+            mirror_rx,
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, HashMap<String, GroupEntry>> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn partition_for(&self, group: &str) -> i32 {
+        offsets::partition_for_group(group, self.config.offsets_partitions)
+    }
+
+    /// Creates `__consumer_offsets` if it does not exist yet.
+    pub fn ensure_offsets_topic(&self, broker: &Broker) -> Result<(), CoordinatorError> {
+        if broker.topic(OFFSETS_TOPIC).is_some() {
+            return Ok(());
+        }
+        let mut configs = BTreeMap::new();
+        configs.insert("cleanup.policy".to_string(), "compact".to_string());
+        configs.insert(
+            "segment.bytes".to_string(),
+            self.config.offsets_segment_bytes.to_string(),
+        );
+        let spec = TopicSpec {
+            name: OFFSETS_TOPIC.to_string(),
+            num_partitions: Some(self.config.offsets_partitions),
+            replication_factor: Some(self.config.offsets_replication_factor.min(1)),
+            assignments: BTreeMap::new(),
+            configs,
+        };
+        match topics::create_topic(broker, &spec, false) {
+            Ok(_) | Err(AdminError::TopicExists(_)) => Ok(()),
+            Err(e) => Err(CoordinatorError::OffsetsTopic(e.to_string())),
+        }
+    }
+
+    /// Loads committed offsets (and group generations) from every `__consumer_offsets` log.
+    pub fn load(&self, broker: &Broker) -> Result<usize, CoordinatorError> {
+        let Some(info) = broker.topic(OFFSETS_TOPIC) else {
+            return Ok(0);
+        };
+        let mut groups = self.lock();
+        let mut records = 0usize;
+        for p in &info.partitions {
+            let Some(log) = &p.log else { continue };
+            let log = lock(log);
+            let mut offset = log.log_start_offset();
+            let end = log.log_end_offset();
+            while offset < end {
+                let read = log.read(offset, end, 1 << 20, true)?;
+                let Some(region) = read.region else { break };
+                let bytes = log.read_region_bytes(&region)?;
+                let mut next = offset;
+                for (pos, header) in batch::BatchIter::new(&bytes, true) {
+                    next = header.next_offset();
+                    let Some(recs) =
+                        batch::uncompressed_records(&bytes[pos..pos + header.total_size()])
+                    else {
+                        log::warn!(
+                            "skipping an unreadable batch in {OFFSETS_TOPIC}-{} at offset {}",
+                            p.index,
+                            header.base_offset
+                        );
+                        continue;
+                    };
+                    for r in recs {
+                        records += 1;
+                        apply_record(&mut groups, r.key, r.value);
+                    }
+                }
+                if next <= offset {
+                    break;
+                }
+                offset = next;
+            }
+        }
+        groups.retain(|_, g| !g.offsets.is_empty() || g.group.generation_id() > 0);
+        log::info!(
+            "loaded {} groups from {} records of {OFFSETS_TOPIC}",
+            groups.len(),
+            records
+        );
+        Ok(groups.len())
+    }
+
+    /// Appends records for `group` to its offsets partition; returns once written.
+    pub fn append(
+        &self,
+        broker: &Broker,
+        group: &str,
+        records: Vec<(OffsetsKey, Option<Vec<u8>>)>,
+    ) -> Result<(), CoordinatorError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let partition = self.partition_for(group);
+        let (_, log, epoch) = broker
+            .leader_log(OFFSETS_TOPIC, partition)
+            .map_err(|_| CoordinatorError::NotCoordinator)?;
+        let now = now_ms();
+        let new: Vec<NewRecord> = records
+            .into_iter()
+            .map(|(k, v)| NewRecord {
+                key: Some(k.encode()),
+                value: v,
+                headers: Vec::new(),
+                timestamp: now,
+            })
+            .collect();
+        let bytes = batch::build_batch(0, &new);
+        let mut log = lock(&log);
+        log.append_as_leader(&bytes, epoch, now)?;
+        let end = log.log_end_offset();
+        log.set_high_watermark(end);
+        Ok(())
+    }
+
+    pub fn mirror(&self, op: MirrorOp) {
+        if self.mirror_tx.try_send(op).is_err() {
+            log::warn!("metadata mirror queue full; dropping an update");
+        }
+    }
+
+    pub fn mirror_events(&self, group: &str, events: Vec<GroupEvent>) {
+        for event in events {
+            self.mirror(MirrorOp::Event {
+                group: group.to_string(),
+                event,
+            });
+        }
+    }
+
+    /// Sends replies produced by the state machine.
+    pub fn send_replies(&self, replies: Vec<Reply<PendingReply>>) {
+        for reply in replies {
+            match reply {
+                Reply::Join(p, result) => crate::handler::join_group::send(p, &result),
+                Reply::Sync(p, result) => crate::handler::sync_group::send(p, &result),
+            }
+        }
+    }
+
+    /// Writes the group's generation to the log after a rebalance completes.
+    pub fn group_record(group: &Group<PendingReply>) -> (OffsetsKey, Option<Vec<u8>>) {
+        let value = GroupValue {
+            protocol_type: group.protocol_type().unwrap_or_default().to_string(),
+            generation_id: group.generation_id(),
+            protocol: group.protocol_name().map(str::to_string),
+            leader: group.leader().map(str::to_string),
+            state_timestamp_ms: now_ms(),
+        };
+        (
+            OffsetsKey::Group {
+                group: group.id.clone(),
+            },
+            Some(value.encode()),
+        )
+    }
+
+    pub fn start_threads(self: &Arc<Self>, broker: Weak<Broker>) {
+        let me = Arc::clone(self);
+        let stop = Arc::clone(&self.stop);
+        let b = broker.clone();
+        let timer = std::thread::Builder::new()
+            .name("kb-group-timer".into())
+            .spawn(move || run_timer(me, b, stop))
+            .expect("spawning the group timer thread");
+        let me = Arc::clone(self);
+        let stop = Arc::clone(&self.stop);
+        let mirror = std::thread::Builder::new()
+            .name("kb-zk-mirror".into())
+            .spawn(move || run_mirror(me, broker, stop))
+            .expect("spawning the metadata mirror thread");
+        self.threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend([timer, mirror]);
+    }
+
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Release);
+        let handles: Vec<_> = self
+            .threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
+        for h in handles {
+            let _ = h.join();
+        }
+        let mut replies = Vec::new();
+        for entry in self.lock().values_mut() {
+            replies.extend(entry.group.mark_dead());
+        }
+        self.send_replies(replies);
+    }
+}
+
+fn apply_record(
+    groups: &mut HashMap<String, GroupEntry>,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) {
+    let Some(key) = key else { return };
+    let key = match OffsetsKey::decode(key) {
+        Ok(k) => k,
+        Err(e) => {
+            log::warn!("{e}");
+            return;
+        }
+    };
+    let entry = groups
+        .entry(key.group().to_string())
+        .or_insert_with(|| GroupEntry::new(key.group()));
+    match (key, value) {
+        (
+            OffsetsKey::Offset {
+                topic, partition, ..
+            },
+            Some(v),
+        ) => match OffsetValue::decode(v) {
+            Ok(v) => {
+                entry.offsets.insert((topic, partition), v);
+            }
+            Err(e) => log::warn!("{e}"),
+        },
+        (
+            OffsetsKey::Offset {
+                topic, partition, ..
+            },
+            None,
+        ) => {
+            entry.offsets.remove(&(topic, partition));
+        }
+        (OffsetsKey::Group { group }, Some(v)) => {
+            if let Ok(v) = GroupValue::decode(v) {
+                let mut fresh = Group::new(&group);
+                fresh.restore(
+                    v.generation_id,
+                    Some(v.protocol_type).filter(|s| !s.is_empty()),
+                    v.protocol,
+                );
+                entry.group = fresh;
+            }
+        }
+        (OffsetsKey::Group { group }, None) => {
+            entry.group = Group::new(&group);
+        }
+    }
+}
+
+fn run_timer(coordinator: Arc<GroupCoordinator>, broker: Weak<Broker>, stop: Arc<AtomicBool>) {
+    let mut last_expiry = now_ms();
+    while !stop.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(TICK_MS));
+        let now = now_ms();
+        let mut replies = Vec::new();
+        let mut expired_offsets: Vec<(String, Vec<(String, i32)>)> = Vec::new();
+        let check_expiry =
+            now - last_expiry >= coordinator.config.offsets_retention_check_interval_ms;
+        if check_expiry {
+            last_expiry = now;
+        }
+        {
+            let mut groups = coordinator.lock();
+            for (id, entry) in groups.iter_mut() {
+                replies.extend(entry.group.tick(&coordinator.config.group, now));
+                let events = entry.group.drain_events();
+                coordinator.mirror_events(id, events);
+                if check_expiry && entry.group.is_empty() {
+                    let cutoff = now - coordinator.config.offsets_retention_ms;
+                    let old: Vec<(String, i32)> = entry
+                        .offsets
+                        .iter()
+                        .filter(|(_, v)| v.commit_timestamp_ms < cutoff)
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    if !old.is_empty() {
+                        expired_offsets.push((id.clone(), old));
+                    }
+                }
+            }
+        }
+        coordinator.send_replies(replies);
+        if let Some(broker) = broker.upgrade() {
+            for (group, parts) in expired_offsets {
+                let records = parts
+                    .iter()
+                    .map(|(t, p)| {
+                        (
+                            OffsetsKey::Offset {
+                                group: group.clone(),
+                                topic: t.clone(),
+                                partition: *p,
+                            },
+                            None,
+                        )
+                    })
+                    .collect();
+                match coordinator.append(&broker, &group, records) {
+                    Ok(()) => {
+                        if let Some(e) = coordinator.lock().get_mut(&group) {
+                            for k in &parts {
+                                e.offsets.remove(k);
+                            }
+                        }
+                        log::info!("expired {} offsets of group={group}", parts.len());
+                    }
+                    Err(e) => log::warn!("expiring offsets of group={group} failed: {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// Applies mirror operations to the metadata store and keeps the tree dump fresh.
+fn run_mirror(coordinator: Arc<GroupCoordinator>, broker: Weak<Broker>, stop: Arc<AtomicBool>) {
+    let mut owners: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let mut dirty = true;
+    while !stop.load(Ordering::Acquire) {
+        let Some(broker) = broker.upgrade() else {
+            return;
+        };
+        let store: &dyn MetadataStore = &*broker.store;
+        let mut latest_offsets: BTreeMap<(String, String, i32), i64> = BTreeMap::new();
+        let first = coordinator
+            .mirror_rx
+            .recv_timeout(Duration::from_millis(200))
+            .ok();
+        for op in first
+            .into_iter()
+            .chain(coordinator.mirror_rx.try_iter().take(10_000))
+        {
+            dirty = true;
+            match op {
+                MirrorOp::Offset {
+                    group,
+                    topic,
+                    partition,
+                    offset,
+                } => {
+                    latest_offsets.insert((group, topic, partition), offset);
+                }
+                MirrorOp::Event { group, event } => {
+                    if let Err(e) = mirror_event(store, &group, event, &mut owners) {
+                        log::debug!("mirroring group={group} failed: {e}");
+                    }
+                }
+                MirrorOp::GroupDeleted { group } => {
+                    owners.remove(&group);
+                    if let Err(e) =
+                        store::delete_recursive(store, &layout::consumer_group_path(&group))
+                    {
+                        log::debug!("deleting /consumers/{group} failed: {e}");
+                    }
+                }
+            }
+        }
+        for ((group, topic, partition), offset) in latest_offsets {
+            if let Err(e) = kbroker_coordinator::cluster::write_consumer_offset(
+                store, &group, &topic, partition, offset,
+            ) {
+                log::debug!("mirroring offset group={group} failed: {e}");
+            }
+        }
+        if dirty {
+            dirty = false;
+            if let Err(e) = dump_tree(store, &coordinator.config.metadata_dump_path) {
+                log::warn!("writing the metadata dump failed: {e}");
+            }
+        }
+    }
+}
+
+fn ignore_missing(r: Result<(), StoreError>) -> Result<(), StoreError> {
+    match r {
+        Err(StoreError::NoNode(_)) | Err(StoreError::NodeExists(_)) => Ok(()),
+        other => other,
+    }
+}
+
+fn mirror_event(
+    store: &dyn MetadataStore,
+    group: &str,
+    event: GroupEvent,
+    owners: &mut HashMap<String, BTreeSet<String>>,
+) -> Result<(), StoreError> {
+    match event {
+        GroupEvent::MemberAdded {
+            member_id,
+            subscription,
+        } => {
+            let topics = offsets::subscription_topics(&subscription).unwrap_or_default();
+            let registration = layout::ConsumerRegistration {
+                subscription: topics.into_iter().map(|t| (t, 1)).collect(),
+                pattern: "static".into(),
+                timestamp_ms: now_ms(),
+            };
+            store::ensure_persistent_path(store, &layout::consumer_ids_path(group))?;
+            ignore_missing(
+                store
+                    .create(
+                        &layout::consumer_member_path(group, &member_id),
+                        &registration.to_json(),
+                        CreateMode::Ephemeral,
+                    )
+                    .map(|_| ()),
+            )
+        }
+        GroupEvent::MemberRemoved { member_id } => {
+            ignore_missing(store.delete(&layout::consumer_member_path(group, &member_id), None))
+        }
+        GroupEvent::RebalanceStarted => {
+            for path in owners.remove(group).unwrap_or_default() {
+                ignore_missing(store.delete(&path, None))?;
+            }
+            Ok(())
+        }
+        GroupEvent::AssignmentsInstalled { assignments } => {
+            for path in owners.remove(group).unwrap_or_default() {
+                ignore_missing(store.delete(&path, None))?;
+            }
+            let mut created = BTreeSet::new();
+            for (member_id, assignment) in assignments {
+                for (topic, partition) in
+                    offsets::assignment_partitions(&assignment).unwrap_or_default()
+                {
+                    store::ensure_persistent_path(
+                        store,
+                        &layout::consumer_owners_path(group, &topic),
+                    )?;
+                    let path = layout::consumer_owner_path(group, &topic, partition);
+                    let data = layout::ConsumerOwner {
+                        member_id: member_id.clone(),
+                    }
+                    .to_json();
+                    ignore_missing(
+                        store
+                            .create(&path, &data, CreateMode::Ephemeral)
+                            .map(|_| ()),
+                    )?;
+                    created.insert(path);
+                }
+            }
+            owners.insert(group.to_string(), created);
+            Ok(())
+        }
+    }
+}
+
+/// Writes every node of the tree as JSON lines `{"path":..,"data":..,"ephemeral":..}`
+/// (atomically), for `kbroker metadata`.
+pub fn dump_tree(store: &dyn MetadataStore, path: &std::path::Path) -> Result<(), String> {
+    let mut out = String::new();
+    let mut stack = vec!["/".to_string()];
+    let mut visited = 0usize;
+    while let Some(p) = stack.pop() {
+        visited += 1;
+        if visited > 1_000_000 {
+            break;
+        }
+        let (data, stat) = match store.get(&p) {
+            Ok(x) => x,
+            Err(_) => continue,
+        };
+        let text = String::from_utf8_lossy(&data);
+        out.push_str(&format!(
+            "{}\t{}\t{}\n",
+            p,
+            if stat.ephemeral_owner != 0 { "E" } else { "P" },
+            text.replace(['\n', '\t'], " ")
+        ));
+        if let Ok(children) = store.children(&p) {
+            for c in children.into_iter().rev() {
+                stack.push(store::join_path(&p, &c));
+            }
+        }
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, out).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, path).map_err(|e| e.to_string())
+}
+
+/// Maps a group error to Kafka's error code.
+pub fn group_error_code(e: GroupError) -> i16 {
+    use kafka_protocol::ResponseError as E;
+    match e {
+        GroupError::UnknownMemberId => E::UnknownMemberId.code(),
+        GroupError::MemberIdRequired => E::MemberIdRequired.code(),
+        GroupError::IllegalGeneration => E::IllegalGeneration.code(),
+        GroupError::RebalanceInProgress => E::RebalanceInProgress.code(),
+        GroupError::InconsistentGroupProtocol => E::InconsistentGroupProtocol.code(),
+        GroupError::InvalidSessionTimeout => E::InvalidSessionTimeout.code(),
+        GroupError::GroupMaxSizeReached => E::GroupMaxSizeReached.code(),
+        GroupError::FencedInstanceId => E::FencedInstanceId.code(),
+        GroupError::CoordinatorNotAvailable => E::CoordinatorNotAvailable.code(),
+    }
+}

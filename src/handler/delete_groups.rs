@@ -1,0 +1,76 @@
+//! DeleteGroups: an empty group's offsets and metadata are tombstoned and it is forgotten.
+
+use bytes::Bytes;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
+use kafka_protocol::ResponseError;
+use kbroker_coordinator::group::GroupState;
+use kbroker_coordinator::offsets::OffsetsKey;
+use kbroker_reactor::Responder;
+
+use super::find_coordinator::check_coordinator;
+use super::{decode, respond, HandlerResult, RequestContext};
+use crate::broker::Broker;
+use crate::groups::MirrorOp;
+
+pub fn handle(
+    broker: &Broker,
+    ctx: &RequestContext,
+    mut body: Bytes,
+    responder: Responder,
+) -> HandlerResult {
+    let (request, responder) = decode::<DeleteGroupsRequest>(&mut body, ctx.version, responder)?;
+    let coordinator = &broker.groups;
+    let results = request
+        .groups_names
+        .iter()
+        .map(|g| {
+            let id = g.0.to_string();
+            let code = check_coordinator(broker, &id).unwrap_or_else(|| {
+                let mut groups = coordinator.lock();
+                match groups.get(&id) {
+                    None => ResponseError::GroupIdNotFound.code(),
+                    Some(e) if e.group.state() != GroupState::Empty || !e.group.is_empty() => {
+                        ResponseError::NonEmptyGroup.code()
+                    }
+                    Some(e) => {
+                        let mut records: Vec<_> = e
+                            .offsets
+                            .keys()
+                            .map(|(t, p)| {
+                                (
+                                    OffsetsKey::Offset {
+                                        group: id.clone(),
+                                        topic: t.clone(),
+                                        partition: *p,
+                                    },
+                                    None,
+                                )
+                            })
+                            .collect();
+                        records.push((OffsetsKey::Group { group: id.clone() }, None));
+                        match coordinator.append(broker, &id, records) {
+                            Ok(()) => {
+                                groups.remove(&id);
+                                coordinator.mirror(MirrorOp::GroupDeleted { group: id.clone() });
+                                0
+                            }
+                            Err(e) => {
+                                log::warn!("deleting group={id} failed: {e}");
+                                ResponseError::CoordinatorNotAvailable.code()
+                            }
+                        }
+                    }
+                }
+            });
+            DeletableGroupResult::default()
+                .with_group_id(g.clone())
+                .with_error_code(code)
+        })
+        .collect();
+    respond(
+        ctx,
+        responder,
+        &DeleteGroupsResponse::default().with_results(results),
+    )
+}

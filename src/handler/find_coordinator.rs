@@ -1,0 +1,82 @@
+//! FindCoordinator: the coordinator of a group is the leader of its `__consumer_offsets`
+//! partition (this broker, on a single node); the topic is created on first use.
+//! Transaction coordinators are not supported (COORDINATOR_NOT_AVAILABLE).
+
+use bytes::Bytes;
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use kbroker_reactor::Responder;
+
+use super::{decode, respond, HandlerResult, RequestContext};
+use crate::broker::Broker;
+use crate::groups::OFFSETS_TOPIC;
+
+const KEY_TYPE_GROUP: i8 = 0;
+
+pub fn handle(
+    broker: &Broker,
+    ctx: &RequestContext,
+    mut body: Bytes,
+    responder: Responder,
+) -> HandlerResult {
+    let (request, responder) = decode::<FindCoordinatorRequest>(&mut body, ctx.version, responder)?;
+    let mut response = FindCoordinatorResponse::default()
+        .with_node_id(BrokerId(-1))
+        .with_port(-1);
+    let error = if request.key_type != KEY_TYPE_GROUP {
+        Some((
+            ResponseError::CoordinatorNotAvailable,
+            "transactions are not supported".to_string(),
+        ))
+    } else if request.key.is_empty() {
+        Some((ResponseError::InvalidGroupId, "empty group id".to_string()))
+    } else {
+        match coordinator_of(broker, &request.key) {
+            Ok(id) => {
+                let (_, host, port) = super::metadata::live_brokers(broker)
+                    .into_iter()
+                    .find(|(b, _, _)| *b == id)
+                    .unwrap_or((id, String::new(), -1));
+                response.node_id = BrokerId(id);
+                response.host = StrBytes::from_string(host);
+                response.port = port;
+                None
+            }
+            Err(e) => Some((ResponseError::CoordinatorNotAvailable, e)),
+        }
+    };
+    if let Some((code, message)) = error {
+        response.error_code = code.code();
+        if ctx.version >= 1 {
+            response.error_message = Some(StrBytes::from_string(message));
+        }
+    }
+    respond(ctx, responder, &response)
+}
+
+/// The broker leading the group's offsets partition.
+pub fn coordinator_of(broker: &Broker, group: &str) -> Result<i32, String> {
+    broker
+        .groups
+        .ensure_offsets_topic(broker)
+        .map_err(|e| e.to_string())?;
+    let info = broker.topic(OFFSETS_TOPIC).ok_or("offsets topic missing")?;
+    let p = broker.groups.partition_for(group);
+    info.partitions
+        .get(p as usize)
+        .map(|p| p.leader)
+        .ok_or_else(|| "offsets partition missing".to_string())
+}
+
+/// None if this broker coordinates `group`, else the error code to answer with.
+pub fn check_coordinator(broker: &Broker, group: &str) -> Option<i16> {
+    if group.is_empty() {
+        return Some(ResponseError::InvalidGroupId.code());
+    }
+    match coordinator_of(broker, group) {
+        Ok(id) if id == broker.config.broker_id => None,
+        Ok(_) => Some(ResponseError::NotCoordinator.code()),
+        Err(_) => Some(ResponseError::CoordinatorNotAvailable.code()),
+    }
+}

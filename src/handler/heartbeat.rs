@@ -1,0 +1,43 @@
+//! Heartbeat: keeps a member's session alive; tells it when a rebalance is under way.
+
+use bytes::Bytes;
+use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
+use kbroker_coordinator::group::GroupError;
+use kbroker_reactor::Responder;
+
+use super::find_coordinator::check_coordinator;
+use super::{decode, respond, HandlerResult, RequestContext};
+use crate::broker::{now_ms, Broker};
+use crate::groups::group_error_code;
+
+pub fn handle(
+    broker: &Broker,
+    ctx: &RequestContext,
+    mut body: Bytes,
+    responder: Responder,
+) -> HandlerResult {
+    let (request, responder) = decode::<HeartbeatRequest>(&mut body, ctx.version, responder)?;
+    let group_id = request.group_id.0.to_string();
+    let code = match check_coordinator(broker, &group_id) {
+        Some(code) => code,
+        None => {
+            let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
+            let mut groups = broker.groups.lock();
+            let result = match groups.get_mut(&group_id) {
+                Some(entry) => entry.group.heartbeat(
+                    &request.member_id,
+                    request.generation_id,
+                    instance.as_deref(),
+                    now_ms(),
+                ),
+                None => Err(GroupError::UnknownMemberId),
+            };
+            result.err().map_or(0, group_error_code)
+        }
+    };
+    respond(
+        ctx,
+        responder,
+        &HeartbeatResponse::default().with_error_code(code),
+    )
+}

@@ -1,0 +1,196 @@
+//! OffsetCommit: validate the member and generation, append the offsets to the group's
+//! `__consumer_offsets` partition, then acknowledge. v0 writes Kafka 0.8's ZooKeeper paths
+//! `/consumers/{group}/offsets/{topic}/{partition}` instead, as Kafka's v0 did.
+
+use bytes::Bytes;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
+use kafka_protocol::ResponseError;
+use kbroker_coordinator::group::{GroupError, GroupState};
+use kbroker_coordinator::offsets::{OffsetValue, OffsetsKey};
+use kbroker_reactor::Responder;
+
+use super::find_coordinator::check_coordinator;
+use super::{decode, respond, HandlerResult, RequestContext};
+use crate::broker::{now_ms, Broker};
+use crate::groups::{group_error_code, GroupEntry, MirrorOp};
+
+/// Kafka's `offset.metadata.max.bytes` default.
+pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
+
+pub fn handle(
+    broker: &Broker,
+    ctx: &RequestContext,
+    mut body: Bytes,
+    responder: Responder,
+) -> HandlerResult {
+    let (request, responder) = decode::<OffsetCommitRequest>(&mut body, ctx.version, responder)?;
+    let group_id = request.group_id.0.to_string();
+    let mut group_error = check_coordinator(broker, &group_id).filter(|_| ctx.version > 0);
+    let coordinator = &broker.groups;
+    let now = now_ms();
+    // Per partition: (topic, partition, error code, value to write).
+    let mut plan: Vec<(String, i32, i16, Option<OffsetValue>)> = Vec::new();
+    for t in &request.topics {
+        let topic = t.name.0.to_string();
+        let known = broker.topic(&topic);
+        for p in &t.partitions {
+            let metadata = p
+                .committed_metadata
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            let code = if known.as_ref().is_none_or(|i| {
+                p.partition_index < 0 || p.partition_index as usize >= i.partitions.len()
+            }) {
+                ResponseError::UnknownTopicOrPartition.code()
+            } else if metadata.len() > OFFSET_METADATA_MAX_BYTES {
+                ResponseError::OffsetMetadataTooLarge.code()
+            } else {
+                0
+            };
+            let timestamp = if ctx.version == 1 && p.commit_timestamp >= 0 {
+                p.commit_timestamp
+            } else {
+                now
+            };
+            let value = OffsetValue {
+                offset: p.committed_offset,
+                leader_epoch: if ctx.version >= 6 {
+                    p.committed_leader_epoch
+                } else {
+                    -1
+                },
+                metadata,
+                commit_timestamp_ms: timestamp,
+            };
+            plan.push((
+                topic.clone(),
+                p.partition_index,
+                code,
+                (code == 0).then_some(value),
+            ));
+        }
+    }
+    if ctx.version == 0 {
+        commit_v0(broker, &group_id, &mut plan);
+    } else if group_error.is_none() {
+        let mut groups = coordinator.lock();
+        let entry = groups
+            .entry(group_id.clone())
+            .or_insert_with(|| GroupEntry::new(&group_id));
+        if let Err(e) = validate_member(entry, &request, ctx.version) {
+            group_error = Some(group_error_code(e));
+        } else {
+            let records: Vec<_> = plan
+                .iter()
+                .filter_map(|(t, p, _, v)| {
+                    v.as_ref().map(|v| {
+                        (
+                            OffsetsKey::Offset {
+                                group: group_id.clone(),
+                                topic: t.clone(),
+                                partition: *p,
+                            },
+                            Some(v.encode()),
+                        )
+                    })
+                })
+                .collect();
+            match coordinator.append(broker, &group_id, records) {
+                Ok(()) => {
+                    for (t, p, _, v) in &plan {
+                        if let Some(v) = v {
+                            entry.offsets.insert((t.clone(), *p), v.clone());
+                            coordinator.mirror(MirrorOp::Offset {
+                                group: group_id.clone(),
+                                topic: t.clone(),
+                                partition: *p,
+                                offset: v.offset,
+                            });
+                        }
+                    }
+                }
+                Err(e) => {
+                    log::warn!("offset commit group={group_id} failed: {e}");
+                    group_error = Some(ResponseError::CoordinatorNotAvailable.code());
+                }
+            }
+        }
+    }
+    let mut topics: Vec<OffsetCommitResponseTopic> = Vec::new();
+    for (t, p, code, _) in plan {
+        let code = if code != 0 {
+            code
+        } else {
+            group_error.unwrap_or(0)
+        };
+        let part = OffsetCommitResponsePartition::default()
+            .with_partition_index(p)
+            .with_error_code(code);
+        match topics.iter_mut().find(|x| x.name.0.as_str() == t) {
+            Some(x) => x.partitions.push(part),
+            None => topics.push(
+                OffsetCommitResponseTopic::default()
+                    .with_name(super::metadata::topic_name(&t))
+                    .with_partitions(vec![part]),
+            ),
+        }
+    }
+    respond(
+        ctx,
+        responder,
+        &OffsetCommitResponse::default().with_topics(topics),
+    )
+}
+
+fn validate_member(
+    entry: &mut GroupEntry,
+    request: &OffsetCommitRequest,
+    version: i16,
+) -> Result<(), GroupError> {
+    let generation = if version >= 1 {
+        request.generation_id_or_member_epoch
+    } else {
+        -1
+    };
+    let group = &mut entry.group;
+    if generation < 0 && request.member_id.is_empty() {
+        // A "simple" commit (assign(), no membership) is allowed only for a group without members.
+        return if group.state() == GroupState::Empty {
+            Ok(())
+        } else {
+            Err(GroupError::IllegalGeneration)
+        };
+    }
+    let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
+    match group.heartbeat(
+        &request.member_id,
+        generation,
+        instance.as_deref(),
+        now_ms(),
+    ) {
+        Ok(()) => Ok(()),
+        Err(GroupError::RebalanceInProgress) => Err(GroupError::RebalanceInProgress),
+        Err(e) => Err(e),
+    }
+}
+
+fn commit_v0(broker: &Broker, group: &str, plan: &mut [(String, i32, i16, Option<OffsetValue>)]) {
+    for (topic, partition, code, value) in plan.iter_mut() {
+        if let Some(v) = value {
+            if let Err(e) = kbroker_coordinator::cluster::write_consumer_offset(
+                &*broker.store,
+                group,
+                topic,
+                *partition,
+                v.offset,
+            ) {
+                log::warn!("v0 offset commit group={group} failed: {e}");
+                *code = ResponseError::UnknownServerError.code();
+            }
+        }
+    }
+}

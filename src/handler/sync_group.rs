@@ -1,0 +1,109 @@
+//! SyncGroup: the leader's assignment is installed and handed to every member; followers'
+//! replies wait for it.
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, SyncGroupRequest, SyncGroupResponse};
+use kafka_protocol::protocol::StrBytes;
+use kbroker_coordinator::group::SyncResult;
+use kbroker_reactor::Responder;
+
+use super::find_coordinator::check_coordinator;
+use super::join_group::reply;
+use super::{decode, HandlerResult, RequestContext};
+use crate::broker::{now_ms, Broker};
+use crate::groups::{group_error_code, GroupCoordinator, PendingReply};
+
+pub fn handle(
+    broker: &Broker,
+    ctx: &RequestContext,
+    mut body: Bytes,
+    responder: Responder,
+) -> HandlerResult {
+    let (request, responder) = decode::<SyncGroupRequest>(&mut body, ctx.version, responder)?;
+    let pending = PendingReply {
+        responder,
+        correlation_id: ctx.header.correlation_id,
+        version: ctx.version,
+    };
+    let group_id = request.group_id.0.to_string();
+    if let Some(code) = check_coordinator(broker, &group_id) {
+        send_code(
+            pending,
+            code,
+            &SyncResult {
+                error: None,
+                protocol_type: None,
+                protocol_name: None,
+                assignment: Vec::new(),
+            },
+        );
+        return Ok(());
+    }
+    let coordinator = &broker.groups;
+    let assignments = request
+        .assignments
+        .iter()
+        .map(|a| (a.member_id.to_string(), a.assignment.to_vec()))
+        .collect();
+    let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
+    let (replies, events, record) = {
+        let mut groups = coordinator.lock();
+        let Some(entry) = groups.get_mut(&group_id) else {
+            drop(groups);
+            send_code(
+                pending,
+                group_error_code(kbroker_coordinator::group::GroupError::UnknownMemberId),
+                &SyncResult {
+                    error: None,
+                    protocol_type: None,
+                    protocol_name: None,
+                    assignment: Vec::new(),
+                },
+            );
+            return Ok(());
+        };
+        let before = entry.group.state();
+        let replies = entry.group.sync(
+            &request.member_id,
+            request.generation_id,
+            instance.as_deref(),
+            assignments,
+            pending,
+            now_ms(),
+        );
+        let record =
+            (before != entry.group.state()).then(|| GroupCoordinator::group_record(&entry.group));
+        (replies, entry.group.drain_events(), record)
+    };
+    if let Some(record) = record {
+        if let Err(e) = coordinator.append(broker, &group_id, vec![record]) {
+            log::warn!("recording the generation of group={group_id} failed: {e}");
+        }
+    }
+    coordinator.mirror_events(&group_id, events);
+    coordinator.send_replies(replies);
+    Ok(())
+}
+
+pub fn send(p: PendingReply, result: &SyncResult) {
+    let code = result.error.map_or(0, group_error_code);
+    send_code(p, code, result);
+}
+
+fn send_code(p: PendingReply, code: i16, result: &SyncResult) {
+    let v5 = p.version >= 5;
+    let response = SyncGroupResponse::default()
+        .with_error_code(code)
+        .with_protocol_type(if v5 {
+            result.protocol_type.clone().map(StrBytes::from_string)
+        } else {
+            None
+        })
+        .with_protocol_name(if v5 {
+            result.protocol_name.clone().map(StrBytes::from_string)
+        } else {
+            None
+        })
+        .with_assignment(Bytes::from(result.assignment.clone()));
+    reply(p, ApiKey::SyncGroup, &response);
+}
