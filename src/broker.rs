@@ -319,7 +319,9 @@ impl Scheduler {
                     .config
                     .log_flush_offset_checkpoint_interval_ms
                     .max(1000) as i64;
-                let (mut last_retention, mut last_checkpoint) = (now_ms(), now_ms());
+                let (mut last_retention, mut last_checkpoint, mut last_clean) =
+                    (now_ms(), now_ms(), now_ms());
+                let clean_every = broker.config.log_cleaner_backoff_ms as i64;
                 while !flag.load(Ordering::Acquire) {
                     std::thread::sleep(Duration::from_millis(50));
                     let now = now_ms();
@@ -330,6 +332,14 @@ impl Scheduler {
                             log::info!("retention deleted_segments={deleted}");
                         }
                         broker.fetch_purgatory.purge_completed();
+                    }
+                    if broker.config.log_cleaner_enable && now - last_clean >= clean_every {
+                        last_clean = now;
+                        for (tp, log) in broker.logs.all() {
+                            if let Err(e) = kbroker_storage::manager::lock(&log).clean(now) {
+                                log::error!("compaction failed partition={tp}: {e}");
+                            }
+                        }
                     }
                     if now - last_checkpoint >= checkpoint_every {
                         last_checkpoint = now;

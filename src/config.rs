@@ -197,6 +197,8 @@ pub const KNOWN: &[(&str, &str)] = &[
     ("log.cleaner.enable", "true"),
     ("log.cleaner.backoff.ms", "15000"),
     ("log.cleaner.delete.retention.ms", "86400000"),
+    ("log.cleaner.min.cleanable.ratio", "0.5"),
+    ("log.cleaner.min.compaction.lag.ms", "0"),
 ];
 
 /// Kafka keys accepted for compatibility with stock `server.properties`; not acted on.
@@ -468,6 +470,7 @@ impl Config {
             cleanup_delete: self.log_cleanup_policy.contains("delete"),
             cleanup_compact: self.log_cleanup_policy.contains("compact"),
             log_append_time: self.log_message_timestamp_type == "LogAppendTime",
+            delete_retention_ms: self.log_cleaner_delete_retention_ms,
         }
     }
 }
@@ -486,6 +489,12 @@ pub const TOPIC_CONFIGS: &[(&str, &str)] = &[
     ("flush.ms", "log.flush.interval.ms"),
     ("message.timestamp.type", "log.message.timestamp.type"),
     ("min.insync.replicas", "min.insync.replicas"),
+    ("delete.retention.ms", "log.cleaner.delete.retention.ms"),
+    (
+        "min.cleanable.dirty.ratio",
+        "log.cleaner.min.cleanable.ratio",
+    ),
+    ("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms"),
 ];
 
 /// Applies topic overrides to the broker defaults; an error names the bad key.
@@ -525,6 +534,19 @@ pub fn topic_log_config(
             },
             "min.insync.replicas" => {
                 at_least(k, int()?, 1)?;
+            }
+            "delete.retention.ms" => c.delete_retention_ms = at_least(k, int()?, 0)?,
+            "min.compaction.lag.ms" => {
+                at_least(k, int()?, 0)?;
+            }
+            "min.cleanable.dirty.ratio" => {
+                let r: f64 = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid(k, format!("{v:?} is not a number")))?;
+                if !(0.0..=1.0).contains(&r) {
+                    return Err(invalid(k, "must be between 0 and 1"));
+                }
             }
             _ => return Err(ConfigError::Unknown(k.clone())),
         }

@@ -32,6 +32,7 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// mirror is for tools; the log is the source of truth).
 pub const MIRROR_QUEUE_MAX: usize = 100_000;
 const TICK_MS: u64 = 100;
+const DUMP_INTERVAL_MS: i64 = 250;
 
 /// Who to answer when a parked JoinGroup / SyncGroup completes.
 pub struct PendingReply {
@@ -427,7 +428,8 @@ fn run_timer(coordinator: Arc<GroupCoordinator>, broker: Weak<Broker>, stop: Arc
 /// Applies mirror operations to the metadata store and keeps the tree dump fresh.
 fn run_mirror(coordinator: Arc<GroupCoordinator>, broker: Weak<Broker>, stop: Arc<AtomicBool>) {
     let mut owners: HashMap<String, BTreeSet<String>> = HashMap::new();
-    let mut dirty = true;
+    let mut last_dump = String::new();
+    let mut last_dump_ms = 0i64;
     while !stop.load(Ordering::Acquire) {
         let Some(broker) = broker.upgrade() else {
             return;
@@ -442,7 +444,6 @@ fn run_mirror(coordinator: Arc<GroupCoordinator>, broker: Weak<Broker>, stop: Ar
             .into_iter()
             .chain(coordinator.mirror_rx.try_iter().take(10_000))
         {
-            dirty = true;
             match op {
                 MirrorOp::Offset {
                     group,
@@ -474,10 +475,16 @@ fn run_mirror(coordinator: Arc<GroupCoordinator>, broker: Weak<Broker>, stop: Ar
                 log::debug!("mirroring offset group={group} failed: {e}");
             }
         }
-        if dirty {
-            dirty = false;
-            if let Err(e) = dump_tree(store, &coordinator.config.metadata_dump_path) {
-                log::warn!("writing the metadata dump failed: {e}");
+        // Topics and brokers change outside this thread: re-walk the tree at most twice a
+        // second and rewrite the dump only when it differs.
+        if now_ms() - last_dump_ms >= DUMP_INTERVAL_MS {
+            last_dump_ms = now_ms();
+            let text = render_tree(store);
+            if text != last_dump {
+                if let Err(e) = write_dump(&coordinator.config.metadata_dump_path, &text) {
+                    log::warn!("writing the metadata dump failed: {e}");
+                }
+                last_dump = text;
             }
         }
     }
@@ -559,9 +566,8 @@ fn mirror_event(
     }
 }
 
-/// Writes every node of the tree as JSON lines `{"path":..,"data":..,"ephemeral":..}`
-/// (atomically), for `kbroker metadata`.
-pub fn dump_tree(store: &dyn MetadataStore, path: &std::path::Path) -> Result<(), String> {
+/// Every node of the tree as `path<TAB>E|P<TAB>data` lines, for `kbroker metadata`.
+pub fn render_tree(store: &dyn MetadataStore) -> String {
     let mut out = String::new();
     let mut stack = vec!["/".to_string()];
     let mut visited = 0usize;
@@ -587,8 +593,12 @@ pub fn dump_tree(store: &dyn MetadataStore, path: &std::path::Path) -> Result<()
             }
         }
     }
+    out
+}
+
+fn write_dump(path: &std::path::Path, text: &str) -> Result<(), String> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, out).map_err(|e| e.to_string())?;
+    std::fs::write(&tmp, text).map_err(|e| e.to_string())?;
     std::fs::rename(&tmp, path).map_err(|e| e.to_string())
 }
 

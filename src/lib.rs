@@ -10,6 +10,7 @@
 //!   the only place Kafka error codes are produced.
 //! - [`groups`]: the group coordinator's shell: offsets in `__consumer_offsets`, the
 //!   group timer, the `/consumers/...` mirror.
+//! - [`metadata_tool`]: `kbroker metadata ls|get|dump`, reading the tree the broker dumps.
 //! - [`server`]: wiring: broker + socket server (the `reactor` crate) + shutdown.
 //!
 //! Member crates: `kbroker-reactor` (acceptor, processors, handler pool, sendfile),
@@ -20,5 +21,6 @@ pub mod broker;
 pub mod config;
 pub mod groups;
 pub mod handler;
+pub mod metadata_tool;
 pub mod server;
 pub mod topics;

@@ -1,4 +1,5 @@
 //! `kbroker [server.properties] [--override key=value ...]`
+//! `kbroker metadata ls|get|dump [PATH] [--log-dir DIR]` (see `metadata_tool`)
 //!
 //! Starts the broker, waits for SIGTERM or SIGINT, shuts down cleanly and exits 0. A bad
 //! configuration exits 2 with a message naming the key; a failure to start exits 1.
@@ -7,6 +8,10 @@ use clap::{Arg, ArgAction, Command};
 use nix::sys::signal::{SigSet, Signal};
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("metadata") {
+        std::process::exit(kbroker::metadata_tool::run(&args[2..]));
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .init();

@@ -460,6 +460,9 @@ impl Tree {
             return Err(format!("image of {path} is ephemeral or has children"));
         }
         if path == "/" {
+            if self.nodes.len() != 1 {
+                return Err("image of / after other nodes".to_string());
+            }
             self.nodes.insert("/".to_string(), node);
             return Ok(());
         }

@@ -485,7 +485,12 @@ impl Processor {
             };
             let stats = &self.shared.stats;
             stats.request_queue_size.fetch_add(1, Ordering::Relaxed);
-            match self.shared.requests.try_send(*envelope) {
+            match self
+                .shared
+                .requests
+                .send(*envelope)
+                .map_err(|e| TrySendError::Disconnected(e.0))
+            {
                 Ok(()) => {}
                 Err(TrySendError::Full(envelope)) => {
                     stats.request_queue_size.fetch_sub(1, Ordering::Relaxed);

@@ -282,31 +282,32 @@ pub struct RecordView<'a> {
 /// Decodes the records of an uncompressed batch (compression 0). Returns `None` if the
 /// batch is compressed or its records are malformed.
 pub fn uncompressed_records(batch: &[u8]) -> Option<Vec<RecordView<'_>>> {
+    Some(record_spans(batch)?.into_iter().map(|(r, _)| r).collect())
+}
+
+/// Each record of an uncompressed batch with its byte range within `batch` (length prefix
+/// included), so records can be kept or dropped verbatim.
+pub fn record_spans(batch: &[u8]) -> Option<Vec<(RecordView<'_>, std::ops::Range<usize>)>> {
     let header = BatchHeader::parse(batch).ok()?;
     if header.compression() != 0 || batch.len() < header.total_size() {
         return None;
     }
-    let body = &batch[BATCH_HEADER_BYTES..header.total_size()];
+    let end_of_batch = header.total_size();
     let mut out = Vec::with_capacity(header.records_count.clamp(0, 4096) as usize);
-    let mut at = 0usize;
+    let mut at = BATCH_HEADER_BYTES;
     for _ in 0..header.records_count {
-        let length = read_varlong(body, &mut at)?;
+        let start = at;
+        let length = read_varlong(&batch[..end_of_batch], &mut at)?;
         let end = at.checked_add(usize::try_from(length).ok()?)?;
-        if end > body.len() {
+        if end > end_of_batch {
             return None;
         }
-        let record = &body[..end];
+        let record = &batch[..end];
         at += 1; // attributes
         let timestamp_delta = read_varlong(record, &mut at)?;
         let offset_delta = read_varlong(record, &mut at)?;
         let key = read_bytes(record, &mut at)?;
         let value = read_bytes(record, &mut at)?;
-        out.push(RecordView {
-            offset: header.base_offset + offset_delta,
-            timestamp: header.base_timestamp + timestamp_delta,
-            key,
-            value,
-        });
         let headers = read_varlong(record, &mut at)?;
         for _ in 0..headers.max(0) {
             skip_varlong_bytes(record, &mut at)?;
@@ -315,8 +316,32 @@ pub fn uncompressed_records(batch: &[u8]) -> Option<Vec<RecordView<'_>>> {
         if at != end {
             return None;
         }
+        let view = RecordView {
+            offset: header.base_offset + offset_delta,
+            timestamp: header.base_timestamp + timestamp_delta,
+            key,
+            value,
+        };
+        out.push((view, start..end));
     }
     Some(out)
+}
+
+/// A copy of `batch` holding only the records in `keep` (ranges from [`record_spans`]),
+/// with the count, length and CRC fixed. Offsets, timestamps and the last offset delta are
+/// kept, so offsets stay where they were (compaction leaves gaps, never moves records).
+pub fn retain_records(batch: &[u8], keep: &[std::ops::Range<usize>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(batch.len());
+    out.extend_from_slice(&batch[..BATCH_HEADER_BYTES]);
+    for r in keep {
+        out.extend_from_slice(&batch[r.clone()]);
+    }
+    let batch_length = (out.len() - LOG_OVERHEAD) as i32;
+    out[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    out[57..61].copy_from_slice(&(keep.len() as i32).to_be_bytes());
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out
 }
 
 fn read_bytes<'a>(buf: &'a [u8], at: &mut usize) -> Option<Option<&'a [u8]>> {

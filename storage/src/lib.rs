@@ -6,6 +6,7 @@
 //! - [`segment`]: one `.log` file and its indexes; the active one is preallocated and mapped.
 //! - [`log`]: a partition's segments: append, read (as file regions for `sendfile`),
 //!   roll, retention, truncation, recovery, leader-epoch checkpoint.
+//! - [`cleaner`]: log compaction for `cleanup.policy=compact`.
 //! - [`checkpoint`]: the log-dir checkpoint files.
 //! - [`manager`]: every log of the broker's log dirs, `meta.properties`, clean-shutdown
 //!   marker, checkpoints, retention.
@@ -15,6 +16,7 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod cleaner;
 pub mod index;
 pub mod log;
 pub mod manager;

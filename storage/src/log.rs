@@ -46,6 +46,8 @@ pub struct LogConfig {
     pub cleanup_compact: bool,
     /// `message.timestamp.type` = LogAppendTime
     pub log_append_time: bool,
+    /// `delete.retention.ms`: how long tombstones survive compaction
+    pub delete_retention_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -63,6 +65,7 @@ impl Default for LogConfig {
             cleanup_delete: true,
             cleanup_compact: false,
             log_append_time: false,
+            delete_retention_ms: 86_400_000,
         }
     }
 }
@@ -100,6 +103,9 @@ pub struct Log {
     leader_epochs: Vec<(i32, i64)>,
     unflushed_messages: i64,
     last_flush_ms: i64,
+    /// Active segment base at the last compaction, and whether it kept tombstones.
+    cleaned_through: i64,
+    tombstones_pending: bool,
 }
 
 /// Parses `<topic>-<partition>` into its parts.
@@ -140,6 +146,8 @@ impl Log {
             leader_epochs: Vec::new(),
             unflushed_messages: 0,
             last_flush_ms: now_ms,
+            cleaned_through: -1,
+            tombstones_pending: false,
         };
         let bases = log.scan_segment_files()?;
         for base in &bases {
@@ -193,7 +201,11 @@ impl Log {
             }
             if let Some(stem) = name.strip_suffix(".log") {
                 match stem.parse::<i64>() {
-                    Ok(base) if stem.len() == 20 => bases.push(base),
+                    Ok(base) if stem.len() == 20 => {
+                        if !bases.contains(&base) {
+                            bases.push(base);
+                        }
+                    }
                     _ => log::warn!("ignoring stray file {}", entry.path().display()),
                 }
             }
@@ -482,7 +494,9 @@ impl Log {
                 region = Some(r);
                 break;
             }
-            if segment.next_offset() > offset {
+            // Nothing at or after `offset` here (compaction gaps, or the high watermark):
+            // move on only if this segment has no batch reaching `offset` at all.
+            if segment.find_batch(offset)?.is_some() {
                 break;
             }
         }
@@ -633,6 +647,91 @@ impl Log {
         self.recovery_point = self.recovery_point.min(self.log_end_offset());
         self.leader_epochs.retain(|(_, start)| *start < offset);
         self.write_leader_epochs()?;
+        Ok(())
+    }
+
+    /// Compacts the rolled segments if the log is `compact` and something changed since the
+    /// last pass. Returns the bytes removed.
+    pub fn clean(&mut self, now_ms: i64) -> Result<usize, StorageError> {
+        let active_base = self.active().base_offset;
+        if !self.config.cleanup_compact
+            || self.segments.len() < 2
+            || (active_base == self.cleaned_through && !self.tombstones_pending)
+        {
+            return Ok(0);
+        }
+        let mut latest = std::collections::HashMap::new();
+        for segment in self.segments.values() {
+            let bytes = segment.read_bytes(0, segment.size())?;
+            crate::cleaner::index_keys(&bytes, &mut latest);
+        }
+        let mut removed = 0usize;
+        let mut tombstones_pending = false;
+        let rolled: Vec<i64> = self
+            .segments
+            .keys()
+            .copied()
+            .filter(|b| *b != active_base)
+            .collect();
+        for base in rolled {
+            let segment = &self.segments[&base];
+            let bytes = segment.read_bytes(0, segment.size())?;
+            let drop_tombstones =
+                segment.max_timestamp() < now_ms - self.config.delete_retention_ms;
+            let (compacted, kept_tombstones) =
+                crate::cleaner::compact_segment(&bytes, &latest, drop_tombstones);
+            tombstones_pending |= kept_tombstones;
+            if let Some(new_bytes) = compacted {
+                removed += bytes.len() - new_bytes.len();
+                self.replace_segment(base, &new_bytes)?;
+            }
+        }
+        self.cleaned_through = active_base;
+        self.tombstones_pending = tombstones_pending;
+        if removed > 0 {
+            log::info!(
+                "compacted log topic={} partition={} removed_bytes={} segments={}",
+                self.topic,
+                self.partition,
+                removed,
+                self.segments.len()
+            );
+        }
+        Ok(removed)
+    }
+
+    /// Swaps a rolled segment's contents for `bytes` (crash-safe: `.cleaned` → `.swap` →
+    /// `.log`); an empty result removes the segment.
+    fn replace_segment(&mut self, base: i64, bytes: &[u8]) -> Result<(), StorageError> {
+        let next = self
+            .segments
+            .range(base + 1..)
+            .next()
+            .map(|(b, _)| *b)
+            .unwrap_or(base);
+        let log_path = self.dir.join(crate::segment::file_name(base, "log"));
+        let Some(old) = self.segments.remove(&base) else {
+            return Ok(());
+        };
+        if bytes.is_empty() {
+            return old.delete();
+        }
+        let cleaned = log_path.with_extension("log.cleaned");
+        let swap = log_path.with_extension("log.swap");
+        write_atomically(&cleaned, bytes)?;
+        std::fs::rename(&cleaned, &swap)
+            .map_err(|e| StorageError::io(format!("renaming {}", cleaned.display()), e))?;
+        old.delete()?;
+        std::fs::rename(&swap, &log_path)
+            .map_err(|e| StorageError::io(format!("renaming {}", swap.display()), e))?;
+        let mut segment = Segment::open(&self.dir, base)?;
+        segment.recover(
+            self.config.index_interval_bytes,
+            self.config.segment_index_bytes,
+        )?;
+        segment.deactivate()?;
+        segment.set_next_offset(next.max(segment.next_offset()));
+        self.segments.insert(base, segment);
         Ok(())
     }
 
