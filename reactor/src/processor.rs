@@ -485,12 +485,7 @@ impl Processor {
             };
             let stats = &self.shared.stats;
             stats.request_queue_size.fetch_add(1, Ordering::Relaxed);
-            match self
-                .shared
-                .requests
-                .send(*envelope)
-                .map_err(|e| TrySendError::Disconnected(e.0))
-            {
+            match self.shared.requests.try_send(*envelope) {
                 Ok(()) => {}
                 Err(TrySendError::Full(envelope)) => {
                     stats.request_queue_size.fetch_sub(1, Ordering::Relaxed);

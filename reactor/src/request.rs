@@ -265,6 +265,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_cross_thread_types_are_send() {
+        fn send_static<T: Send + 'static>() {}
+        send_static::<Responder>();
+        send_static::<Request>();
+        send_static::<Response>();
+        send_static::<crate::SocketServer>();
+    }
+
+    #[test]
     fn api_key_is_the_first_two_bytes_big_endian() {
         assert_eq!(api_key_of(&[0x00, 0x12, 0, 3]), 18);
         assert_eq!(api_key_of(&[0xff, 0xff]), -1);
