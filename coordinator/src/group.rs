@@ -337,9 +337,9 @@ impl<R> Group<R> {
             return out;
         }
         let known = !req.member_id.is_empty();
-        if !self.supports_protocols(&req.protocol_type, &req.protocols)
-            && !(known && self.members.len() == 1 && self.members.contains_key(&req.member_id))
-        {
+        let sole_member_rejoining =
+            known && self.members.len() == 1 && self.members.contains_key(&req.member_id);
+        if !(self.supports_protocols(&req.protocol_type, &req.protocols) || sole_member_rejoining) {
             out.push(Reply::Join(
                 reply,
                 JoinResult::error(GroupError::InconsistentGroupProtocol, &req.member_id),

@@ -36,7 +36,16 @@ struct FetchSpec {
     min_bytes: usize,
     read_committed: bool,
     session_error: i16,
-    partitions: Vec<(String, Vec<(i32, i64, usize, i32)>)>, // topic, (partition, offset, max bytes, leader epoch)
+    partitions: Vec<(String, Vec<PartitionFetch>)>,
+}
+
+/// One partition of a fetch: where to read and how much.
+#[derive(Clone, Copy)]
+struct PartitionFetch {
+    partition: i32,
+    offset: i64,
+    max_bytes: usize,
+    current_leader_epoch: i32,
 }
 
 pub fn handle(
@@ -66,13 +75,11 @@ pub fn handle(
                     t.topic.0.to_string(),
                     t.partitions
                         .iter()
-                        .map(|p| {
-                            (
-                                p.partition,
-                                p.fetch_offset,
-                                p.partition_max_bytes.max(0) as usize,
-                                p.current_leader_epoch,
-                            )
+                        .map(|p| PartitionFetch {
+                            partition: p.partition,
+                            offset: p.fetch_offset,
+                            max_bytes: p.partition_max_bytes.max(0) as usize,
+                            current_leader_epoch: p.current_leader_epoch,
                         })
                         .collect(),
                 )
@@ -83,7 +90,7 @@ pub fn handle(
     let keys: Vec<TopicPartition> = spec
         .partitions
         .iter()
-        .flat_map(|(t, ps)| ps.iter().map(move |p| TopicPartition::new(t, p.0)))
+        .flat_map(|(t, ps)| ps.iter().map(move |p| TopicPartition::new(t, p.partition)))
         .collect();
     let (data, bytes, errors) = read(broker, &spec);
     if max_wait_ms == 0
@@ -122,15 +129,13 @@ fn read(broker: &Broker, spec: &FetchSpec) -> (FetchResponseData, usize, bool) {
     let mut topics = Vec::with_capacity(spec.partitions.len());
     for (topic, partitions) in &spec.partitions {
         let mut out = Vec::with_capacity(partitions.len());
-        for &(partition, offset, partition_max_bytes, leader_epoch) in partitions {
+        for f in partitions {
             let p = read_partition(
                 broker,
                 spec,
                 topic,
-                partition,
-                offset,
-                partition_max_bytes.min(remaining),
-                leader_epoch,
+                f,
+                f.max_bytes.min(remaining),
                 first_with_data,
             );
             errors |= p.error_code != 0;
@@ -159,17 +164,20 @@ fn read(broker: &Broker, spec: &FetchSpec) -> (FetchResponseData, usize, bool) {
     )
 }
 
-#[allow(clippy::too_many_arguments)]
 fn read_partition(
     broker: &Broker,
     spec: &FetchSpec,
     topic: &str,
-    partition: i32,
-    offset: i64,
+    f: &PartitionFetch,
     max_bytes: usize,
-    current_leader_epoch: i32,
     min_one: bool,
 ) -> PartitionData {
+    let PartitionFetch {
+        partition,
+        offset,
+        current_leader_epoch,
+        ..
+    } = *f;
     let (_, log, leader_epoch) = match broker.leader_log(topic, partition) {
         Ok(found) => found,
         Err(e) => return PartitionData::error(partition, lookup_error_code(e)),

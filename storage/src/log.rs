@@ -430,7 +430,7 @@ impl Log {
         let aged = active
             .first_append_ms()
             .is_some_and(|t| now_ms - t >= self.config.segment_ms);
-        if active.fits(incoming) && !active.index_full() && !(aged && !active.is_empty()) {
+        if active.fits(incoming) && !active.index_full() && (!aged || active.is_empty()) {
             return Ok(());
         }
         if active.is_empty() {
