@@ -859,6 +859,38 @@ impl<R> Group<R> {
         }
     }
 
+    /// May this member commit offsets now? Kafka's rules: a "simple" commit (no member,
+    /// generation < 0) only to an empty group; otherwise a known member of the current
+    /// generation, in Stable or PreparingRebalance (members commit on revocation), not in
+    /// CompletingRebalance. A valid commit also counts as a heartbeat.
+    pub fn validate_commit(&mut self, member_id: &str, generation_id: i32, group_instance_id: Option<&str>, now_ms: i64) -> Result<(), GroupError> {
+        if self.state == GroupState::Dead {
+            return Err(GroupError::CoordinatorNotAvailable);
+        }
+        if generation_id < 0 && member_id.is_empty() && self.state == GroupState::Empty {
+            return Ok(());
+        }
+        if generation_id < 0 && self.state == GroupState::Empty {
+            return Err(GroupError::UnknownMemberId);
+        }
+        if let Some(instance) = group_instance_id {
+            if self.static_members.get(instance).is_some_and(|id| id != member_id) {
+                return Err(GroupError::FencedInstanceId);
+            }
+        }
+        let Some(m) = self.members.get_mut(member_id) else {
+            return Err(GroupError::UnknownMemberId);
+        };
+        if generation_id != self.generation_id {
+            return Err(GroupError::IllegalGeneration);
+        }
+        if self.state == GroupState::CompletingRebalance {
+            return Err(GroupError::RebalanceInProgress);
+        }
+        m.last_heartbeat_ms = now_ms;
+        Ok(())
+    }
+
     /// LeaveGroup for one member, by member id or (static) instance id.
     pub fn leave(
         &mut self,
@@ -1154,6 +1186,22 @@ mod tests {
         assert!(g.tick(&c, 2999).is_empty());
         let r = g.tick(&c, 4001);
         assert_eq!(r.len(), 2, "both members in the first generation");
+    }
+
+    #[test]
+    fn commits_follow_kafkas_rules() {
+        let mut g: Group<u32> = Group::new("g");
+        assert_eq!(g.validate_commit("", -1, None, 0), Ok(()), "simple commit to an empty group");
+        let (a, r) = join_new(&mut g, 1, 0);
+        join_result(r, 1);
+        assert_eq!(g.validate_commit(&a, 1, None, 0), Err(GroupError::RebalanceInProgress), "CompletingRebalance");
+        g.sync(&a, 1, None, vec![], 2, 0);
+        assert_eq!(g.validate_commit(&a, 1, None, 0), Ok(()));
+        assert_eq!(g.validate_commit("", -1, None, 0), Err(GroupError::UnknownMemberId), "simple commit to an active group");
+        assert_eq!(g.validate_commit(&a, 0, None, 0), Err(GroupError::IllegalGeneration));
+        join_new(&mut g, 3, 1);
+        assert_eq!(g.state(), GroupState::PreparingRebalance);
+        assert_eq!(g.validate_commit(&a, 1, None, 1), Ok(()), "commit on revocation while preparing");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use kafka_protocol::messages::offset_commit_response::{
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use kafka_protocol::ResponseError;
-use kbroker_coordinator::group::{GroupError, GroupState};
+use kbroker_coordinator::group::GroupError;
 use kbroker_coordinator::offsets::{OffsetValue, OffsetsKey};
 use kbroker_reactor::Responder;
 
@@ -146,36 +146,10 @@ pub fn handle(
     )
 }
 
-fn validate_member(
-    entry: &mut GroupEntry,
-    request: &OffsetCommitRequest,
-    version: i16,
-) -> Result<(), GroupError> {
-    let generation = if version >= 1 {
-        request.generation_id_or_member_epoch
-    } else {
-        -1
-    };
-    let group = &mut entry.group;
-    if generation < 0 && request.member_id.is_empty() {
-        // A "simple" commit (assign(), no membership) is allowed only for a group without members.
-        return if group.state() == GroupState::Empty {
-            Ok(())
-        } else {
-            Err(GroupError::IllegalGeneration)
-        };
-    }
+fn validate_member(entry: &mut GroupEntry, request: &OffsetCommitRequest, version: i16) -> Result<(), GroupError> {
+    let generation = if version >= 1 { request.generation_id_or_member_epoch } else { -1 };
     let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
-    match group.heartbeat(
-        &request.member_id,
-        generation,
-        instance.as_deref(),
-        now_ms(),
-    ) {
-        Ok(()) => Ok(()),
-        Err(GroupError::RebalanceInProgress) => Err(GroupError::RebalanceInProgress),
-        Err(e) => Err(e),
-    }
+    entry.group.validate_commit(&request.member_id, generation, instance.as_deref(), now_ms())
 }
 
 fn commit_v0(broker: &Broker, group: &str, plan: &mut [(String, i32, i16, Option<OffsetValue>)]) {
