@@ -824,3 +824,37 @@ def test_consumers_znodes_mirror_the_group(broker):
         for m in members:
             m.close()
 
+
+
+def test_cooperative_sticky_rebalances_incrementally(broker):
+    # KIP-429: with the cooperative-sticky assignor a rebalance takes place in repeated
+    # rounds and moves only the partitions that change owner; the coordinator must handle
+    # the extra rounds like any other JoinGroup/SyncGroup.
+    b = broker(FAST_GROUPS)
+    topic = "coop"
+    create_topic(b.bootstrap, topic, 6)
+    all6 = {(topic, p) for p in range(6)}
+    conf = {"partition.assignment.strategy": "cooperative-sticky", "session.timeout.ms": 6000}
+    members = []
+    try:
+        members.append(CKMember(b.bootstrap, "coop-g", [topic], name="c0", **conf))
+        wait_exclusive(poll_members(members), assignments_of(members), all6, 60, "c0 never got every partition")
+        for i in (1, 2):
+            before = members[0].assignment()
+            members.append(CKMember(b.bootstrap, "coop-g", [topic], name=f"c{i}", **conf))
+            wait_exclusive(poll_members(members), assignments_of(members), all6, 60,
+                           f"the group never split the partitions after c{i} joined")
+            after = members[0].assignment()
+            assert after and after < before, f"c0 should keep part of {before}, has {after}"
+        for revoked in members[0].revoked_events:
+            assert revoked and len(revoked) < 6, f"cooperative revocations are partial: {revoked}"
+        assert members[0].lost_events == [], "no partition may be lost in a cooperative rebalance"
+        members[0].c.close()
+        members[0].closed = True
+        survivors = members[1:]
+        wait_exclusive(poll_members(survivors), assignments_of(survivors), all6, 60,
+                       "the survivors never took over c0's partitions")
+    finally:
+        for m in members:
+            if not m.closed:
+                m.c.close()
