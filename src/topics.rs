@@ -173,6 +173,38 @@ fn assign_replicas(
         .collect()
 }
 
+/// New partitions' state: the first replica leads, every replica is in sync, epoch 0.
+fn initial_states(
+    broker: &Broker,
+    assignment: &BTreeMap<i32, Vec<i32>>,
+) -> Vec<(i32, layout::PartitionState)> {
+    assignment
+        .iter()
+        .map(|(p, replicas)| {
+            let state = layout::PartitionState {
+                leader: replicas[0],
+                leader_epoch: 0,
+                isr: replicas.clone(),
+                controller_epoch: broker.controller_epoch,
+                zk_version: 0,
+            };
+            (*p, state)
+        })
+        .collect()
+}
+
+fn assignment_znode(
+    topic_id: [u8; 16],
+    partitions: BTreeMap<i32, Vec<i32>>,
+) -> layout::TopicAssignment {
+    layout::TopicAssignment {
+        topic_id,
+        partitions,
+        adding_replicas: BTreeMap::new(),
+        removing_replicas: BTreeMap::new(),
+    }
+}
+
 /// Creates a topic (or only validates it). Returns the created topic's metadata.
 pub fn create_topic(
     broker: &Broker,
@@ -197,27 +229,8 @@ pub fn create_topic(
             internal: false,
         }));
     }
-    let states: Vec<(i32, layout::PartitionState)> = assignment
-        .iter()
-        .map(|(p, replicas)| {
-            (
-                *p,
-                layout::PartitionState {
-                    leader: replicas[0],
-                    leader_epoch: 0,
-                    isr: replicas.clone(),
-                    controller_epoch: broker.controller_epoch,
-                    zk_version: 0,
-                },
-            )
-        })
-        .collect();
-    let znode = layout::TopicAssignment {
-        topic_id,
-        partitions: assignment.clone(),
-        adding_replicas: BTreeMap::new(),
-        removing_replicas: BTreeMap::new(),
-    };
+    let states = initial_states(broker, &assignment);
+    let znode = assignment_znode(topic_id, assignment.clone());
     let config_znode = layout::EntityConfig {
         config: spec.configs.clone(),
     };
@@ -361,27 +374,8 @@ pub fn create_partitions(
         .map(|p| (p.index, p.replicas.clone()))
         .collect();
     full.extend(added.clone());
-    let states: Vec<(i32, layout::PartitionState)> = added
-        .iter()
-        .map(|(p, replicas)| {
-            (
-                *p,
-                layout::PartitionState {
-                    leader: replicas[0],
-                    leader_epoch: 0,
-                    isr: replicas.clone(),
-                    controller_epoch: broker.controller_epoch,
-                    zk_version: 0,
-                },
-            )
-        })
-        .collect();
-    let znode = layout::TopicAssignment {
-        topic_id: info.id,
-        partitions: full,
-        adding_replicas: BTreeMap::new(),
-        removing_replicas: BTreeMap::new(),
-    };
+    let states = initial_states(broker, &added);
+    let znode = assignment_znode(info.id, full);
     cluster::add_partitions(&*broker.store, name, &znode, &states)?;
     let mut partitions = info.partitions.clone();
     partitions.extend(open_partitions(broker, name, &added, &info.log_config)?);
