@@ -863,7 +863,13 @@ impl<R> Group<R> {
     /// generation < 0) only to an empty group; otherwise a known member of the current
     /// generation, in Stable or PreparingRebalance (members commit on revocation), not in
     /// CompletingRebalance. A valid commit also counts as a heartbeat.
-    pub fn validate_commit(&mut self, member_id: &str, generation_id: i32, group_instance_id: Option<&str>, now_ms: i64) -> Result<(), GroupError> {
+    pub fn validate_commit(
+        &mut self,
+        member_id: &str,
+        generation_id: i32,
+        group_instance_id: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), GroupError> {
         if self.state == GroupState::Dead {
             return Err(GroupError::CoordinatorNotAvailable);
         }
@@ -874,7 +880,11 @@ impl<R> Group<R> {
             return Err(GroupError::UnknownMemberId);
         }
         if let Some(instance) = group_instance_id {
-            if self.static_members.get(instance).is_some_and(|id| id != member_id) {
+            if self
+                .static_members
+                .get(instance)
+                .is_some_and(|id| id != member_id)
+            {
                 return Err(GroupError::FencedInstanceId);
             }
         }
@@ -1191,17 +1201,36 @@ mod tests {
     #[test]
     fn commits_follow_kafkas_rules() {
         let mut g: Group<u32> = Group::new("g");
-        assert_eq!(g.validate_commit("", -1, None, 0), Ok(()), "simple commit to an empty group");
+        assert_eq!(
+            g.validate_commit("", -1, None, 0),
+            Ok(()),
+            "simple commit to an empty group"
+        );
         let (a, r) = join_new(&mut g, 1, 0);
         join_result(r, 1);
-        assert_eq!(g.validate_commit(&a, 1, None, 0), Err(GroupError::RebalanceInProgress), "CompletingRebalance");
+        assert_eq!(
+            g.validate_commit(&a, 1, None, 0),
+            Err(GroupError::RebalanceInProgress),
+            "CompletingRebalance"
+        );
         g.sync(&a, 1, None, vec![], 2, 0);
         assert_eq!(g.validate_commit(&a, 1, None, 0), Ok(()));
-        assert_eq!(g.validate_commit("", -1, None, 0), Err(GroupError::UnknownMemberId), "simple commit to an active group");
-        assert_eq!(g.validate_commit(&a, 0, None, 0), Err(GroupError::IllegalGeneration));
+        assert_eq!(
+            g.validate_commit("", -1, None, 0),
+            Err(GroupError::UnknownMemberId),
+            "simple commit to an active group"
+        );
+        assert_eq!(
+            g.validate_commit(&a, 0, None, 0),
+            Err(GroupError::IllegalGeneration)
+        );
         join_new(&mut g, 3, 1);
         assert_eq!(g.state(), GroupState::PreparingRebalance);
-        assert_eq!(g.validate_commit(&a, 1, None, 1), Ok(()), "commit on revocation while preparing");
+        assert_eq!(
+            g.validate_commit(&a, 1, None, 1),
+            Ok(()),
+            "commit on revocation while preparing"
+        );
     }
 
     #[test]

@@ -146,10 +146,23 @@ pub fn handle(
     )
 }
 
-fn validate_member(entry: &mut GroupEntry, request: &OffsetCommitRequest, version: i16) -> Result<(), GroupError> {
-    let generation = if version >= 1 { request.generation_id_or_member_epoch } else { -1 };
+fn validate_member(
+    entry: &mut GroupEntry,
+    request: &OffsetCommitRequest,
+    version: i16,
+) -> Result<(), GroupError> {
+    let generation = if version >= 1 {
+        request.generation_id_or_member_epoch
+    } else {
+        -1
+    };
     let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
-    entry.group.validate_commit(&request.member_id, generation, instance.as_deref(), now_ms())
+    entry.group.validate_commit(
+        &request.member_id,
+        generation,
+        instance.as_deref(),
+        now_ms(),
+    )
 }
 
 fn commit_v0(broker: &Broker, group: &str, plan: &mut [(String, i32, i16, Option<OffsetValue>)]) {
