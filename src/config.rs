@@ -140,6 +140,8 @@ pub struct Config {
     pub log_cleaner_enable: bool,
     pub log_cleaner_backoff_ms: u64,
     pub log_cleaner_delete_retention_ms: i64,
+    /// The Prometheus endpoint (`metrics.host`:`metrics.port`); `None` when off.
+    pub metrics_addr: Option<SocketAddr>,
     /// Every key as finally set, for DescribeConfigs.
     pub raw: BTreeMap<String, String>,
 }
@@ -199,6 +201,10 @@ pub const KNOWN: &[(&str, &str)] = &[
     ("log.cleaner.delete.retention.ms", "86400000"),
     ("log.cleaner.min.cleanable.ratio", "0.5"),
     ("log.cleaner.min.compaction.lag.ms", "0"),
+    // kbroker's own (Kafka exports metrics through JMX): the Prometheus endpoint, off when
+    // metrics.port is empty.
+    ("metrics.port", ""),
+    ("metrics.host", "127.0.0.1"),
 ];
 
 /// Kafka keys accepted for compatibility with stock `server.properties`; not acted on.
@@ -441,6 +447,23 @@ impl Config {
                 num("log.cleaner.delete.retention.ms")?,
                 0,
             )?,
+            metrics_addr: match get("metrics.port") {
+                Some(port) => {
+                    let port = u16::try_from(parse_num::<i64>("metrics.port", port)?)
+                        .map_err(|_| invalid("metrics.port", "not a port (0-65535)"))?;
+                    let host = get("metrics.host").unwrap_or("127.0.0.1");
+                    let addr = (host, port)
+                        .to_socket_addrs()
+                        .ok()
+                        .and_then(|mut a| a.next());
+                    Some(
+                        addr.ok_or_else(|| {
+                            invalid("metrics.host", format!("cannot resolve {host}"))
+                        })?,
+                    )
+                }
+                None => None,
+            },
             raw: raw.clone(),
         };
         if config.group_min_session_timeout_ms > config.group_max_session_timeout_ms {

@@ -11,6 +11,8 @@
 //! - [`groups`]: the group coordinator's shell: offsets in `__consumer_offsets`, the
 //!   group timer, the `/consumers/...` mirror.
 //! - [`metadata_tool`]: `kbroker metadata ls|get|dump`, reading the tree the broker dumps.
+//! - [`metrics`]: per-API request-stage histograms and the Prometheus endpoint
+//!   (`metrics.port`).
 //! - [`server`]: wiring: broker + socket server (the `reactor` crate) + shutdown.
 //!
 //! Member crates: `kbroker-reactor` (acceptor, processors, handler pool, sendfile),
@@ -22,5 +24,6 @@ pub mod config;
 pub mod groups;
 pub mod handler;
 pub mod metadata_tool;
+pub mod metrics;
 pub mod server;
 pub mod topics;

@@ -1,19 +1,23 @@
 //! Wiring: open the broker, start the scheduler and the socket server, and shut down in
 //! reverse: stop accepting, expire waiting fetches, drain in-flight requests, stop the
 //! scheduler, flush and checkpoint every log, write the clean-shutdown marker.
+//! With `metrics.port` set, the handler is wrapped to record request-stage metrics and a
+//! `kb-metrics` thread serves them; it stops first.
 
 use std::sync::Arc;
 
-use kbroker_reactor::{ReactorConfig, SocketServer};
+use kbroker_reactor::{ReactorConfig, RequestHandler, SocketServer};
 
 use crate::broker::{Broker, BrokerError, Scheduler};
 use crate::config::Config;
 use crate::handler::KafkaHandler;
+use crate::metrics::{Instrumented, MetricsServer, RequestMetrics, Sources};
 
 pub struct Server {
     pub broker: Arc<Broker>,
     socket_server: SocketServer,
     scheduler: Scheduler,
+    metrics: Option<MetricsServer>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +28,11 @@ pub enum ServerError {
     Network(#[from] kbroker_reactor::ReactorError),
     #[error("config listeners: {0}")]
     Listener(#[from] crate::config::ConfigError),
+    #[error("metrics endpoint {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 impl Server {
@@ -45,12 +54,33 @@ impl Server {
             socket_send_buffer_bytes: config.socket_send_buffer_bytes,
             socket_receive_buffer_bytes: config.socket_receive_buffer_bytes,
         };
+        let metrics_addr = config.metrics_addr;
+        let requests = Arc::new(RequestMetrics::new(config.num_network_threads));
         let broker = Broker::open(config)?;
         let scheduler = Scheduler::start(Arc::clone(&broker));
-        let handler = Arc::new(KafkaHandler {
+        let handler = KafkaHandler {
             broker: Arc::clone(&broker),
-        });
+        };
+        // Recording costs a little on every request; it is done only when someone can read it.
+        let handler: Arc<dyn RequestHandler> = match metrics_addr {
+            Some(_) => Arc::new(Instrumented::new(handler, Arc::clone(&requests))),
+            None => Arc::new(handler),
+        };
         let socket_server = SocketServer::start(reactor_config, handler)?;
+        let metrics = match metrics_addr {
+            Some(addr) => {
+                let sources = Sources {
+                    requests,
+                    reactor: socket_server.stats(),
+                    broker: Arc::clone(&broker),
+                };
+                Some(
+                    MetricsServer::start(addr, sources)
+                        .map_err(|source| ServerError::Metrics { addr, source })?,
+                )
+            }
+            None => None,
+        };
         log::info!(
             "kbroker started broker_id={} listeners={:?}",
             broker.config.broker_id,
@@ -60,7 +90,13 @@ impl Server {
             broker,
             socket_server,
             scheduler,
+            metrics,
         })
+    }
+
+    /// Where the metrics endpoint listens, when `metrics.port` is set.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics.as_ref().map(MetricsServer::local_addr)
     }
 
     pub fn local_addrs(&self) -> Vec<std::net::SocketAddr> {
@@ -79,6 +115,9 @@ impl Server {
     pub fn shutdown(self) -> Result<u64, ServerError> {
         log::info!("shutting down");
         let stats = self.socket_server.stats();
+        if let Some(metrics) = self.metrics {
+            metrics.shutdown();
+        }
         self.broker.fetch_purgatory.shutdown();
         self.broker.groups.shutdown();
         self.socket_server.shutdown();
