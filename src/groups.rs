@@ -41,6 +41,16 @@ pub struct PendingReply {
     pub version: i16,
 }
 
+impl PendingReply {
+    pub fn new(ctx: &crate::handler::RequestContext, responder: Responder) -> Self {
+        PendingReply {
+            responder,
+            correlation_id: ctx.header.correlation_id,
+            version: ctx.version,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct CoordinatorConfig {
     pub group: GroupConfig,
@@ -136,7 +146,12 @@ impl GroupCoordinator {
         let spec = TopicSpec {
             name: OFFSETS_TOPIC.to_string(),
             num_partitions: Some(self.config.offsets_partitions),
-            replication_factor: Some(self.config.offsets_replication_factor.min(1)),
+            // Like Kafka's offsets.topic.replication.factor, capped at the live brokers.
+            replication_factor: Some(
+                self.config
+                    .offsets_replication_factor
+                    .min(topics::live_brokers(broker).len() as i16),
+            ),
             assignments: BTreeMap::new(),
             configs,
         };

@@ -77,7 +77,7 @@ pub struct TopicSpec {
     pub configs: BTreeMap<String, String>,
 }
 
-fn live_brokers(broker: &Broker) -> Vec<i32> {
+pub(crate) fn live_brokers(broker: &Broker) -> Vec<i32> {
     vec![broker.config.broker_id]
 }
 
