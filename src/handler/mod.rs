@@ -170,6 +170,29 @@ pub mod anyhow_free {
 
 pub type HandlerResult = Result<(), HandlerError>;
 
+/// Decodes a whole request frame (header and body, no size prefix) the way dispatch does —
+/// advertised API and version only — without acting on it. For fuzzing and decode bounds.
+pub fn decode_frame(
+    frame: Bytes,
+) -> Result<(RequestHeader, kafka_protocol::messages::RequestKind), String> {
+    if frame.len() < 8 {
+        return Err("frame shorter than a request header".into());
+    }
+    let api_key_raw = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let api_key =
+        ApiKey::try_from(api_key_raw).map_err(|_| format!("unknown api key {api_key_raw}"))?;
+    if !api_versions::is_supported(api_key, version) {
+        return Err(format!("unsupported version {api_key:?} v{version}"));
+    }
+    let mut body = frame;
+    let header = RequestHeader::decode(&mut body, api_key.request_header_version(version))
+        .map_err(|e| e.to_string())?;
+    let request = kafka_protocol::messages::RequestKind::decode(api_key, &mut body, version)
+        .map_err(|e| e.to_string())?;
+    Ok((header, request))
+}
+
 /// Decodes a request body, or hands back the responder so the caller closes the connection.
 pub fn decode<T: Decodable>(
     body: &mut Bytes,
