@@ -74,6 +74,8 @@ pub struct PartitionInfo {
     pub isr: Vec<i32>,
     /// The local log, when this broker hosts a replica.
     pub log: Option<SharedLog>,
+    /// This broker hosts a replica whose log dir failed: it answers KAFKA_STORAGE_ERROR.
+    pub offline: bool,
 }
 
 /// One topic: id, partitions, config overrides.
@@ -172,13 +174,19 @@ impl Broker {
             for (p, replicas) in &assignment.partitions {
                 let state = cluster::read_partition_state(&*store, &name, *p)?;
                 let tp = TopicPartition::new(&name, *p);
-                let log = if replicas.contains(&config.broker_id) {
-                    Some(logs.get_or_create(&tp, log_config.clone(), now_ms())?)
+                let (log, offline) = if replicas.contains(&config.broker_id) {
+                    match logs.get_or_create(&tp, log_config.clone(), now_ms(), false) {
+                        Ok(log) => (Some(log), false),
+                        Err(e @ kbroker_storage::StorageError::Offline(_)) => {
+                            log::warn!("partition {tp} is offline: {e}");
+                            (None, true)
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
                 } else {
-                    None
+                    (None, false)
                 };
-                if let Some(log) = &log {
-                    let mut l = kbroker_storage::manager::lock(log);
+                if let Some(Ok(mut l)) = log.as_ref().map(kbroker_storage::manager::lock) {
                     let end = l.log_end_offset();
                     l.set_high_watermark(end); // single replica: everything appended is committed
                 }
@@ -193,6 +201,7 @@ impl Broker {
                     replicas: replicas.clone(),
                     isr,
                     log,
+                    offline,
                 });
             }
             let internal = name.starts_with("__");
@@ -289,6 +298,9 @@ impl Broker {
         if p.leader != self.config.broker_id {
             return Err(LookupError::NotLeader);
         }
+        if p.offline {
+            return Err(LookupError::Offline);
+        }
         let log = p.log.clone().ok_or(LookupError::NotLeader)?;
         let epoch = p.leader_epoch;
         Ok((info, log, epoch))
@@ -299,6 +311,8 @@ impl Broker {
 pub enum LookupError {
     UnknownTopicOrPartition,
     NotLeader,
+    /// The replica's log dir is offline.
+    Offline,
 }
 
 /// The periodic work of the broker: retention, flushes, checkpoints.
@@ -336,8 +350,11 @@ impl Scheduler {
                     if broker.config.log_cleaner_enable && now - last_clean >= clean_every {
                         last_clean = now;
                         for (tp, log) in broker.logs.all() {
-                            if let Err(e) = kbroker_storage::manager::lock(&log).clean(now) {
-                                log::error!("compaction failed partition={tp}: {e}");
+                            let cleaned =
+                                kbroker_storage::manager::lock(&log).and_then(|mut l| l.clean(now));
+                            match cleaned {
+                                Ok(_) | Err(kbroker_storage::StorageError::Offline(_)) => {}
+                                Err(e) => log::error!("compaction failed partition={tp}: {e}"),
                             }
                         }
                     }

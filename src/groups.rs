@@ -170,7 +170,13 @@ impl GroupCoordinator {
         let mut records = 0usize;
         for p in &info.partitions {
             let Some(log) = &p.log else { continue };
-            let log = lock(log);
+            let log = match lock(log) {
+                Ok(log) => log,
+                Err(e) => {
+                    log::warn!("not loading offsets of {OFFSETS_TOPIC}-{}: {e}", p.index);
+                    continue;
+                }
+            };
             let mut offset = log.log_start_offset();
             let end = log.log_end_offset();
             while offset < end {
@@ -235,8 +241,8 @@ impl GroupCoordinator {
             })
             .collect();
         let bytes = batch::build_batch(0, &new);
-        let mut log = lock(&log);
-        log.append_as_leader(&bytes, epoch, now)?;
+        let mut log = lock(&log)?;
+        log.append_internal(&bytes, epoch, now)?;
         let end = log.log_end_offset();
         log.set_high_watermark(end);
         Ok(())

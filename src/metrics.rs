@@ -622,7 +622,7 @@ fn partition_samples(broker: &Broker) -> Vec<PartitionSample> {
         .all()
         .into_iter()
         .map(|(tp, log)| {
-            let log = kbroker_storage::manager::lock(&log);
+            let log = kbroker_storage::manager::lock_any(&log);
             PartitionSample {
                 topic: tp.topic,
                 partition: tp.partition,

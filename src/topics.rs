@@ -278,6 +278,7 @@ fn open_partitions(
                 &TopicPartition::new(topic, *p),
                 log_config.clone(),
                 now_ms(),
+                true,
             )?)
         } else {
             None
@@ -289,6 +290,7 @@ fn open_partitions(
             replicas: replicas.clone(),
             isr: replicas.clone(),
             log,
+            offline: false,
         });
     }
     Ok(out)

@@ -22,6 +22,12 @@
 //! it survives a crash whole or not at all) with `write_all` and `fdatasync` before the
 //! write returns. Ephemeral nodes are never written.
 //!
+//! Full disk: the journal keeps [`RESERVE_BYTES`] of disk blocks allocated past its end
+//! (`fallocate` with KEEP_SIZE, topped up after appends), so that the few records an
+//! operator needs to make room — deleting a topic — still fit when the disk is full. A
+//! compaction at open that finds no space keeps the old journal (its torn tail cut off) and
+//! appends to it; a failed append is undone and the next one is tried afresh.
+//!
 //! Crash behaviour: replay stops at the first record that is incomplete, longer than
 //! [`RECORD_BYTES_MAX`] or fails its checksum; that torn tail is dropped with a warning and
 //! everything before it is kept. A record that passes its checksum but does not decode or
@@ -55,6 +61,8 @@ pub const JOURNAL_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 /// `COMPACT_GROWTH_FACTOR` times the size of its last snapshot.
 pub const COMPACT_BYTES_MIN: u64 = 16 * 1024 * 1024;
 const COMPACT_GROWTH_FACTOR: u64 = 4;
+/// Disk blocks kept allocated past the journal's end for writes on a full disk.
+pub const RESERVE_BYTES: u64 = 1024 * 1024;
 
 const RECORD_CHECKPOINT: u8 = 1;
 const RECORD_IMAGE: u8 = 2;
@@ -90,6 +98,10 @@ pub(crate) struct Journal {
     compact_bytes_min: u64,
     /// Set when a failed write could not be undone; every later write is refused.
     broken: Option<String>,
+    /// The file offset up to which disk blocks are allocated.
+    reserved_to: u64,
+    /// The last reservation failed (logged once until one succeeds).
+    reserve_failing: bool,
     _lock: File,
 }
 
@@ -100,11 +112,25 @@ impl Journal {
             .map_err(|e| StoreError::io(format!("creating metadata dir {}", dir.display()), e))?;
         let lock = lock_dir(dir)?;
         let path = dir.join(JOURNAL_FILE_NAME);
-        let tree = match read_file(&path)? {
+        let (tree, valid_bytes) = match read_file(&path)? {
             Some(bytes) => replay(&bytes, &path)?,
-            None => Tree::new(),
+            None => (Tree::new(), 0),
         };
-        let (file, len_bytes) = write_snapshot(dir, &path, &tree)?;
+        let (file, len_bytes) = match write_snapshot(dir, &path, &tree) {
+            Ok(written) => written,
+            Err(SnapshotError::BeforeRename(e)) if valid_bytes >= HEADER_BYTES => {
+                // No room for a fresh copy (a full disk): keep appending to the old one.
+                log::warn!("metadata journal not compacted at open ({e}); appending to it");
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
+                file.set_len(valid_bytes as u64)
+                    .map_err(|e| StoreError::io(format!("truncating {}", path.display()), e))?;
+                (file, valid_bytes as u64)
+            }
+            Err(e) => return Err(e.into()),
+        };
         log::info!(
             "metadata journal opened path={} nodes={} last_zxid={} bytes={}",
             path.display(),
@@ -120,8 +146,12 @@ impl Journal {
             snapshot_bytes: len_bytes,
             compact_bytes_min: COMPACT_BYTES_MIN,
             broken: None,
+            reserved_to: len_bytes,
+            reserve_failing: false,
             _lock: lock,
         };
+        let mut journal = journal;
+        journal.maintain_reserve();
         Ok((journal, tree))
     }
 
@@ -165,7 +195,38 @@ impl Journal {
             return Err(StoreError::io(context(), e));
         }
         self.len_bytes += record.len() as u64;
+        self.reserved_to = self.reserved_to.max(self.len_bytes);
+        self.maintain_reserve();
         Ok(())
+    }
+
+    /// Tops the blocks allocated past the end up to [`RESERVE_BYTES`] when half are used.
+    fn maintain_reserve(&mut self) {
+        use std::os::fd::AsRawFd;
+        if self.reserved_to >= self.len_bytes + RESERVE_BYTES / 2 {
+            return;
+        }
+        let reserved = nix::fcntl::fallocate(
+            self.file.as_raw_fd(),
+            nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+            self.len_bytes as i64,
+            RESERVE_BYTES as i64,
+        );
+        match reserved {
+            Ok(()) => {
+                self.reserved_to = self.len_bytes + RESERVE_BYTES;
+                self.reserve_failing = false;
+            }
+            Err(e) => {
+                if !self.reserve_failing {
+                    log::warn!(
+                        "cannot keep {RESERVE_BYTES} bytes reserved for {}: {e}",
+                        self.path.display()
+                    );
+                }
+                self.reserve_failing = true;
+            }
+        }
     }
 
     /// Rewrites the journal as a snapshot of `tree` if it has grown enough.
@@ -187,6 +248,8 @@ impl Journal {
                 self.file = file;
                 self.len_bytes = len_bytes;
                 self.snapshot_bytes = len_bytes;
+                self.reserved_to = len_bytes;
+                self.maintain_reserve();
             }
             Err(SnapshotError::BeforeRename(e)) => {
                 log::warn!("metadata journal compaction failed, keeping the old journal: {e}");
@@ -248,8 +311,9 @@ fn read_file(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(Some(bytes))
 }
 
-/// Rebuilds the tree from journal bytes, dropping a torn tail.
-pub(crate) fn replay(bytes: &[u8], path: &Path) -> Result<Tree, StoreError> {
+/// Rebuilds the tree from journal bytes, dropping a torn tail; returns it and the length of
+/// the valid prefix.
+pub(crate) fn replay(bytes: &[u8], path: &Path) -> Result<(Tree, usize), StoreError> {
     let context = || format!("metadata journal {}", path.display());
     let mut tree = Tree::new();
     if bytes.len() < HEADER_BYTES {
@@ -260,7 +324,7 @@ pub(crate) fn replay(bytes: &[u8], path: &Path) -> Result<Tree, StoreError> {
                 bytes.len()
             );
         }
-        return Ok(tree);
+        return Ok((tree, 0));
     }
     if bytes[..4] != MAGIC {
         return Err(StoreError::corrupt(
@@ -297,7 +361,7 @@ pub(crate) fn replay(bytes: &[u8], path: &Path) -> Result<Tree, StoreError> {
         position += RECORD_HEADER_BYTES + payload.len();
         records += 1;
     }
-    Ok(tree)
+    Ok((tree, position))
 }
 
 /// The payload of the record at the start of `bytes`, or `None` if it is torn.

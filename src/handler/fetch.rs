@@ -190,7 +190,10 @@ fn read_partition(
         };
         return PartitionData::error(partition, code.code());
     }
-    let log = lock(&log);
+    let log = match lock(&log) {
+        Ok(log) => log,
+        Err(e) => return PartitionData::error(partition, storage_error_code(&e)),
+    };
     let high_watermark = log.high_watermark();
     let mut data = PartitionData {
         index: partition,

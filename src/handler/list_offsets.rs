@@ -83,7 +83,13 @@ fn list_partition(
         .code();
         return r;
     }
-    let log = lock(&log);
+    let log = match lock(&log).and_then(|l| l.check_online().map(|()| l)) {
+        Ok(log) => log,
+        Err(e) => {
+            r.error_code = storage_error_code(&e);
+            return r;
+        }
+    };
     let found = match timestamp {
         LATEST_TIMESTAMP => Ok(Some((log.high_watermark(), -1))),
         EARLIEST_TIMESTAMP => Ok(Some((log.log_start_offset(), -1))),

@@ -264,16 +264,22 @@ pub fn lookup_error_code(e: LookupError) -> i16 {
     match e {
         LookupError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition.code(),
         LookupError::NotLeader => ResponseError::NotLeaderOrFollower.code(),
+        LookupError::Offline => ResponseError::KafkaStorageError.code(),
     }
 }
 
 pub fn storage_error_code(e: &kbroker_storage::StorageError) -> i16 {
+    use kbroker_storage::batch::BatchError as B;
     use kbroker_storage::StorageError as S;
     match e {
-        S::InvalidBatch(kbroker_storage::batch::BatchError::UnsupportedMagic(_)) => {
-            ResponseError::UnsupportedForMessageFormat.code()
-        }
-        S::InvalidBatch(_) => ResponseError::CorruptMessage.code(),
+        S::InvalidBatch(b) => match b {
+            B::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat.code(),
+            B::Incomplete | B::Corrupt(_) => ResponseError::CorruptMessage.code(),
+            B::Invalid(_) => ResponseError::InvalidRecord.code(),
+            B::InvalidTimestamp(_) => ResponseError::InvalidTimestamp.code(),
+            B::UnsupportedCompression => ResponseError::UnsupportedCompressionType.code(),
+            B::TooLarge { .. } | B::DecompressedTooLarge => ResponseError::MessageTooLarge.code(),
+        },
         S::RecordTooLarge { .. } => ResponseError::MessageTooLarge.code(),
         S::RecordListTooLarge { .. } => ResponseError::RecordListTooLarge.code(),
         S::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange.code(),

@@ -1,4 +1,11 @@
-//! Produce: validate and append each partition's batches, answer with base offsets.
+//! Produce: validate and append each partition's batch, answer with base offsets.
+//!
+//! Validation runs before the partition lock is taken: Kafka's per-version rules first
+//! (v3+: exactly one batch of magic 2; zstd only from v7, else UNSUPPORTED_COMPRESSION_TYPE),
+//! then the storage validator, which parses every record — decompressing compressed batches
+//! with bounded memory — and refuses unparseable batches with CORRUPT_MESSAGE and
+//! well-formed ones a client may not write with INVALID_RECORD. Nothing invalid reaches the
+//! log. A disk error answers KAFKA_STORAGE_ERROR for that partition only.
 //!
 //! acks=1 and acks=-1 answer after the leader's append; on a partition whose ISR is only
 //! its leader (every partition of a single node) that is also when -1 is satisfied, and
@@ -12,8 +19,11 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use kbroker_reactor::{Responder, Response};
+use kbroker_storage::batch::{BatchError, BatchHeader};
+use kbroker_storage::compression::ZSTD;
 use kbroker_storage::manager::lock;
-use kbroker_storage::TopicPartition;
+use kbroker_storage::validate::{validate_client_records, ProduceRules};
+use kbroker_storage::{StorageError, TopicPartition};
 
 use super::{
     decode, lookup_error_code, respond, storage_error_code, HandlerResult, RequestContext,
@@ -42,7 +52,15 @@ pub fn handle(
             if !matches!(acks, -1..=1) {
                 r.error_code = ResponseError::InvalidRequiredAcks.code();
             } else {
-                append(broker, &name, p.index, p.records.as_ref(), acks, &mut r);
+                append(
+                    broker,
+                    ctx.version,
+                    &name,
+                    p.index,
+                    p.records.as_ref(),
+                    acks,
+                    &mut r,
+                );
             }
             any_error |= r.error_code != 0;
             partitions.push(r);
@@ -68,8 +86,23 @@ pub fn handle(
     )
 }
 
+/// Kafka's `ProduceRequest.validateRecords`: what each Produce version may carry.
+fn check_version_rules(version: i16, records: &[u8]) -> Result<(), BatchError> {
+    let header = BatchHeader::parse(records)?;
+    if version >= 3 && header.magic != kbroker_storage::batch::MAGIC_V2 {
+        return Err(BatchError::Invalid(
+            "Produce v3 and later carry record batches of magic 2 only",
+        ));
+    }
+    if version < 7 && header.compression() == ZSTD {
+        return Err(BatchError::UnsupportedCompression);
+    }
+    Ok(())
+}
+
 fn append(
     broker: &Broker,
+    version: i16,
     topic: &str,
     partition: i32,
     records: Option<&Bytes>,
@@ -84,7 +117,10 @@ fn append(
         }
     };
     let Some(records) = records.filter(|b| !b.is_empty()) else {
-        r.error_code = ResponseError::CorruptMessage.code();
+        r.error_code = ResponseError::InvalidRecord.code();
+        r.error_message = Some(StrBytes::from_static_str(
+            "a produce request needs one record batch per partition",
+        ));
         return;
     };
     if acks == -1 {
@@ -102,16 +138,28 @@ fn append(
             return;
         }
     }
-    let appended = {
-        let mut log = lock(&log);
-        let result = log.append_as_leader(records, leader_epoch, now_ms());
-        if result.is_ok() {
-            // The ISR is this broker alone: the high watermark follows the log end.
-            let end = log.log_end_offset();
-            log.set_high_watermark(end);
-        }
-        result
+    let rules = ProduceRules {
+        max_message_bytes: info.log_config.max_message_bytes,
+        compacted: info.log_config.cleanup_compact,
     };
+    let validated = check_version_rules(version, records)
+        .and_then(|()| validate_client_records(records, &rules));
+    let validated = match validated {
+        Ok(v) => v,
+        Err(e) => {
+            log::debug!("produce to {topic}-{partition} refused: {e}");
+            r.error_code = storage_error_code(&StorageError::InvalidBatch(e));
+            r.error_message = Some(StrBytes::from_string(e.to_string()));
+            return;
+        }
+    };
+    let appended = lock(&log).and_then(|mut log| {
+        let info = log.append_as_leader(&validated, leader_epoch, now_ms())?;
+        // The ISR is this broker alone: the high watermark follows the log end.
+        let end = log.log_end_offset();
+        log.set_high_watermark(end);
+        Ok(info)
+    });
     match appended {
         Ok(info) => {
             r.base_offset = info.first_offset;
@@ -122,7 +170,7 @@ fn append(
                 .check_and_complete(&TopicPartition::new(topic, partition));
         }
         Err(e) => {
-            log::debug!("produce to {topic}-{partition} rejected: {e}");
+            log::debug!("produce to {topic}-{partition} failed: {e}");
             r.error_code = storage_error_code(&e);
             r.error_message = Some(StrBytes::from_string(e.to_string()));
         }

@@ -40,6 +40,16 @@ pub enum BatchError {
     Corrupt(&'static str),
     /// Magic other than 2 (message sets v0/v1).
     UnsupportedMagic(i8),
+    /// Well-formed, but not something a client may append (Kafka's INVALID_RECORD).
+    Invalid(&'static str),
+    /// A timestamp or timestamp type the topic refuses.
+    InvalidTimestamp(&'static str),
+    /// A batch over `max.message.bytes`.
+    TooLarge { size: usize, max: usize },
+    /// Records that decompress to more than the validator reads for one batch.
+    DecompressedTooLarge,
+    /// A codec the request version may not use (zstd before Produce v7).
+    UnsupportedCompression,
 }
 
 impl std::fmt::Display for BatchError {
@@ -48,6 +58,22 @@ impl std::fmt::Display for BatchError {
             BatchError::Incomplete => write!(f, "incomplete record batch"),
             BatchError::Corrupt(why) => write!(f, "corrupt record batch: {why}"),
             BatchError::UnsupportedMagic(m) => write!(f, "unsupported record batch magic {m}"),
+            BatchError::Invalid(why) => write!(f, "invalid record batch: {why}"),
+            BatchError::InvalidTimestamp(why) => write!(f, "invalid timestamp: {why}"),
+            BatchError::TooLarge { size, max } => {
+                write!(
+                    f,
+                    "record batch of {size} bytes exceeds max.message.bytes {max}"
+                )
+            }
+            BatchError::UnsupportedCompression => {
+                write!(f, "zstd needs Produce v7 or later")
+            }
+            BatchError::DecompressedTooLarge => write!(
+                f,
+                "record batch decompresses to more than {} bytes",
+                crate::validate::DECOMPRESSED_BATCH_BYTES_MAX
+            ),
         }
     }
 }
@@ -184,6 +210,21 @@ pub fn patch_base_offset(buf: &mut [u8], base_offset: i64) {
 /// Writes the partition leader epoch into the header (outside the CRC).
 pub fn patch_leader_epoch(buf: &mut [u8], epoch: i32) {
     buf[12..16].copy_from_slice(&epoch.to_be_bytes());
+}
+
+/// Sets the max timestamp and the timestamp type (LogAppendTime when `log_append_time`) and
+/// recomputes the CRC — what Kafka does when it corrects a batch in place.
+pub fn patch_max_timestamp(buf: &mut [u8], max_timestamp: i64, log_append_time: bool) {
+    let header = BatchHeader::parse(buf).expect("patching a validated batch");
+    let size = header.total_size();
+    let mut attributes = header.attributes & !TIMESTAMP_TYPE_BIT;
+    if log_append_time {
+        attributes |= TIMESTAMP_TYPE_BIT;
+    }
+    buf[21..23].copy_from_slice(&attributes.to_be_bytes());
+    buf[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
+    let crc = crc32c::crc32c(&buf[CRC_START..size]);
+    buf[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// Iterates the complete batches of a buffer, yielding `(position, header)`; stops at the
@@ -427,6 +468,33 @@ pub fn build_batch(base_offset: i64, records: &[NewRecord]) -> Vec<u8> {
     let crc = crc32c::crc32c(&out[CRC_START..]);
     out[17..21].copy_from_slice(&crc.to_be_bytes());
     out
+}
+
+/// A copy of an uncompressed `batch` with its records compressed by `codec` (attributes,
+/// length and CRC fixed). For internal writers and tests.
+pub fn compress_batch(batch: &[u8], codec: i16) -> std::io::Result<Vec<u8>> {
+    let header = BatchHeader::parse(batch).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let records = &batch[BATCH_HEADER_BYTES..header.total_size()];
+    let compressed = crate::compression::compress(codec, records)?;
+    let mut out = batch[..BATCH_HEADER_BYTES].to_vec();
+    out.extend_from_slice(&compressed);
+    let batch_length = (out.len() - LOG_OVERHEAD) as i32;
+    out[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    let attributes = (header.attributes & !COMPRESSION_MASK) | (codec & COMPRESSION_MASK);
+    out[21..23].copy_from_slice(&attributes.to_be_bytes());
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    Ok(out)
+}
+
+/// Recomputes the CRC of a whole batch after its bytes were changed (tests, fuzz seeds).
+pub fn fix_crc(batch: &mut [u8]) {
+    if let Ok(h) = BatchHeader::parse(batch) {
+        if batch.len() >= h.total_size() {
+            let crc = crc32c::crc32c(&batch[CRC_START..h.total_size()]);
+            batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,9 @@
 //! the log is scanned forward from there. Entries are strictly increasing.
 //!
 //! The file of the active segment is preallocated to `segment.index.bytes` (sparse) and
-//! trimmed to its entries on roll and on clean shutdown. After a crash the entry count of a
+//! trimmed to its entries on roll and on clean shutdown. Blocks behind the mapped entries are
+//! reserved ([`crate::disk::reserve_blocks`]) in chunks before entries are written, so a full
+//! disk fails `reserve` instead of faulting a store into the map. After a crash the entry count of a
 //! preallocated file is unknown, so recovery rebuilds indexes from the log; `sanity_check`
 //! catches an index that does not describe its segment. Not thread safe on its own: it is
 //! owned by a segment, which is owned by a log behind a mutex.
@@ -24,12 +26,17 @@ trait EntryFormat {
     const SIZE: usize;
 }
 
+/// Bytes of index blocks reserved at a time.
+const RESERVE_CHUNK_BYTES: usize = 64 * 1024;
+
 struct MappedIndex {
     path: PathBuf,
     file: File,
     mmap: Option<MmapMut>,
     entries: usize,
     entry_size: usize,
+    /// Bytes from the start of the file known to have disk blocks.
+    reserved: usize,
 }
 
 impl MappedIndex {
@@ -52,6 +59,7 @@ impl MappedIndex {
             mmap: None,
             entries,
             entry_size,
+            reserved: entries * entry_size,
         };
         index.resize((entries * entry_size).max(capacity_bytes / entry_size * entry_size))?;
         Ok(index)
@@ -63,6 +71,7 @@ impl MappedIndex {
 
     fn resize(&mut self, bytes: usize) -> Result<(), StorageError> {
         assert!(bytes >= self.entries * self.entry_size);
+        self.reserved = self.reserved.min(bytes);
         if let Some(m) = self.mmap.take() {
             m.flush()
                 .map_err(|e| StorageError::io(format!("flushing {}", self.path.display()), e))?;
@@ -86,11 +95,29 @@ impl MappedIndex {
         &m[i * self.entry_size..(i + 1) * self.entry_size]
     }
 
+    /// Makes sure `more` entries beyond the current ones have disk blocks (as many as fit).
+    fn reserve(&mut self, more: usize) -> Result<(), StorageError> {
+        self.reserved = crate::disk::reserve_ahead(
+            &self.file,
+            &self.path,
+            self.reserved,
+            (self.entries + more) * self.entry_size,
+            RESERVE_CHUNK_BYTES,
+            self.capacity() * self.entry_size,
+        )?;
+        Ok(())
+    }
+
+    /// True if the next entry has a reserved block.
+    fn room_reserved(&self) -> bool {
+        (self.entries + 1) * self.entry_size <= self.reserved && self.entries < self.capacity()
+    }
+
     fn push(&mut self, bytes: &[u8]) {
         assert_eq!(bytes.len(), self.entry_size);
         assert!(
-            self.entries < self.capacity(),
-            "index {} is full",
+            self.room_reserved(),
+            "index {} entry written without a reserved block",
             self.path.display()
         );
         let at = self.entries * self.entry_size;
@@ -187,6 +214,14 @@ impl OffsetIndex {
     pub fn is_full(&self) -> bool {
         self.inner.entries >= self.inner.capacity()
     }
+    /// Reserves disk blocks for `more` entries (or as many as the index holds).
+    pub fn reserve(&mut self, more: usize) -> Result<(), StorageError> {
+        self.inner.reserve(more)
+    }
+    /// True if one more entry can be written now (room and a reserved block).
+    pub fn can_append(&self) -> bool {
+        self.inner.room_reserved()
+    }
     fn decode(&self, e: &[u8]) -> (i64, u32) {
         (self.base_offset + u32_at(e, 0) as i64, u32_at(e, 4))
     }
@@ -256,7 +291,9 @@ impl OffsetIndex {
     }
 }
 
-/// The `.timeindex` file: max timestamp so far → offset.
+/// The `.timeindex` file: max timestamp so far → offset. As in Kafka, the last slot is kept
+/// for the entry written on roll (the segment's max timestamp, read back at the next start):
+/// the index is "full" one entry early.
 pub struct TimeIndex {
     inner: MappedIndex,
     base_offset: i64,
@@ -277,7 +314,24 @@ impl TimeIndex {
         self.inner.entries
     }
     pub fn is_full(&self) -> bool {
-        self.inner.entries >= self.inner.capacity()
+        self.inner.entries + 1 >= self.inner.capacity()
+    }
+    /// Reserves disk blocks for `more` entries (or as many as the index holds).
+    pub fn reserve(&mut self, more: usize) -> Result<(), StorageError> {
+        self.inner.reserve(more)
+    }
+    /// True if one more ordinary entry can be written now (room and a reserved block).
+    pub fn can_append(&self) -> bool {
+        !self.is_full() && self.inner.room_reserved()
+    }
+    /// True if the roll entry (the last slot) can be written, reserving its block if needed.
+    pub fn make_room_for_final(&mut self) -> bool {
+        self.inner.entries < self.inner.capacity()
+            && (self.inner.room_reserved() || self.inner.reserve(1).is_ok())
+    }
+    /// True if the index could hold one more entry at all.
+    pub fn has_slot(&self) -> bool {
+        self.inner.entries < self.inner.capacity()
     }
     pub fn entry(&self, i: usize) -> (i64, i64) {
         let e = self.inner.entry(i);
@@ -372,6 +426,7 @@ mod tests {
             let _ = std::fs::remove_file(&path);
             let base = 1000;
             let mut idx = OffsetIndex::open(&path, base, 8 * 256).expect("open");
+            idx.reserve(gaps.len()).expect("reserve");
             let mut entries = Vec::new();
             let (mut o, mut p) = (base, 0u32);
             for g in &gaps {
@@ -399,6 +454,7 @@ mod tests {
         let path = dir.join("0.timeindex");
         let _ = std::fs::remove_file(&path);
         let mut idx = TimeIndex::open(&path, 0, 12 * 10).expect("open");
+        idx.reserve(10).expect("reserve");
         idx.maybe_append(100, 5);
         idx.maybe_append(90, 6); // older timestamp: ignored
         idx.maybe_append(200, 10);

@@ -2,6 +2,10 @@
 //!
 //! # Layout
 //! - [`batch`]: record batch v2 header views, CRC32C validation, offset patching.
+//! - [`compression`]: bounded streaming decompression of gzip, snappy, lz4 and zstd records.
+//! - [`validate`]: Kafka's produce-time validation of batches and every record in them.
+//! - [`disk`]: block reservation ahead of mapped writes; out-of-space vs failed-device errors.
+//! - [`failpoint`]: named crash points (`KBROKER_FAILPOINTS`) for crash-consistency tests.
 //! - [`index`]: memory-mapped sparse `.index` / `.timeindex` files.
 //! - [`segment`]: one `.log` file and its indexes; the active one is preallocated and mapped.
 //! - [`log`]: a partition's segments: append, read (as file regions for `sendfile`),
@@ -17,10 +21,14 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod cleaner;
+pub mod compression;
+pub mod disk;
+pub mod failpoint;
 pub mod index;
 pub mod log;
 pub mod manager;
 pub mod segment;
+pub mod validate;
 
 use std::path::Path;
 
@@ -85,6 +93,14 @@ pub enum StorageError {
 impl StorageError {
     pub fn io(context: String, source: std::io::Error) -> Self {
         StorageError::Io { context, source }
+    }
+    /// True if the device under the log dir failed (the dir goes offline).
+    pub fn is_device_failure(&self) -> bool {
+        matches!(self, StorageError::Io { source, .. } if disk::is_device_failure(source))
+    }
+    /// True if the disk is full (writes resume once space is freed).
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(self, StorageError::Io { source, .. } if disk::is_out_of_space(source))
     }
     pub fn corrupt(path: &Path, detail: &'static str) -> Self {
         StorageError::Corrupt {

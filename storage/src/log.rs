@@ -2,9 +2,12 @@
 //!
 //! Directory `<log.dirs>/<topic>-<partition>/` holds the segments and a
 //! `leader-epoch-checkpoint` (`0\n<count>\n<epoch> <start offset>\n...`, Kafka's format).
-//! Offsets: `log_start_offset` <= `high_watermark` <= `log_end_offset`. Appends are validated
-//! (CRC32C, magic, counts, `max.message.bytes`) before any byte is written, so a rejected
-//! produce leaves the log untouched. The recovery point is the offset below which data is
+//! Offsets: `log_start_offset` <= `high_watermark` <= `log_end_offset`. Appends take records
+//! already validated ([`crate::validate`], outside the lock) and reserve disk space before
+//! any byte is written, so a rejected or failed produce leaves the log untouched. A failed
+//! write is logged once (and once more when writes resume); a failure of the device takes
+//! the whole log dir offline ([`DirHealth`]), after which every operation on the log answers
+//! `Offline`. The recovery point is the offset below which data is
 //! known to be on disk; after an unclean shutdown every segment from the one holding it is
 //! rescanned by `Segment::recover`, and segments after a truncation are deleted.
 //! A `Log` is used behind a `Mutex` by the partition that owns it.
@@ -13,8 +16,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::batch::{self, BatchHeader, BatchIter};
+use std::sync::Arc;
+
+use crate::disk::DirHealth;
 use crate::segment::{FileRegion, Segment};
+use crate::validate::{ValidatedBatch, ValidatedRecords};
 use crate::StorageError;
 
 pub const LEADER_EPOCH_CHECKPOINT: &str = "leader-epoch-checkpoint";
@@ -106,6 +112,10 @@ pub struct Log {
     /// Active segment base at the last compaction, and whether it kept tombstones.
     cleaned_through: i64,
     tombstones_pending: bool,
+    /// The log dir's health, shared with every log in the dir.
+    dir_health: Arc<DirHealth>,
+    /// True while writes fail (the failure is logged once, and the recovery once).
+    writes_failing: bool,
 }
 
 /// Parses `<topic>-<partition>` into its parts.
@@ -148,6 +158,8 @@ impl Log {
             last_flush_ms: now_ms,
             cleaned_through: -1,
             tombstones_pending: false,
+            dir_health: Arc::new(DirHealth::new(dir.parent().unwrap_or(dir))),
+            writes_failing: false,
         };
         let bases = log.scan_segment_files()?;
         for base in &bases {
@@ -183,30 +195,57 @@ impl Log {
         Ok(log)
     }
 
+    /// Lists the segment bases, finishing or undoing an interrupted cleaner swap first: a
+    /// `.swap` is complete (it was fsynced before its rename), so it replaces its `.log` and
+    /// the segment's indexes are rebuilt; a `.cleaned` may be partial and is deleted, as are
+    /// `.deleted` and `.tmp` leftovers.
     fn scan_segment_files(&self) -> Result<Vec<i64>, StorageError> {
+        let listing_error = |e| StorageError::io(format!("listing {}", self.dir.display()), e);
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(listing_error)? {
+            names.push(
+                entry
+                    .map_err(listing_error)?
+                    .file_name()
+                    .to_string_lossy()
+                    .to_string(),
+            );
+        }
+        let mut promoted = false;
+        for name in names.iter().filter(|n| n.ends_with(".log.swap")) {
+            let swap = self.dir.join(name);
+            let log_path = swap.with_extension("");
+            log::warn!(
+                "completing an interrupted segment swap path={}",
+                swap.display()
+            );
+            for ext in ["index", "timeindex"] {
+                crate::index::remove_if_exists(&log_path.with_extension(ext))?;
+            }
+            std::fs::rename(&swap, &log_path)
+                .map_err(|e| StorageError::io(format!("renaming {}", swap.display()), e))?;
+            promoted = true;
+        }
+        if promoted {
+            sync_dir(&self.dir)?;
+        }
         let mut bases = Vec::new();
-        let entries = std::fs::read_dir(&self.dir)
-            .map_err(|e| StorageError::io(format!("listing {}", self.dir.display()), e))?;
-        for entry in entries {
-            let entry = entry
-                .map_err(|e| StorageError::io(format!("listing {}", self.dir.display()), e))?;
-            let name = entry.file_name().to_string_lossy().to_string();
-            if name.ends_with(".deleted")
-                || name.ends_with(".cleaned")
-                || name.ends_with(".swap")
-                || name.ends_with(".tmp")
-            {
-                crate::index::remove_if_exists(&entry.path())?;
+        for name in &names {
+            if name.ends_with(".deleted") || name.ends_with(".cleaned") || name.ends_with(".tmp") {
+                crate::index::remove_if_exists(&self.dir.join(name))?;
                 continue;
             }
-            if let Some(stem) = name.strip_suffix(".log") {
+            let stem = name
+                .strip_suffix(".log")
+                .or_else(|| name.strip_suffix(".log.swap"));
+            if let Some(stem) = stem {
                 match stem.parse::<i64>() {
                     Ok(base) if stem.len() == 20 => {
                         if !bases.contains(&base) {
                             bases.push(base);
                         }
                     }
-                    _ => log::warn!("ignoring stray file {}", entry.path().display()),
+                    _ => log::warn!("ignoring stray file {}", self.dir.join(name).display()),
                 }
             }
         }
@@ -237,6 +276,12 @@ impl Log {
             let needs_recovery = *base >= recover_from || !segment.indexes_sane();
             if needs_recovery {
                 let truncated = segment.recover(interval, index_bytes)?;
+                if !is_last {
+                    // Write the roll entry and trim the rebuilt indexes, as a roll would.
+                    if let Err(e) = segment.deactivate() {
+                        log::warn!("after recovering {}: {e}", segment.path().display());
+                    }
+                }
                 if truncated > 0 && !is_last {
                     truncated_at = Some(i);
                     break;
@@ -325,6 +370,56 @@ impl Log {
     pub fn latest_epoch(&self) -> Option<i32> {
         self.leader_epochs.last().map(|(e, _)| *e)
     }
+    /// Shares the health of the log dir this log lives in.
+    pub fn set_dir_health(&mut self, health: Arc<DirHealth>) {
+        self.dir_health = health;
+    }
+    pub fn is_offline(&self) -> bool {
+        self.dir_health.is_offline()
+    }
+    /// False if some segment's indexes miss entries for lack of space.
+    pub fn indexes_complete(&self) -> bool {
+        self.segments.values().all(|s| s.indexes_complete())
+    }
+
+    /// `Offline` if the log's dir is offline.
+    pub fn check_online(&self) -> Result<(), StorageError> {
+        if self.dir_health.is_offline() {
+            return Err(StorageError::Offline(
+                self.dir_health.dir().display().to_string(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Notes the outcome of a write: a device failure takes the dir offline; other failures
+    /// are logged once per episode, and so is the first success after them.
+    fn note_write<T>(&mut self, result: Result<T, StorageError>) -> Result<T, StorageError> {
+        match &result {
+            Err(e) if e.is_device_failure() => self.dir_health.mark_offline(e),
+            Err(e @ StorageError::Io { .. }) => {
+                if !self.writes_failing {
+                    log::error!(
+                        "writes to partition {}-{} fail: {e}; answering KAFKA_STORAGE_ERROR until they succeed",
+                        self.topic,
+                        self.partition
+                    );
+                }
+                self.writes_failing = true;
+            }
+            Err(_) => {}
+            Ok(_) if self.writes_failing => {
+                log::info!(
+                    "writes to partition {}-{} resumed",
+                    self.topic,
+                    self.partition
+                );
+                self.writes_failing = false;
+            }
+            Ok(_) => {}
+        }
+        result
+    }
 
     /// Sets the high watermark, clamped to `[log_start_offset, log_end_offset]`.
     pub fn set_high_watermark(&mut self, hw: i64) {
@@ -350,87 +445,107 @@ impl Log {
             .expect("a log always has a segment")
     }
 
-    /// Validates every batch of a producer's records for this partition.
-    pub fn validate_records(
-        &self,
-        records: &[u8],
-    ) -> Result<Vec<(usize, BatchHeader)>, StorageError> {
-        let mut batches = Vec::new();
-        let mut iter = BatchIter::new(records, false);
-        for (position, _) in iter.by_ref() {
-            let header = batch::validate_produced(&records[position..])
-                .map_err(StorageError::InvalidBatch)?;
-            if header.total_size() > self.config.max_message_bytes {
-                return Err(StorageError::RecordTooLarge {
-                    size: header.total_size(),
-                    max: self.config.max_message_bytes,
-                });
-            }
-            batches.push((position, header));
-        }
-        if let Some(e) = iter.error() {
-            return Err(StorageError::InvalidBatch(e));
-        }
-        if iter.position() != records.len() || batches.is_empty() {
-            return Err(StorageError::InvalidBatch(batch::BatchError::Incomplete));
-        }
-        Ok(batches)
-    }
-
-    /// Appends a producer's records as leader: validate, roll if needed, assign offsets.
+    /// Appends validated records as leader: roll if needed, reserve space, assign offsets.
     pub fn append_as_leader(
         &mut self,
-        records: &[u8],
+        records: &ValidatedRecords<'_>,
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, StorageError> {
-        let batches = self.validate_records(records)?;
-        if records.len() > self.config.segment_bytes {
+        self.check_online()?;
+        let bytes = records.bytes();
+        if bytes.len() > self.config.segment_bytes {
             return Err(StorageError::RecordListTooLarge {
-                size: records.len(),
+                size: bytes.len(),
                 max: self.config.segment_bytes,
             });
         }
-        self.maybe_roll(records.len(), now_ms)?;
+        let appended = self.append_batches(bytes, records.batches(), leader_epoch, now_ms);
+        self.note_write(appended)
+    }
+
+    /// Appends batches the broker built itself (offset commits, tests), validating them.
+    pub fn append_internal(
+        &mut self,
+        bytes: &[u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        let validated = crate::validate::validate_internal_records(bytes)
+            .map_err(StorageError::InvalidBatch)?;
+        self.append_as_leader(&validated, leader_epoch, now_ms)
+    }
+
+    fn append_batches(
+        &mut self,
+        bytes: &[u8],
+        batches: &[ValidatedBatch],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        let offsets: i64 = batches
+            .iter()
+            .map(|b| b.header.last_offset_delta as i64 + 1)
+            .sum();
+        self.maybe_roll(bytes.len(), offsets, now_ms)?;
+        self.active_mut().reserve(bytes.len(), batches.len())?;
         if self.latest_epoch().is_none_or(|e| leader_epoch > e) && leader_epoch >= 0 {
             let start = self.log_end_offset();
             self.assign_epoch(leader_epoch, start)?;
         }
         let first_offset = self.log_end_offset();
         let interval = self.config.index_interval_bytes;
+        let log_append_time = self.config.log_append_time.then_some(now_ms);
         let next = self.active_mut().append(
-            records,
-            &batches,
+            bytes,
+            batches,
             first_offset,
             leader_epoch,
             interval,
+            log_append_time,
             now_ms,
         );
-        let count: i64 = batches.iter().map(|(_, h)| h.records_count as i64).sum();
+        let count: i64 = batches.iter().map(|b| b.header.records_count as i64).sum();
         self.unflushed_messages += count;
         if self.unflushed_messages >= self.config.flush_messages {
-            self.flush()?;
+            // The records are appended and readable; a failed flush is retried later.
+            if let Err(e) = self.flush() {
+                log::error!(
+                    "flush failed partition={}-{}: {e}",
+                    self.topic,
+                    self.partition
+                );
+            }
         }
         Ok(AppendInfo {
             first_offset,
             last_offset: next - 1,
-            log_append_time: if self.config.log_append_time {
-                now_ms
-            } else {
-                -1
-            },
+            log_append_time: log_append_time.unwrap_or(-1),
             log_start_offset: self.log_start_offset,
             records: count,
-            bytes: records.len(),
+            bytes: bytes.len(),
         })
     }
 
-    fn maybe_roll(&mut self, incoming: usize, now_ms: i64) -> Result<(), StorageError> {
+    /// Rolls before an append of `incoming` bytes holding `offsets` offsets when the active
+    /// segment is full (bytes or index), too old, or its relative offsets would overflow.
+    fn maybe_roll(
+        &mut self,
+        incoming: usize,
+        offsets: i64,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
         let active = self.active();
         let aged = active
             .first_append_ms()
             .is_some_and(|t| now_ms - t >= self.config.segment_ms);
-        if active.fits(incoming) && !active.index_full() && (!aged || active.is_empty()) {
+        let last_relative = active.next_offset() + offsets - 1 - active.base_offset;
+        let offsets_fit = last_relative <= i32::MAX as i64 || active.is_empty();
+        if active.fits(incoming)
+            && !active.index_full()
+            && offsets_fit
+            && (!aged || active.is_empty())
+        {
             return Ok(());
         }
         if active.is_empty() {
@@ -475,6 +590,7 @@ impl Log {
         max_bytes: usize,
         min_one: bool,
     ) -> Result<LogRead, StorageError> {
+        self.check_online()?;
         let log_end_offset = self.log_end_offset();
         if offset < self.log_start_offset || offset > log_end_offset {
             return Err(StorageError::OffsetOutOfRange {
@@ -538,7 +654,7 @@ impl Log {
     /// Deletes segments past `retention.ms` / `retention.bytes`, wholly below the high
     /// watermark; never leaves the log without an active segment. Returns segments deleted.
     pub fn delete_expired_segments(&mut self, now_ms: i64) -> Result<usize, StorageError> {
-        if !self.config.cleanup_delete {
+        if !self.config.cleanup_delete || self.is_offline() {
             return Ok(0);
         }
         let mut deletable: Vec<i64> = Vec::new();
@@ -553,7 +669,7 @@ impl Log {
                 break;
             }
             let expired_by_time = self.config.retention_ms >= 0
-                && now_ms - segment.max_timestamp() > self.config.retention_ms;
+                && now_ms - segment.largest_timestamp() > self.config.retention_ms;
             let expired_by_size = excess >= segment.size() as i64;
             if !(expired_by_time || expired_by_size) {
                 break;
@@ -590,13 +706,17 @@ impl Log {
 
     /// Advances the log start offset (DeleteRecords), deleting segments wholly below it.
     pub fn advance_log_start_offset(&mut self, offset: i64) -> Result<(), StorageError> {
+        self.check_online()?;
         if offset <= self.log_start_offset {
             return Ok(());
         }
-        assert!(
-            offset <= self.high_watermark,
-            "log start offset beyond high watermark"
-        );
+        if offset > self.high_watermark {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: self.high_watermark,
+            });
+        }
         self.log_start_offset = offset;
         while self.segments.len() > 1 {
             let mut iter = self.segments.keys();
@@ -615,6 +735,7 @@ impl Log {
 
     /// Removes every record at or after `offset` (replication and tests).
     pub fn truncate_to(&mut self, offset: i64) -> Result<(), StorageError> {
+        self.check_online()?;
         if offset >= self.log_end_offset() {
             return Ok(());
         }
@@ -646,7 +767,7 @@ impl Log {
         self.high_watermark = self.high_watermark.min(self.log_end_offset());
         self.recovery_point = self.recovery_point.min(self.log_end_offset());
         self.leader_epochs.retain(|(_, start)| *start < offset);
-        self.write_leader_epochs()?;
+        write_leader_epochs(&self.dir, &self.leader_epochs)?;
         Ok(())
     }
 
@@ -655,6 +776,7 @@ impl Log {
     pub fn clean(&mut self, now_ms: i64) -> Result<usize, StorageError> {
         let active_base = self.active().base_offset;
         if !self.config.cleanup_compact
+            || self.is_offline()
             || self.segments.len() < 2
             || (active_base == self.cleaned_through && !self.tombstones_pending)
         {
@@ -700,8 +822,11 @@ impl Log {
         Ok(removed)
     }
 
-    /// Swaps a rolled segment's contents for `bytes` (crash-safe: `.cleaned` → `.swap` →
-    /// `.log`); an empty result removes the segment.
+    /// Swaps a rolled segment's contents for `bytes`; an empty result removes the segment.
+    /// Crash-safe at every step (each has a failpoint): the new bytes are written and
+    /// fsynced as `.cleaned`, renamed to `.swap` (from here on the swap wins at recovery),
+    /// the old indexes are deleted, the swap is renamed over the `.log` (atomic), and the
+    /// indexes are rebuilt. A crash before the `.swap` exists leaves the old segment.
     fn replace_segment(&mut self, base: i64, bytes: &[u8]) -> Result<(), StorageError> {
         let next = self
             .segments
@@ -710,20 +835,29 @@ impl Log {
             .map(|(b, _)| *b)
             .unwrap_or(base);
         let log_path = self.dir.join(crate::segment::file_name(base, "log"));
-        let Some(old) = self.segments.remove(&base) else {
-            return Ok(());
-        };
         if bytes.is_empty() {
-            return old.delete();
+            return match self.segments.remove(&base) {
+                Some(old) => old.delete(),
+                None => Ok(()),
+            };
         }
         let cleaned = log_path.with_extension("log.cleaned");
         let swap = log_path.with_extension("log.swap");
         write_atomically(&cleaned, bytes)?;
+        crate::failpoint::hit("cleaner.after_write_cleaned");
         std::fs::rename(&cleaned, &swap)
             .map_err(|e| StorageError::io(format!("renaming {}", cleaned.display()), e))?;
-        old.delete()?;
+        sync_dir(&self.dir)?;
+        crate::failpoint::hit("cleaner.after_rename_to_swap");
+        let Some(old) = self.segments.remove(&base) else {
+            return Ok(());
+        };
+        old.delete_indexes()?;
+        crate::failpoint::hit("cleaner.after_delete_indexes");
         std::fs::rename(&swap, &log_path)
             .map_err(|e| StorageError::io(format!("renaming {}", swap.display()), e))?;
+        sync_dir(&self.dir)?;
+        crate::failpoint::hit("cleaner.after_replace_log");
         let mut segment = Segment::open(&self.dir, base)?;
         segment.recover(
             self.config.index_interval_bytes,
@@ -786,11 +920,15 @@ impl Log {
         }
     }
 
+    /// Records that `epoch` starts at `start_offset`; memory changes only once the
+    /// checkpoint is written.
     fn assign_epoch(&mut self, epoch: i32, start_offset: i64) -> Result<(), StorageError> {
-        self.leader_epochs
-            .retain(|(e, s)| *e < epoch && *s < start_offset);
-        self.leader_epochs.push((epoch, start_offset));
-        self.write_leader_epochs()
+        let mut epochs = self.leader_epochs.clone();
+        epochs.retain(|(e, s)| *e < epoch && *s < start_offset);
+        epochs.push((epoch, start_offset));
+        write_leader_epochs(&self.dir, &epochs)?;
+        self.leader_epochs = epochs;
+        Ok(())
     }
 
     fn load_leader_epochs(&mut self) -> Result<(), StorageError> {
@@ -822,18 +960,25 @@ impl Log {
         }
         Ok(())
     }
+}
 
-    fn write_leader_epochs(&self) -> Result<(), StorageError> {
-        let mut text = format!("0\n{}\n", self.leader_epochs.len());
-        for (epoch, start) in &self.leader_epochs {
-            text.push_str(&format!("{epoch} {start}\n"));
-        }
-        write_atomically(&self.dir.join(LEADER_EPOCH_CHECKPOINT), text.as_bytes())
+fn write_leader_epochs(dir: &Path, epochs: &[(i32, i64)]) -> Result<(), StorageError> {
+    let mut text = format!("0\n{}\n", epochs.len());
+    for (epoch, start) in epochs {
+        text.push_str(&format!("{epoch} {start}\n"));
     }
+    write_atomically(&dir.join(LEADER_EPOCH_CHECKPOINT), text.as_bytes())
 }
 
 fn region_file(segment: &Segment) -> &std::fs::File {
     segment.file_ref()
+}
+
+/// Makes renames and deletions in `dir` durable.
+pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StorageError::io(format!("syncing directory {}", dir.display()), e))
 }
 
 /// Writes `bytes` to `path` through a temp file, fsync and rename.

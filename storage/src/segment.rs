@@ -1,8 +1,11 @@
 //! One log segment: `<base offset>.log` plus its `.index` and `.timeindex`.
 //!
 //! The active segment's `.log` is preallocated to `segment.bytes` by setting its length
-//! (sparse: no blocks are reserved) and memory-mapped; appends copy the producer's batches
-//! into the map and patch their base offset and leader epoch in place. The page cache is
+//! (sparse) and memory-mapped; blocks are reserved with `fallocate` in chunks just ahead of
+//! the writer ([`Segment::reserve`], before any byte is copied), so a full disk is an error
+//! and never a SIGBUS. Appends copy the producer's batches into the map and patch their base
+//! offset and leader epoch in place (and the max timestamp, with the CRC, only where the
+//! header's claim is wrong or the topic uses LogAppendTime). The page cache is
 //! shared between the map and the file descriptor, so readers `sendfile` straight from the
 //! fd. On roll and on clean shutdown the map is dropped and the file trimmed to its valid
 //! length. After a crash the tail may hold zeros (preallocation) or a torn batch: `recover`
@@ -18,7 +21,11 @@ use memmap2::MmapMut;
 
 use crate::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
 use crate::index::{remove_if_exists, OffsetIndex, TimeIndex};
+use crate::validate::ValidatedBatch;
 use crate::StorageError;
+
+/// Bytes of segment blocks reserved at a time ahead of the writer.
+pub const RESERVE_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// A byte range of a segment file, sent to a socket with `sendfile`.
 #[derive(Debug, Clone)]
@@ -49,6 +56,11 @@ pub struct Segment {
     first_append_ms: Option<i64>,
     /// True once flushed to disk since its last append.
     flushed: bool,
+    /// Bytes from the start of the file known to have disk blocks.
+    reserved: usize,
+    /// Set when recovery or a roll could not write every index entry for lack of space:
+    /// the indexes still answer correctly, but the next start must rebuild them.
+    indexes_partial: bool,
 }
 
 fn open_file(path: &Path, create_new: bool) -> Result<File, StorageError> {
@@ -90,7 +102,12 @@ impl Segment {
             .len();
         let size =
             usize::try_from(len).map_err(|_| StorageError::corrupt(&log_path, "file too large"))?;
+        let indexes_exist = ["index", "timeindex"]
+            .iter()
+            .all(|ext| dir.join(file_name(base_offset, ext)).exists());
         let mut segment = Segment::from_parts(dir, base_offset, log_path, file, size, 0)?;
+        // Missing indexes (a crash during a cleaner swap) must be rebuilt, not trusted empty.
+        segment.indexes_partial = !indexes_exist && size > 0;
         if let Some((ts, offset)) = segment.time_index.last() {
             segment.max_timestamp = ts;
             segment.offset_of_max_timestamp = offset;
@@ -131,6 +148,8 @@ impl Segment {
             offset_of_max_timestamp: -1,
             first_append_ms: None,
             flushed: false,
+            reserved: 0,
+            indexes_partial: false,
         })
     }
 
@@ -149,6 +168,19 @@ impl Segment {
     pub fn max_timestamp(&self) -> i64 {
         self.max_timestamp
     }
+    /// The segment's newest timestamp for retention: its max record timestamp, or the file's
+    /// modification time when it has none (Kafka's `largestTimestamp`).
+    pub fn largest_timestamp(&self) -> i64 {
+        if self.max_timestamp >= 0 {
+            return self.max_timestamp;
+        }
+        self.file
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(-1, |d| d.as_millis() as i64)
+    }
     pub fn first_append_ms(&self) -> Option<i64> {
         self.first_append_ms
     }
@@ -166,6 +198,10 @@ impl Segment {
     }
     pub fn capacity(&self) -> usize {
         self.mmap.as_ref().map_or(self.size, |m| m.len())
+    }
+    /// False if an index is missing entries for lack of space (rebuilt at the next start).
+    pub fn indexes_complete(&self) -> bool {
+        !self.indexes_partial
     }
     /// Sets the next offset of a non-last segment (the next segment's base).
     pub fn set_next_offset(&mut self, next: i64) {
@@ -187,27 +223,64 @@ impl Segment {
                 .map_err(|e| StorageError::io(format!("mapping {}", self.log_path.display()), e))?;
             self.mmap = Some(mmap);
         }
+        self.reserved = self.size;
         self.index.resize(index_bytes)?;
         self.time_index.resize(index_bytes)?;
         Ok(())
     }
 
-    /// Drops the map and trims the file and indexes to their valid length.
+    /// Reserves disk blocks for `bytes` more log bytes and index entries for `batches` more
+    /// batches (plus the time index entry written on roll). Nothing is written.
+    pub fn reserve(&mut self, bytes: usize, batches: usize) -> Result<(), StorageError> {
+        self.reserved = crate::disk::reserve_ahead(
+            &self.file,
+            &self.log_path,
+            self.reserved,
+            self.size + bytes,
+            RESERVE_CHUNK_BYTES,
+            self.capacity(),
+        )?;
+        self.index.reserve(batches)?;
+        self.time_index.reserve(batches + 1)
+    }
+
+    /// Drops the map and trims the file and indexes to their valid length. Every step is
+    /// tried; the first error is returned.
     pub fn deactivate(&mut self) -> Result<(), StorageError> {
+        let mut first_error = None;
         if let Some(m) = self.mmap.take() {
-            m.flush_async().map_err(|e| {
-                StorageError::io(format!("flushing {}", self.log_path.display()), e)
-            })?;
+            if let Err(e) = m.flush_async() {
+                first_error.get_or_insert(StorageError::io(
+                    format!("flushing {}", self.log_path.display()),
+                    e,
+                ));
+            }
         }
-        if !self.time_index.is_full() && self.max_timestamp >= 0 {
-            self.time_index
-                .maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
+        if self.max_timestamp >= 0 && self.time_index.has_slot() {
+            if self.time_index.make_room_for_final() {
+                self.time_index
+                    .maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
+            } else {
+                log::warn!(
+                    "no space for the last time index entry of {}; rebuilt at next start",
+                    self.log_path.display()
+                );
+                self.indexes_partial = true;
+            }
         }
-        self.file
-            .set_len(self.size as u64)
-            .map_err(|e| StorageError::io(format!("trimming {}", self.log_path.display()), e))?;
-        self.index.trim()?;
-        self.time_index.trim()
+        if let Err(e) = self.file.set_len(self.size as u64) {
+            first_error.get_or_insert(StorageError::io(
+                format!("trimming {}", self.log_path.display()),
+                e,
+            ));
+        }
+        self.reserved = self.reserved.min(self.size);
+        for trimmed in [self.index.trim(), self.time_index.trim()] {
+            if let Err(e) = trimmed {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// True if `bytes` more fit in the mapped capacity.
@@ -217,40 +290,62 @@ impl Segment {
             .is_some_and(|m| self.size + bytes <= m.len())
     }
 
-    /// Appends validated batches (their headers given, in order, positions relative to
-    /// `records`), assigning offsets from `first_offset`. Returns the next offset.
+    /// Appends validated batches (positions relative to `records`), assigning offsets from
+    /// `first_offset`; `log_append_time` stamps them with the broker's time. The caller has
+    /// checked [`Segment::fits`] and called [`Segment::reserve`]. Returns the next offset.
+    #[allow(clippy::too_many_arguments)]
     pub fn append(
         &mut self,
         records: &[u8],
-        batches: &[(usize, BatchHeader)],
+        batches: &[ValidatedBatch],
         first_offset: i64,
         leader_epoch: i32,
         index_interval_bytes: usize,
+        log_append_time: Option<i64>,
         now_ms: i64,
     ) -> i64 {
         assert!(
             self.fits(records.len()),
             "append must be preceded by a roll check"
         );
+        assert!(
+            self.size + records.len() <= self.reserved,
+            "append must be preceded by a reservation"
+        );
         assert!(first_offset >= self.next_offset);
         let start = self.size;
         let mmap = self.mmap.as_mut().expect("active segment is mapped");
         mmap[start..start + records.len()].copy_from_slice(records);
         let mut offset = first_offset;
-        for (position, header) in batches {
-            let at = start + position;
+        for b in batches {
+            let at = start + b.position;
+            let header = &b.header;
             let bytes = &mut mmap[at..at + header.total_size()];
             batch::patch_base_offset(bytes, offset);
             batch::patch_leader_epoch(bytes, leader_epoch);
+            let max_timestamp = match log_append_time {
+                Some(t) => {
+                    batch::patch_max_timestamp(bytes, t, true);
+                    t
+                }
+                None => {
+                    if b.max_timestamp != header.max_timestamp {
+                        batch::patch_max_timestamp(bytes, b.max_timestamp, false);
+                    }
+                    b.max_timestamp
+                }
+            };
             let last = offset + header.last_offset_delta as i64;
-            if header.max_timestamp > self.max_timestamp {
-                self.max_timestamp = header.max_timestamp;
+            if max_timestamp > self.max_timestamp {
+                self.max_timestamp = max_timestamp;
                 self.offset_of_max_timestamp = last;
             }
-            if self.bytes_since_index_entry >= index_interval_bytes {
+            if self.bytes_since_index_entry >= index_interval_bytes && self.index.can_append() {
                 self.index.append(offset, at as u32);
-                self.time_index
-                    .maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
+                if self.time_index.can_append() {
+                    self.time_index
+                        .maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
+                }
                 self.bytes_since_index_entry = 0;
             }
             self.bytes_since_index_entry += header.total_size();
@@ -400,6 +495,7 @@ impl Segment {
         self.time_index.truncate_to(self.base_offset);
         self.index.resize(index_bytes)?;
         self.time_index.resize(index_bytes)?;
+        self.indexes_partial = false;
         self.max_timestamp = -1;
         self.offset_of_max_timestamp = -1;
         self.bytes_since_index_entry = 0;
@@ -411,7 +507,7 @@ impl Segment {
             let Ok(h) = BatchHeader::parse(&header_buf[..n]) else {
                 break;
             };
-            if h.base_offset < next || position + h.total_size() > self.size || self.index_full() {
+            if h.base_offset < next || position + h.total_size() > self.size {
                 break;
             }
             let bytes = self.read_bytes(position, h.total_size())?;
@@ -422,10 +518,25 @@ impl Segment {
                 self.max_timestamp = h.max_timestamp;
                 self.offset_of_max_timestamp = h.last_offset();
             }
-            if self.bytes_since_index_entry >= index_interval_bytes {
-                self.index.append(h.base_offset, position as u32);
-                self.time_index
-                    .maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
+            if self.bytes_since_index_entry >= index_interval_bytes
+                && !self.index.is_full()
+                && h.last_offset() - self.base_offset <= u32::MAX as i64
+            {
+                // A full index (a smaller segment.index.bytes than when the segment was
+                // written) only makes the index sparser; no space makes it incomplete.
+                if self.index.can_append() || self.index.reserve(1).is_ok() {
+                    self.index.append(h.base_offset, position as u32);
+                    if self.time_index.is_full() {
+                        // as sparse as the offset index may be; the last slot waits for roll
+                    } else if self.time_index.can_append() || self.time_index.reserve(1).is_ok() {
+                        self.time_index
+                            .maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
+                    } else {
+                        self.indexes_partial = true;
+                    }
+                } else {
+                    self.indexes_partial = true;
+                }
                 self.bytes_since_index_entry = 0;
             }
             self.bytes_since_index_entry += h.total_size();
@@ -529,7 +640,22 @@ impl Segment {
 
     /// True if both indexes describe this segment.
     pub fn indexes_sane(&self) -> bool {
-        self.index.sanity_check(self.size) && self.time_index.sanity_check()
+        !self.indexes_partial
+            && self.index.sanity_check(self.size)
+            && self.time_index.sanity_check()
+    }
+
+    /// Deletes the segment's two index files (the cleaner rebuilds them after a swap).
+    pub fn delete_indexes(self) -> Result<(), StorageError> {
+        let Segment {
+            index,
+            time_index,
+            mmap,
+            ..
+        } = self;
+        drop(mmap);
+        index.delete()?;
+        time_index.delete()
     }
 
     /// Deletes the segment's three files. Open file handles (in-flight sendfile) stay valid.

@@ -72,7 +72,7 @@ proptest! {
                     let records: Vec<NewRecord> = sizes.iter().enumerate().map(|(i, s)| NewRecord {
                         value: Some(vec![*s; *s as usize]), timestamp: now + i as i64, ..NewRecord::default()
                     }).collect();
-                    let info = log.append_as_leader(&batch::build_batch(0, &records), 0, now).expect("append");
+                    let info = log.append_internal(&batch::build_batch(0, &records), 0, now).expect("append");
                     prop_assert_eq!(info.first_offset, model.len() as i64);
                     for (i, s) in sizes.iter().enumerate() {
                         model.push((info.first_offset + i as i64, vec![*s; *s as usize]));
@@ -133,7 +133,7 @@ fn torn_tail_is_truncated_on_unclean_open() {
             timestamp: 100 + i as i64,
             ..NewRecord::default()
         };
-        log.append_as_leader(&batch::build_batch(0, &[r]), 0, 0)
+        log.append_internal(&batch::build_batch(0, &[r]), 0, 0)
             .expect("append");
     }
     log.close().expect("close");
@@ -154,7 +154,7 @@ fn torn_tail_is_truncated_on_unclean_open() {
         ..NewRecord::default()
     };
     let info = log
-        .append_as_leader(&batch::build_batch(0, &[r]), 0, 0)
+        .append_internal(&batch::build_batch(0, &[r]), 0, 0)
         .expect("append");
     assert_eq!(
         info.first_offset, 4,
@@ -178,7 +178,7 @@ fn retention_by_size_and_time_advances_log_start() {
             timestamp: 1_000 + i,
             ..NewRecord::default()
         };
-        log.append_as_leader(&batch::build_batch(0, &[r]), 0, 0)
+        log.append_internal(&batch::build_batch(0, &[r]), 0, 0)
             .expect("append");
     }
     let end = log.log_end_offset();

@@ -1,0 +1,136 @@
+"""Record batches v2 and raw Produce requests, built by hand for hostile-input tests.
+
+`batch(records, codec=...)` encodes Kafka's record batch format (magic 2, CRC32C) with
+any codec the Python clients ship (gzip, snappy in xerial framing, lz4 frame, zstd), and
+lets a test break it on purpose: `payload=` replaces the (compressed) records section,
+`fix_crc=False` leaves a stale CRC. `produce(sock, ...)` sends a non-flexible Produce
+(v3-v8) with one partition and returns `(error_code, base_offset, error_message)`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+
+import crc32c as _crc32c
+import lz4.frame
+import snappy
+import zstandard
+
+import kafkawire as kw
+
+NONE, GZIP, SNAPPY, LZ4, ZSTD = 0, 1, 2, 3, 4
+CODECS = {"gzip": GZIP, "snappy": SNAPPY, "lz4": LZ4, "zstd": ZSTD}
+
+PRODUCE = 0
+CORRUPT_MESSAGE = 2
+MESSAGE_TOO_LARGE = 10
+INVALID_TIMESTAMP = 32
+KAFKA_STORAGE_ERROR = 56
+UNSUPPORTED_COMPRESSION_TYPE = 76
+INVALID_RECORD = 87
+
+
+def varint(n: int) -> bytes:
+    z = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while z >= 0x80:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+def _bytes(b: bytes | None) -> bytes:
+    return varint(-1) if b is None else varint(len(b)) + b
+
+
+def record(i: int, key: bytes | None, value: bytes | None, ts_delta: int = 0,
+           headers=()) -> bytes:
+    body = bytes([0]) + varint(ts_delta) + varint(i) + _bytes(key) + _bytes(value)
+    body += varint(len(headers))
+    for hk, hv in headers:
+        body += _bytes(hk) + _bytes(hv)
+    return varint(len(body)) + body
+
+
+def xerial_snappy(data: bytes) -> bytes:
+    out = b"\x82SNAPPY\x00" + struct.pack(">ii", 1, 1)
+    for i in range(0, len(data), 32 * 1024):
+        block = snappy.compress(data[i:i + 32 * 1024])
+        out += struct.pack(">i", len(block)) + block
+    return out
+
+
+def compress(codec: int, data: bytes) -> bytes:
+    if codec == NONE:
+        return data
+    if codec == GZIP:
+        return gzip.compress(data)
+    if codec == SNAPPY:
+        return xerial_snappy(data)
+    if codec == LZ4:
+        return lz4.frame.compress(data)
+    if codec == ZSTD:
+        return zstandard.ZstdCompressor().compress(data)
+    raise ValueError(codec)
+
+
+def batch(records: list[tuple[bytes | None, bytes | None]], codec: int = NONE,
+          base_offset: int = 0, timestamp: int = 1_700_000_000_000, payload: bytes | None = None,
+          fix_crc: bool = True, count: int | None = None, attributes_extra: int = 0,
+          producer_id: int = -1, producer_epoch: int = -1, base_sequence: int = -1) -> bytes:
+    """One record batch v2 holding `records` (key, value) pairs."""
+    raw = b"".join(record(i, k, v, ts_delta=i) for i, (k, v) in enumerate(records))
+    data = compress(codec, raw) if payload is None else payload
+    n = len(records) if count is None else count
+    attributes = codec | attributes_extra
+    after_crc = struct.pack(">hiqqqhii", attributes, n - 1, timestamp,
+                            timestamp + max(len(records) - 1, 0), producer_id, producer_epoch,
+                            base_sequence, n) + data
+    crc = _crc32c.crc32c(after_crc) if fix_crc else 0
+    body = struct.pack(">ibI", 0, 2, crc) + after_crc  # leader epoch, magic, crc
+    return struct.pack(">qi", base_offset, len(body)) + body
+
+
+def produce_request(correlation_id: int, topic: str, partition: int, records: bytes,
+                    version: int = 7, acks: int = 1, timeout_ms: int = 10_000) -> bytes:
+    body = kw._string(None) + struct.pack(">hi", acks, timeout_ms)
+    body += struct.pack(">i", 1) + kw._string(topic)
+    body += struct.pack(">i", 1) + struct.pack(">i", partition)
+    body += struct.pack(">i", len(records)) + records
+    return kw.frame(kw.request_header(PRODUCE, version, correlation_id) + body)
+
+
+def parse_produce_response(payload: bytes, version: int) -> tuple[int, int, str | None]:
+    r = kw.Reader(payload)
+    r.int32()  # correlation id
+    assert r.int32() == 1, "one topic"
+    r.take(r.int16())
+    assert r.int32() == 1, "one partition"
+    r.int32()  # index
+    error = r.int16()
+    base_offset = struct.unpack(">q", r.take(8))[0]
+    message = None
+    if version >= 2:
+        r.take(8)  # log append time
+    if version >= 5:
+        r.take(8)  # log start offset
+    if version >= 8:
+        n = r.int32()
+        for _ in range(max(n, 0)):
+            r.int32()
+            ln = r.int16()
+            if ln > 0:
+                r.take(ln)
+        ln = r.int16()
+        if ln >= 0:
+            message = r.take(ln).decode()
+    return error, base_offset, message
+
+
+def produce(port: int, topic: str, partition: int, records: bytes, version: int = 7,
+            acks: int = 1) -> tuple[int, int, str | None]:
+    with kw.connect(port) as s:
+        s.sendall(produce_request(1, topic, partition, records, version=version, acks=acks))
+        return parse_produce_response(kw.read_frame(s), version)
