@@ -81,6 +81,8 @@ class Broker:
     def __init__(self, workdir: Path, overrides: dict | None = None, name: str = "broker",
                  port: int | None = None, config_file: Path | None = None):
         self.name = name
+        # extra environment of the next start (e.g. KBROKER_FAILPOINTS)
+        self.env: dict[str, str] = {}
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_dir = self.workdir / "data"
@@ -133,6 +135,7 @@ class Broker:
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
         env.setdefault("RUST_BACKTRACE", "1")
+        env.update(self.env)
         with open(logf, "wb") as out:
             self.proc = subprocess.Popen(
                 self.command(), stdin=subprocess.DEVNULL, stdout=out,
@@ -178,6 +181,15 @@ class Broker:
                 self.proc.kill()
                 self.proc.wait(10)
         rc = self.proc.returncode
+        self.exit_codes.append(rc)
+        _LIVE.discard(self.proc)
+        self.proc = None
+        return rc
+
+    def wait_exit(self, timeout: float) -> int:
+        """Waits for the process to exit by itself; returns its exit code."""
+        assert self.proc is not None, "broker not running"
+        rc = self.proc.wait(timeout)
         self.exit_codes.append(rc)
         _LIVE.discard(self.proc)
         self.proc = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import time
 
 import crc32c as _crc32c
 import lz4.frame
@@ -77,10 +78,12 @@ def compress(codec: int, data: bytes) -> bytes:
 
 
 def batch(records: list[tuple[bytes | None, bytes | None]], codec: int = NONE,
-          base_offset: int = 0, timestamp: int = 1_700_000_000_000, payload: bytes | None = None,
+          base_offset: int = 0, timestamp: int | None = None, payload: bytes | None = None,
           fix_crc: bool = True, count: int | None = None, attributes_extra: int = 0,
           producer_id: int = -1, producer_epoch: int = -1, base_sequence: int = -1) -> bytes:
-    """One record batch v2 holding `records` (key, value) pairs."""
+    """One record batch v2 holding `records` (key, value) pairs (timestamps: now)."""
+    if timestamp is None:
+        timestamp = int(time.time() * 1000)
     raw = b"".join(record(i, k, v, ts_delta=i) for i, (k, v) in enumerate(records))
     data = compress(codec, raw) if payload is None else payload
     n = len(records) if count is None else count

@@ -88,12 +88,15 @@ pub fn handle(
 
 /// Kafka's `ProduceRequest.validateRecords`: what each Produce version may carry.
 fn check_version_rules(version: i16, records: &[u8]) -> Result<(), BatchError> {
-    let header = BatchHeader::parse(records)?;
-    if version >= 3 && header.magic != kbroker_storage::batch::MAGIC_V2 {
+    let magic = records
+        .get(kbroker_storage::batch::MAGIC_OFFSET)
+        .map(|m| *m as i8);
+    if version >= 3 && magic.is_some_and(|m| m != kbroker_storage::batch::MAGIC_V2) {
         return Err(BatchError::Invalid(
             "Produce v3 and later carry record batches of magic 2 only",
         ));
     }
+    let header = BatchHeader::parse(records)?;
     if version < 7 && header.compression() == ZSTD {
         return Err(BatchError::UnsupportedCompression);
     }

@@ -23,7 +23,8 @@ pub const BATCH_HEADER_BYTES: usize = 61;
 /// The only stored record format.
 pub const MAGIC_V2: i8 = 2;
 const CRC_START: usize = 21;
-const MAGIC_OFFSET: usize = 16;
+/// Position of the magic byte, the same in every message format.
+pub const MAGIC_OFFSET: usize = 16;
 
 /// Attribute bits.
 const COMPRESSION_MASK: i16 = 0x07;

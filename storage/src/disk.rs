@@ -74,6 +74,27 @@ pub fn reserve_ahead(
     .map_err(|e| crate::StorageError::io(format!("reserving space for {}", path.display()), e))
 }
 
+/// Makes `[offset, offset + len)` of `file` read as zeros without writing to it: the blocks
+/// are deallocated (a hole), so it needs no free space and cannot fault a map. Falls back to
+/// writing zeros where holes are not supported.
+pub fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    let (Ok(start), Ok(length)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return Err(io::Error::from_raw_os_error(Errno::EFBIG as i32));
+    };
+    let mode = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+    loop {
+        match fallocate(file.as_raw_fd(), mode, start, length) {
+            Ok(()) => return Ok(()),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EOPNOTSUPP) => return zero_fill(file, offset, len),
+            Err(e) => return Err(io::Error::from_raw_os_error(e as i32)),
+        }
+    }
+}
+
 fn zero_fill(file: &File, offset: u64, len: u64) -> io::Result<()> {
     let zeros = [0u8; ZERO_FILL_CHUNK_BYTES];
     let mut done = 0u64;

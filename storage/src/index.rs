@@ -59,7 +59,9 @@ impl MappedIndex {
             mmap: None,
             entries,
             entry_size,
-            reserved: entries * entry_size,
+            // Unknown after a crash (the file may be sparse): reserve() re-checks from 0,
+            // which costs nothing where blocks exist.
+            reserved: 0,
         };
         index.resize((entries * entry_size).max(capacity_bytes / entry_size * entry_size))?;
         Ok(index)
@@ -143,12 +145,20 @@ impl MappedIndex {
         Some(lo)
     }
 
-    fn truncate_entries(&mut self, entries: usize) {
+    /// Drops entries from `entries` on. Their bytes are turned into a hole rather than
+    /// overwritten: after a crash the file is sparse, and storing zeros into unallocated
+    /// pages of a full disk would fault.
+    fn truncate_entries(&mut self, entries: usize) -> Result<(), StorageError> {
         assert!(entries <= self.entries);
-        if let Some(m) = self.mmap.as_mut() {
-            m[entries * self.entry_size..self.entries * self.entry_size].fill(0);
+        let (from, to) = (entries * self.entry_size, self.entries * self.entry_size);
+        if to > from {
+            crate::disk::punch_hole(&self.file, from as u64, (to - from) as u64).map_err(|e| {
+                StorageError::io(format!("truncating index {}", self.path.display()), e)
+            })?;
+            self.reserved = self.reserved.min(from);
         }
         self.entries = entries;
+        Ok(())
     }
 
     fn trim(&mut self) -> Result<(), StorageError> {
@@ -257,11 +267,11 @@ impl OffsetIndex {
         self.inner.push(&e);
     }
     /// Drops entries at or above `offset`.
-    pub fn truncate_to(&mut self, offset: i64) {
+    pub fn truncate_to(&mut self, offset: i64) -> Result<(), StorageError> {
         let keep = (0..self.inner.entries)
             .take_while(|&i| self.entry(i).0 < offset)
             .count();
-        self.inner.truncate_entries(keep);
+        self.inner.truncate_entries(keep)
     }
     /// True if entries increase and stay inside the segment of `log_size` bytes.
     pub fn sanity_check(&self, log_size: usize) -> bool {
@@ -375,11 +385,11 @@ impl TimeIndex {
         e[8..].copy_from_slice(&(relative as u32).to_be_bytes());
         self.inner.push(&e);
     }
-    pub fn truncate_to(&mut self, offset: i64) {
+    pub fn truncate_to(&mut self, offset: i64) -> Result<(), StorageError> {
         let keep = (0..self.inner.entries)
             .take_while(|&i| self.entry(i).1 < offset)
             .count();
-        self.inner.truncate_entries(keep);
+        self.inner.truncate_entries(keep)
     }
     pub fn sanity_check(&self) -> bool {
         (1..self.inner.entries).all(|i| {
@@ -461,7 +471,7 @@ mod tests {
         assert_eq!(idx.entries(), 2);
         assert_eq!(idx.lookup(150), (100, 5));
         assert_eq!(idx.lookup(50), (-1, 0));
-        idx.truncate_to(10);
+        idx.truncate_to(10).expect("truncate");
         assert_eq!(idx.entries(), 1);
         assert!(idx.sanity_check());
     }

@@ -232,6 +232,7 @@ impl Segment {
     /// Reserves disk blocks for `bytes` more log bytes and index entries for `batches` more
     /// batches (plus the time index entry written on roll). Nothing is written.
     pub fn reserve(&mut self, bytes: usize, batches: usize) -> Result<(), StorageError> {
+        let before = self.reserved;
         self.reserved = crate::disk::reserve_ahead(
             &self.file,
             &self.log_path,
@@ -240,6 +241,19 @@ impl Segment {
             RESERVE_CHUNK_BYTES,
             self.capacity(),
         )?;
+        if self.reserved == before && bytes > 0 {
+            // Already reserved, but one fallocate over the exact range anyway (~1 µs): a no-op
+            // for the blocks, it fails on a file system that went read-only or failed, before
+            // anything is copied into the map (stores to a map would not notice).
+            crate::disk::reserve_blocks(&self.file, self.size as u64, bytes as u64).map_err(
+                |e| {
+                    StorageError::io(
+                        format!("reserving space for {}", self.log_path.display()),
+                        e,
+                    )
+                },
+            )?;
+        }
         self.index.reserve(batches)?;
         self.time_index.reserve(batches + 1)
     }
@@ -491,8 +505,8 @@ impl Segment {
         index_interval_bytes: usize,
         index_bytes: usize,
     ) -> Result<usize, StorageError> {
-        self.index.truncate_to(self.base_offset);
-        self.time_index.truncate_to(self.base_offset);
+        self.index.truncate_to(self.base_offset)?;
+        self.time_index.truncate_to(self.base_offset)?;
         self.index.resize(index_bytes)?;
         self.time_index.resize(index_bytes)?;
         self.indexes_partial = false;
@@ -603,8 +617,8 @@ impl Segment {
         };
         let removed = self.size - position;
         self.truncate_bytes(position)?;
-        self.index.truncate_to(offset);
-        self.time_index.truncate_to(offset);
+        self.index.truncate_to(offset)?;
+        self.time_index.truncate_to(offset)?;
         self.next_offset = offset.max(self.base_offset);
         self.max_timestamp = -1;
         self.offset_of_max_timestamp = -1;

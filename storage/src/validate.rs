@@ -232,7 +232,8 @@ fn parse_records<R: BufRead>(
         let timestamp_delta = reader.varlong()?;
         let offset_delta = reader.varint()?;
         if offset_delta != index as i64 {
-            return Err(BatchError::Invalid("record offset delta out of sequence"));
+            // No v2 client writes this; Kafka would rewrite the batch, kbroker refuses it.
+            return Err(BatchError::Corrupt("record offset delta out of sequence"));
         }
         let key_length = reader.varint()?;
         if key_length < 0 && rules.compacted {
