@@ -336,6 +336,9 @@ impl Config {
         let i32_min = |k: &str, min: i64| -> Result<i32, ConfigError> {
             i32::try_from(at_least(k, num(k)?, min)?).map_err(|_| invalid(k, "out of range"))
         };
+        // Kafka's INT-typed sizes: a value past i32::MAX is refused, not clamped.
+        let int_size_min =
+            |k: &str, min: i64| -> Result<usize, ConfigError> { Ok(i32_min(k, min)? as usize) };
         let cleanup = req("log.cleanup.policy")?.to_string();
         for p in cleanup.split(',') {
             if !matches!(p.trim(), "delete" | "compact") {
@@ -395,15 +398,15 @@ impl Config {
                 req("auto.create.topics.enable")?,
             )?,
             delete_topic_enable: parse_bool("delete.topic.enable", req("delete.topic.enable")?)?,
-            message_max_bytes: usize_min("message.max.bytes", 0)?,
-            log_segment_bytes: usize_min("log.segment.bytes", 14)?.min(i32::MAX as usize),
+            message_max_bytes: int_size_min("message.max.bytes", 0)?,
+            log_segment_bytes: int_size_min("log.segment.bytes", 14)?,
             log_roll_ms,
             log_retention_ms,
             log_retention_bytes: num("log.retention.bytes")?,
             log_retention_check_interval_ms: usize_min("log.retention.check.interval.ms", 1)?
                 as u64,
-            log_index_size_max_bytes: usize_min("log.index.size.max.bytes", 4)?,
-            log_index_interval_bytes: usize_min("log.index.interval.bytes", 0)?,
+            log_index_size_max_bytes: int_size_min("log.index.size.max.bytes", 4)?,
+            log_index_interval_bytes: int_size_min("log.index.interval.bytes", 0)?,
             log_flush_interval_messages: at_least(
                 "log.flush.interval.messages",
                 num("log.flush.interval.messages")?,
@@ -528,9 +531,12 @@ pub fn topic_log_config(
     let mut c = defaults.clone();
     for (k, v) in overrides {
         let int = || parse_num::<i64>(k, v);
+        // Kafka's INT-typed sizes: past i32::MAX is refused (it would not parse in Kafka).
         let size = |min: i64| -> Result<usize, ConfigError> {
             let n = at_least(k, int()?, min)?;
-            usize::try_from(n.min(i32::MAX as i64)).map_err(|_| invalid(k, "out of range"))
+            i32::try_from(n)
+                .map(|n| n as usize)
+                .map_err(|_| invalid(k, format!("{n} is above the maximum {}", i32::MAX)))
         };
         match k.as_str() {
             "cleanup.policy" => {
@@ -656,5 +662,24 @@ mod tests {
             .expect_err("bad")
             .to_string()
             .contains("segment.bytes"));
+        // INT-typed sizes past i32::MAX are refused, not clamped; Kafka's minimums hold.
+        for (k, v) in [
+            ("segment.bytes", "4294967296"),
+            ("segment.bytes", "13"),
+            ("segment.index.bytes", "3"),
+            ("max.message.bytes", "2147483648"),
+            ("index.interval.bytes", "-1"),
+        ] {
+            let mut m = BTreeMap::new();
+            m.insert(k.to_string(), v.to_string());
+            let e = topic_log_config(&d, &m).expect_err("refused");
+            assert!(e.to_string().contains(k), "{k}={v}: {e}");
+        }
+        let mut m = BTreeMap::new();
+        m.insert("segment.bytes".to_string(), "2147483647".to_string());
+        assert_eq!(
+            topic_log_config(&d, &m).expect("max int").segment_bytes,
+            i32::MAX as usize
+        );
     }
 }

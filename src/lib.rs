@@ -10,6 +10,8 @@
 //!   the only place Kafka error codes are produced.
 //! - [`groups`]: the group coordinator's shell: offsets in `__consumer_offsets`, the
 //!   group timer, the `/consumers/...` mirror.
+//! - [`fuzzing`]: the bodies of the fuzz targets (every parser of outside bytes), shared by
+//!   `fuzz/` and the stable regression tests.
 //! - [`metadata_tool`]: `kbroker metadata ls|get|dump`, reading the tree the broker dumps.
 //! - [`metrics`]: per-API request-stage histograms and the Prometheus endpoint
 //!   (`metrics.port`).
@@ -21,6 +23,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod fuzzing;
 pub mod groups;
 pub mod handler;
 pub mod metadata_tool;

@@ -9,64 +9,19 @@
 
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use bytes::Bytes;
 use kbroker::handler::{decode_frame, SUPPORTED_APIS};
-
-struct Counting;
-
-thread_local! {
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-    static PEAK: Cell<isize> = const { Cell::new(0) };
-}
-
-fn track(delta: isize) {
-    let _ = LIVE.try_with(|live| {
-        let now = live.get() + delta;
-        live.set(now);
-        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
-    });
-}
-
-// SAFETY: forwards to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc(layout);
-        if !p.is_null() {
-            track(layout.size() as isize);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout);
-        track(-(layout.size() as isize));
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = System.realloc(ptr, layout, new_size);
-        if !p.is_null() {
-            track(new_size as isize - layout.size() as isize);
-        }
-        p
-    }
-}
+use support::alloc::{bytes_max_for, peak_bytes_during, Counting};
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// Peak bytes allocated (beyond what was live before) while decoding `frame`.
+/// Peak bytes allocated while decoding `frame`, and whether it decoded.
 fn peak_decode_bytes(frame: Bytes) -> (usize, bool) {
-    let base = LIVE.with(|l| l.get());
-    PEAK.with(|p| p.set(base));
-    let ok = decode_frame(frame).is_ok();
-    let peak = PEAK.with(|p| p.get()) - base;
-    (peak.max(0) as usize, ok)
+    let mut ok = false;
+    let peak = peak_bytes_during(|| ok = decode_frame(frame).is_ok());
+    (peak, ok)
 }
-
-/// A frame may cost this many times its size, plus a constant for the decoder's own state.
-const BYTES_PER_FRAME_BYTE_MAX: usize = 64;
-const FIXED_BYTES_MAX: usize = 16 * 1024;
 
 #[test]
 fn every_api_and_version_decodes_within_a_small_multiple_of_the_frame() {
@@ -87,7 +42,7 @@ fn every_api_and_version_decodes_within_a_small_multiple_of_the_frame() {
                     frames += 1;
                     worst_ratio = worst_ratio.max(peak as f64 / len as f64);
                     assert!(
-                        peak <= BYTES_PER_FRAME_BYTE_MAX * len + FIXED_BYTES_MAX,
+                        peak <= bytes_max_for(len),
                         "{api:?} v{version}: a {len}-byte frame allocated {peak} bytes"
                     );
                 }
@@ -143,7 +98,7 @@ fn many_small_elements_cost_a_bounded_multiple_of_their_bytes() {
         let (peak, _) = peak_decode_bytes(Bytes::from(framed[4..].to_vec()));
         println!("{api:?} v{version}: {len} bytes of minimal elements allocated {peak} bytes");
         assert!(
-            peak <= BYTES_PER_FRAME_BYTE_MAX * len + FIXED_BYTES_MAX,
+            peak <= bytes_max_for(len),
             "{api:?} v{version}: {peak} for {len}"
         );
     }

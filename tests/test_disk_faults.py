@@ -93,6 +93,15 @@ def delete_topic(bootstrap: str, topic: str):
     return kc.admin_error_code(a.delete_topics([topic], operation_timeout=20)[topic])
 
 
+def delete_records(bootstrap: str, topic: str, offset: int) -> int:
+    """DeleteRecords through the admin client; returns the new low watermark."""
+    from confluent_kafka import TopicPartition
+    a = kc.admin(bootstrap)
+    fut = a.delete_records([TopicPartition(topic, 0, offset)], operation_timeout=20)
+    result = list(fut.values())[0].result(timeout=30)
+    return result.low_watermark
+
+
 def values_of(bootstrap: str, topic: str) -> list[bytes]:
     return [r.value for r in kc.consume(bootstrap, topic, [0])[0]]
 
@@ -156,6 +165,17 @@ def test_full_disk_keeps_serving_recovers_and_restarts(broker, small_tmpfs):
         value = b"final"
         err, base, _ = kb.produce(b.port, "keep", 0, kb.batch([(b"k", value)]))
         assert (err, base) == (0, len(keep))
+        keep.append(value)
+
+        # full once more; this time DeleteRecords on the filler makes the room
+        kc.create_topic(b.bootstrap, "filler3", 1)
+        filler3, err = produce_until_error(b.port, "filler3", 200_000)
+        assert err == kb.KAFKA_STORAGE_ERROR
+        low = delete_records(b.bootstrap, "filler3", len(filler3))
+        assert low == len(filler3), "the log start moved to the high watermark"
+        value = b"after delete-records"
+        err, base, _ = kb.produce(b.port, "keep", 0, kb.batch([(b"k", value)]))
+        assert (err, base) == (0, len(keep)), f"writes resumed after DeleteRecords ({err})"
         keep.append(value)
         b.stop()
         b.start()

@@ -26,6 +26,7 @@ mod ceiling;
 mod latency;
 mod rdk;
 mod report;
+mod validation;
 mod wire;
 
 use std::path::PathBuf;
@@ -777,12 +778,19 @@ fn quick(options: &Options) -> Result<(), String> {
     let ceilings = measure_ceilings(options)?;
     let runs = run_config(options, n, m, &quick_workloads())?;
     let ceilings = ceilings.max(measure_ceilings(options)?);
+    eprintln!("  produce validation cost (in process) ...");
+    let validation = validation::measure(Duration::from_secs(1))?;
+    let raw_cpu_per_gb = runs
+        .iter()
+        .find(|r| r.workload == Workload::RawProduce.name() && r.mb_per_s > 0.0)
+        .map(|r| r.broker_cpu_s / (r.mb_per_s * r.wall_s / 1e3));
     let text = format!(
-        "# kbroker bench — {n}×{m}\n\n{}\n{}\n## Stage breakdown\n\n{}\n## Against the machine\n\n{}\n\nNotes:\n{}\nTotal bench time {:.0} s.\n",
+        "# kbroker bench — {n}×{m}\n\n{}\n{}\n## Stage breakdown\n\n{}\n## Against the machine\n\n{}\n\n{}\nNotes:\n{}\nTotal bench time {:.0} s.\n",
         header(options, "quick", &load_at_start),
         report::results_table(&runs),
         report::stages_table(&runs),
         summary(&runs, &ceilings, n, m),
+        validation::section(&validation, raw_cpu_per_gb),
         runs.iter().map(|r| format!("- {}: {}\n", r.workload, r.note)).collect::<String>(),
         started.elapsed().as_secs_f64(),
     );

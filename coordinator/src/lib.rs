@@ -29,6 +29,13 @@ pub mod store;
 mod testutil;
 mod tree;
 
+/// Replays metadata-journal bytes the way opening the embedded store does; returns the
+/// number of nodes. For the fuzz targets and their regression tests.
+#[doc(hidden)]
+pub fn replay_journal(bytes: &[u8]) -> Result<usize, StoreError> {
+    journal::replay(bytes, std::path::Path::new("<bytes>")).map(|(tree, _)| tree.len())
+}
+
 pub use cluster::{
     add_partitions, create_topic, current_controller, delete_topic_znodes, elect_controller,
     elect_controller_at, ensure_cluster_id, ensure_persistent_paths, mark_topic_for_deletion,

@@ -101,13 +101,11 @@ impl FrameReceiver {
     }
 
     /// Bytes received and not yet returned as frames.
-    #[cfg(test)]
     pub fn buffered_bytes(&self) -> usize {
         self.buffer.len()
     }
 
     /// Bytes allocated for the buffer (what a slow or lying peer costs).
-    #[cfg(test)]
     pub fn capacity_bytes(&self) -> usize {
         self.buffer.capacity()
     }

@@ -53,7 +53,10 @@ pub use config::{
 };
 pub use connection::ConnectionId;
 pub use error::ReactorError;
-pub use frame::{FrameError, FRAME_BYTES_MAX, FRAME_BYTES_MIN, FRAME_SIZE_PREFIX_BYTES};
+pub use frame::{
+    Decoded, FrameError, FrameReceiver, FRAME_BYTES_MAX, FRAME_BYTES_MIN, FRAME_SIZE_PREFIX_BYTES,
+    READ_CHUNK_BYTES_MAX,
+};
 pub use processor::{POLL_TIMEOUT_MS_MAX, SHUTDOWN_DRAIN_MS_MAX};
 pub use request::{Chunk, Request, RequestHandler, RequestTimings, Responder, Response};
 pub use send::ResponseError;

@@ -9,6 +9,7 @@ mod api_versions;
 mod create_partitions;
 mod create_topics;
 mod delete_groups;
+mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
@@ -115,6 +116,7 @@ impl RequestHandler for KafkaHandler {
             ApiKey::ListOffsets => list_offsets::handle(broker, &ctx, body, responder),
             ApiKey::CreateTopics => create_topics::handle(broker, &ctx, body, responder),
             ApiKey::DeleteTopics => delete_topics::handle(broker, &ctx, body, responder),
+            ApiKey::DeleteRecords => delete_records::handle(broker, &ctx, body, responder),
             ApiKey::CreatePartitions => create_partitions::handle(broker, &ctx, body, responder),
             ApiKey::DescribeConfigs => describe_configs::handle(broker, &ctx, body, responder),
             ApiKey::DescribeCluster => describe_cluster::handle(broker, &ctx, body, responder),

@@ -148,6 +148,11 @@ impl BatchHeader {
         if header.last_offset_delta < 0 || header.records_count < 0 {
             return Err(BatchError::Corrupt("negative record count or offset delta"));
         }
+        if header.base_offset < 0
+            || header.base_offset > i64::MAX - 1 - header.last_offset_delta as i64
+        {
+            return Err(BatchError::Corrupt("batch offsets out of range"));
+        }
         Ok(header)
     }
 

@@ -21,12 +21,34 @@ pub const RECOVERY_POINT: &str = "recovery-point-offset-checkpoint";
 pub const REPLICATION_OFFSET: &str = "replication-offset-checkpoint";
 pub const LOG_START_OFFSET: &str = "log-start-offset-checkpoint";
 
+/// Largest checkpoint file read (a file of a million partitions is ~40 MB).
+pub const CHECKPOINT_BYTES_MAX: u64 = 256 * 1024 * 1024;
+
 pub fn read(path: &Path) -> Result<HashMap<TopicPartition, i64>, StorageError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    let bytes = match read_bounded(path, CHECKPOINT_BYTES_MAX) {
+        Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
         Err(e) => return Err(StorageError::io(format!("reading {}", path.display()), e)),
     };
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| StorageError::corrupt(path, "checkpoint is not UTF-8"))?;
+    parse(text, path)
+}
+
+/// Reads a whole file of at most `max` bytes.
+pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    if file.metadata()?.len() > max {
+        return Err(std::io::Error::other(format!("larger than {max} bytes")));
+    }
+    let mut out = Vec::new();
+    file.take(max).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// Parses a checkpoint's text (`path` names it in errors).
+pub fn parse(text: &str, path: &Path) -> Result<HashMap<TopicPartition, i64>, StorageError> {
     let mut lines = text.lines();
     if lines.next() != Some("0") {
         return Err(StorageError::corrupt(path, "unknown checkpoint version"));

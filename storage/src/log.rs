@@ -931,35 +931,66 @@ impl Log {
         Ok(())
     }
 
+    /// Loads `leader-epoch-checkpoint`. A damaged file is not fatal: the epochs are a cache
+    /// (Kafka rebuilds them too); it is logged and the log starts with none.
     fn load_leader_epochs(&mut self) -> Result<(), StorageError> {
         let path = self.dir.join(LEADER_EPOCH_CHECKPOINT);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
+        let bytes = match crate::checkpoint::read_bounded(&path, LEADER_EPOCH_CHECKPOINT_BYTES_MAX)
+        {
+            Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(StorageError::io(format!("reading {}", path.display()), e)),
         };
-        let mut lines = text.lines();
-        let (Some("0"), Some(count)) = (lines.next(), lines.next()) else {
-            return Err(StorageError::corrupt(&path, "bad header"));
-        };
-        let count: usize = count
-            .parse()
-            .map_err(|_| StorageError::corrupt(&path, "bad count"))?;
-        let end = self.log_end_offset();
-        for line in lines.take(count) {
-            let mut parts = line.split_whitespace();
-            let (Some(Ok(epoch)), Some(Ok(start))) = (
-                parts.next().map(str::parse::<i32>),
-                parts.next().map(str::parse::<i64>),
-            ) else {
-                return Err(StorageError::corrupt(&path, "bad entry"));
-            };
-            if start <= end {
-                self.leader_epochs.push((epoch, start));
+        let parsed = std::str::from_utf8(&bytes)
+            .map_err(|_| "not UTF-8")
+            .and_then(parse_leader_epochs);
+        match parsed {
+            Ok(epochs) => {
+                let end = self.log_end_offset();
+                self.leader_epochs = epochs.into_iter().filter(|(_, s)| *s <= end).collect();
             }
+            Err(why) => log::warn!("ignoring {}: {why}", path.display()),
         }
         Ok(())
     }
+}
+
+/// Largest `leader-epoch-checkpoint` read.
+const LEADER_EPOCH_CHECKPOINT_BYTES_MAX: u64 = 16 * 1024 * 1024;
+
+/// Parses `leader-epoch-checkpoint` text (`0\n<count>\n<epoch> <start offset>\n...`);
+/// epochs must increase and start offsets must not decrease.
+pub fn parse_leader_epochs(text: &str) -> Result<Vec<(i32, i64)>, &'static str> {
+    let mut lines = text.lines();
+    let (Some("0"), Some(count)) = (lines.next(), lines.next()) else {
+        return Err("bad header");
+    };
+    let count: usize = count.trim().parse().map_err(|_| "bad count")?;
+    let mut epochs: Vec<(i32, i64)> = Vec::with_capacity(count.min(1024));
+    for line in lines.by_ref().take(count) {
+        let mut parts = line.split_whitespace();
+        let (Some(Ok(epoch)), Some(Ok(start)), None) = (
+            parts.next().map(str::parse::<i32>),
+            parts.next().map(str::parse::<i64>),
+            parts.next(),
+        ) else {
+            return Err("bad entry");
+        };
+        if epoch < 0 || start < 0 {
+            return Err("negative epoch or offset");
+        }
+        if epochs
+            .last()
+            .is_some_and(|(e, s)| epoch <= *e || start < *s)
+        {
+            return Err("epochs out of order");
+        }
+        epochs.push((epoch, start));
+    }
+    if epochs.len() != count {
+        return Err("fewer entries than its count");
+    }
+    Ok(epochs)
 }
 
 fn write_leader_epochs(dir: &Path, epochs: &[(i32, i64)]) -> Result<(), StorageError> {

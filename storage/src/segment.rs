@@ -199,6 +199,12 @@ impl Segment {
     pub fn capacity(&self) -> usize {
         self.mmap.as_ref().map_or(self.size, |m| m.len())
     }
+    /// True if `offset` is expressible relative to this segment's base (as Kafka's indexes
+    /// store it: a non-negative 32-bit delta).
+    pub fn holds_offset(&self, offset: i64) -> bool {
+        (0..=i32::MAX as i64).contains(&(offset - self.base_offset))
+    }
+
     /// False if an index is missing entries for lack of space (rebuilt at the next start).
     pub fn indexes_complete(&self) -> bool {
         !self.indexes_partial
@@ -521,7 +527,10 @@ impl Segment {
             let Ok(h) = BatchHeader::parse(&header_buf[..n]) else {
                 break;
             };
-            if h.base_offset < next || position + h.total_size() > self.size {
+            if h.base_offset < next
+                || position + h.total_size() > self.size
+                || !self.holds_offset(h.last_offset())
+            {
                 break;
             }
             let bytes = self.read_bytes(position, h.total_size())?;
@@ -577,6 +586,12 @@ impl Segment {
         let (mut next, position) = self.index.last().unwrap_or((self.base_offset, 0));
         let mut position = position as usize;
         while let Some(h) = self.header_at(position)? {
+            if h.base_offset < next || !self.holds_offset(h.last_offset()) {
+                return Err(StorageError::corrupt(
+                    &self.log_path,
+                    "batch offsets outside the segment",
+                ));
+            }
             next = h.next_offset();
             if h.max_timestamp > self.max_timestamp {
                 self.max_timestamp = h.max_timestamp;
