@@ -100,6 +100,8 @@ pub struct Broker {
     /// Serializes topic creation, deletion and partition changes.
     pub admin_lock: Mutex<()>,
     pub started_ms: i64,
+    /// Producer ids for InitProducerId.
+    pub producer_ids: Arc<crate::producer_ids::ProducerIdManager>,
 }
 
 impl Broker {
@@ -114,6 +116,10 @@ impl Broker {
         })?;
         let store: Arc<dyn MetadataStore> =
             Arc::new(LocalStore::open(&first_dir.join(".metadata"))?);
+        if let Err(e) = cluster::ensure_persistent_paths(&*store) {
+            // A full disk at start: the paths come when something is written.
+            log::warn!("creating Kafka's persistent znodes failed: {e}");
+        }
         let cluster_id = cluster::ensure_cluster_id(&*store, || {
             layout::topic_id_to_string(&random_bytes::<16>())
         })?;
@@ -245,7 +251,10 @@ impl Broker {
             offsets_retention_check_interval_ms: config.offsets_retention_check_interval_ms,
             metadata_dump_path: first_dir.join(".metadata").join(METADATA_DUMP),
         }));
+        let producer_ids =
+            crate::producer_ids::ProducerIdManager::start(Arc::clone(&store), config.broker_id);
         let broker = Arc::new(Broker {
+            producer_ids,
             config,
             cluster_id,
             store,
@@ -335,6 +344,9 @@ impl Scheduler {
                     .max(1000) as i64;
                 let (mut last_retention, mut last_checkpoint, mut last_clean) =
                     (now_ms(), now_ms(), now_ms());
+                let producer_check_every =
+                    broker.config.producer_id_expiration_check_interval_ms as i64;
+                let mut last_producer_check = now_ms();
                 let clean_every = broker.config.log_cleaner_backoff_ms as i64;
                 while !flag.load(Ordering::Acquire) {
                     std::thread::sleep(Duration::from_millis(50));
@@ -355,6 +367,14 @@ impl Scheduler {
                             match cleaned {
                                 Ok(_) | Err(kbroker_storage::StorageError::Offline(_)) => {}
                                 Err(e) => log::error!("compaction failed partition={tp}: {e}"),
+                            }
+                        }
+                    }
+                    if now - last_producer_check >= producer_check_every {
+                        last_producer_check = now;
+                        for (_, log) in broker.logs.all() {
+                            if let Ok(mut l) = kbroker_storage::manager::lock(&log) {
+                                l.remove_expired_producers(now);
                             }
                         }
                     }

@@ -139,6 +139,10 @@ pub struct Config {
     pub offsets_retention_check_interval_ms: i64,
     pub log_cleaner_enable: bool,
     pub log_cleaner_backoff_ms: u64,
+    /// `producer.id.expiration.ms`
+    pub producer_id_expiration_ms: i64,
+    /// `producer.id.expiration.check.interval.ms`
+    pub producer_id_expiration_check_interval_ms: u64,
     pub log_cleaner_delete_retention_ms: i64,
     /// The Prometheus endpoint (`metrics.host`:`metrics.port`); `None` when off.
     pub metrics_addr: Option<SocketAddr>,
@@ -201,6 +205,8 @@ pub const KNOWN: &[(&str, &str)] = &[
     ("log.cleaner.delete.retention.ms", "86400000"),
     ("log.cleaner.min.cleanable.ratio", "0.5"),
     ("log.cleaner.min.compaction.lag.ms", "0"),
+    ("producer.id.expiration.ms", "86400000"),
+    ("producer.id.expiration.check.interval.ms", "600000"),
     // kbroker's own (Kafka exports metrics through JMX): the Prometheus endpoint, off when
     // metrics.port is empty.
     ("metrics.port", ""),
@@ -445,6 +451,11 @@ impl Config {
             )?,
             log_cleaner_enable: parse_bool("log.cleaner.enable", req("log.cleaner.enable")?)?,
             log_cleaner_backoff_ms: usize_min("log.cleaner.backoff.ms", 1)? as u64,
+            producer_id_expiration_ms: i32_min("producer.id.expiration.ms", 1)? as i64,
+            producer_id_expiration_check_interval_ms: usize_min(
+                "producer.id.expiration.check.interval.ms",
+                1,
+            )? as u64,
             log_cleaner_delete_retention_ms: at_least(
                 "log.cleaner.delete.retention.ms",
                 num("log.cleaner.delete.retention.ms")?,
@@ -497,6 +508,7 @@ impl Config {
             cleanup_compact: self.log_cleanup_policy.contains("compact"),
             log_append_time: self.log_message_timestamp_type == "LogAppendTime",
             delete_retention_ms: self.log_cleaner_delete_retention_ms,
+            producer_id_expiration_ms: self.producer_id_expiration_ms,
         }
     }
 }

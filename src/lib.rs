@@ -13,6 +13,7 @@
 //! - [`fuzzing`]: the bodies of the fuzz targets (every parser of outside bytes), shared by
 //!   `fuzz/` and the stable regression tests.
 //! - [`metadata_tool`]: `kbroker metadata ls|get|dump`, reading the tree the broker dumps.
+//! - [`producer_ids`]: producer id blocks for InitProducerId, claimed through the store.
 //! - [`metrics`]: per-API request-stage histograms and the Prometheus endpoint
 //!   (`metrics.port`).
 //! - [`server`]: wiring: broker + socket server (the `reactor` crate) + shutdown.
@@ -28,5 +29,6 @@ pub mod groups;
 pub mod handler;
 pub mod metadata_tool;
 pub mod metrics;
+pub mod producer_ids;
 pub mod server;
 pub mod topics;

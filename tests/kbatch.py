@@ -137,3 +137,66 @@ def produce(port: int, topic: str, partition: int, records: bytes, version: int 
     with kw.connect(port) as s:
         s.sendall(produce_request(1, topic, partition, records, version=version, acks=acks))
         return parse_produce_response(kw.read_frame(s), version)
+
+
+INIT_PRODUCER_ID = 22
+DESCRIBE_PRODUCERS = 61
+OUT_OF_ORDER_SEQUENCE_NUMBER = 45
+INVALID_PRODUCER_EPOCH = 47
+TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
+INVALID_REQUEST = 42
+
+
+def init_producer_id(port: int, version: int = 1, transactional_id: str | None = None,
+                     producer_id: int = -1, epoch: int = -1) -> tuple[int, int, int]:
+    """InitProducerId (non-flexible v0-1, flexible v2+); returns (error, producer id, epoch)."""
+    flexible = version >= 2
+    if flexible:
+        tid = kw._uvarint(0) if transactional_id is None else kw._compact_string(transactional_id)
+    else:
+        tid = kw._string(transactional_id)
+    body = tid + struct.pack(">i", 60_000)
+    if version >= 3:
+        body += struct.pack(">qh", producer_id, epoch)
+    if flexible:
+        body += kw._uvarint(0)
+    header = kw.request_header(INIT_PRODUCER_ID, version, 5, flexible=flexible)
+    with kw.connect(port) as s:
+        s.sendall(kw.frame(header + body))
+        r = kw.Reader(kw.read_frame(s))
+    r.int32()  # correlation id
+    if flexible:
+        r.skip_tags()
+    r.int32()  # throttle
+    error = r.int16()
+    pid = struct.unpack(">q", r.take(8))[0]
+    return error, pid, r.int16()
+
+
+def describe_producers(port: int, topic: str, partition: int) -> tuple[int, list[dict]]:
+    """DescribeProducers v0 (flexible) for one partition: (error, [producer state])."""
+    body = kw._uvarint(2) + kw._compact_string(topic) + kw._uvarint(2)
+    body += struct.pack(">i", partition) + kw._uvarint(0) + kw._uvarint(0)
+    header = kw.request_header(DESCRIBE_PRODUCERS, 0, 6, flexible=True)
+    with kw.connect(port) as s:
+        s.sendall(kw.frame(header + body))
+        r = kw.Reader(kw.read_frame(s))
+    r.int32()
+    r.skip_tags()
+    r.int32()  # throttle
+    assert r.uvarint() == 2, "one topic"
+    r.take(r.uvarint() - 1)
+    assert r.uvarint() == 2, "one partition"
+    r.int32()
+    error = r.int16()
+    n = r.uvarint()  # error message: compact nullable string
+    if n > 0:
+        r.take(n - 1)
+    producers = []
+    for _ in range(r.uvarint() - 1):
+        pid, epoch, seq, ts, coord, txn = struct.unpack(">qiiqiq", r.take(36))
+        r.skip_tags()
+        producers.append({"producer_id": pid, "epoch": epoch, "last_sequence": seq,
+                          "last_timestamp": ts, "coordinator_epoch": coord,
+                          "current_txn_start_offset": txn})
+    return error, producers

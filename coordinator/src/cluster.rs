@@ -18,8 +18,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::layout::{
     self, BrokerRegistration, ClusterId, ConsumerOffset, ControllerZnode, EntityConfig,
-    PartitionState, TopicAssignment, BROKER_IDS_PATH, BROKER_TOPICS_PATH, CLUSTER_ID_PATH,
-    CONTROLLER_EPOCH_PATH, CONTROLLER_PATH, DELETE_TOPICS_PATH, PERSISTENT_PATHS,
+    PartitionState, ProducerIdBlock, TopicAssignment, BROKER_IDS_PATH, BROKER_TOPICS_PATH,
+    CLUSTER_ID_PATH, CONTROLLER_EPOCH_PATH, CONTROLLER_PATH, DELETE_TOPICS_PATH, PERSISTENT_PATHS,
+    PRODUCER_ID_BLOCK_PATH,
 };
 use crate::store::{
     create_recursive, delete_recursive, ensure_persistent_path, get_opt, CreateMode, MetadataStore,
@@ -55,6 +56,65 @@ pub fn ensure_persistent_paths<S: MetadataStore + ?Sized>(store: &S) -> Result<(
         ensure_persistent_path(store, path)?;
     }
     Ok(())
+}
+
+/// Producer ids claimed per block (Kafka's `ProducerIdsBlock.PRODUCER_ID_BLOCK_SIZE`).
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+/// Conflicting claims retried before giving up (another broker keeps winning).
+const PRODUCER_ID_BLOCK_ATTEMPTS_MAX: usize = 100;
+
+/// Claims the next block of producer ids for `broker_id` in `/latest_producer_id_block`, as
+/// Kafka's ZooKeeper-mode broker does: read the last block, write the next one with a
+/// version check, retry if another broker got there first. The first block is 0..=999.
+pub fn allocate_producer_id_block<S: MetadataStore + ?Sized>(
+    store: &S,
+    broker_id: i32,
+) -> Result<ProducerIdBlock, StoreError> {
+    for _ in 0..PRODUCER_ID_BLOCK_ATTEMPTS_MAX {
+        let (data, stat) = match store.get(PRODUCER_ID_BLOCK_PATH) {
+            Ok(found) => found,
+            Err(StoreError::NoNode(_)) => {
+                ensure_persistent_path(store, PRODUCER_ID_BLOCK_PATH)?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let block_start = if data.is_empty() {
+            0
+        } else {
+            let current = ProducerIdBlock::from_json(&data)?;
+            if current.block_end > i64::MAX - PRODUCER_ID_BLOCK_SIZE {
+                return Err(StoreError::LimitExceeded {
+                    what: "producer ids allocated".into(),
+                    value: usize::try_from(current.block_end).unwrap_or(usize::MAX),
+                    max: usize::try_from(i64::MAX - PRODUCER_ID_BLOCK_SIZE).unwrap_or(usize::MAX),
+                });
+            }
+            current.block_end + 1
+        };
+        let block = ProducerIdBlock {
+            broker_id,
+            block_start,
+            block_end: block_start + PRODUCER_ID_BLOCK_SIZE - 1,
+        };
+        match store.set(PRODUCER_ID_BLOCK_PATH, &block.to_json(), Some(stat.version)) {
+            Ok(_) => {
+                log::info!(
+                    "producer id block claimed broker_id={broker_id} block_start={} block_end={}",
+                    block.block_start,
+                    block.block_end
+                );
+                return Ok(block);
+            }
+            Err(StoreError::BadVersion { .. } | StoreError::NoNode(_)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::LimitExceeded {
+        what: "conflicting producer id block claims".into(),
+        value: PRODUCER_ID_BLOCK_ATTEMPTS_MAX,
+        max: PRODUCER_ID_BLOCK_ATTEMPTS_MAX - 1,
+    })
 }
 
 /// Returns the cluster id, creating `/cluster/id` with `generate()` if there is none.

@@ -37,11 +37,12 @@ pub fn replay_journal(bytes: &[u8]) -> Result<usize, StoreError> {
 }
 
 pub use cluster::{
-    add_partitions, create_topic, current_controller, delete_topic_znodes, elect_controller,
-    elect_controller_at, ensure_cluster_id, ensure_persistent_paths, mark_topic_for_deletion,
-    read_brokers, read_cluster_id, read_consumer_offset, read_controller_epoch,
-    read_partition_state, read_topic, read_topics, register_broker, resign_controller,
-    topics_marked_for_deletion, write_consumer_offset, write_partition_state, ControllerEpoch,
+    add_partitions, allocate_producer_id_block, create_topic, current_controller,
+    delete_topic_znodes, elect_controller, elect_controller_at, ensure_cluster_id,
+    ensure_persistent_paths, mark_topic_for_deletion, read_brokers, read_cluster_id,
+    read_consumer_offset, read_controller_epoch, read_partition_state, read_topic, read_topics,
+    register_broker, resign_controller, topics_marked_for_deletion, write_consumer_offset,
+    write_partition_state, ControllerEpoch,
 };
 pub use layout::{
     BrokerRegistration, ClusterId, ConsumerOffset, ConsumerOwner, ConsumerRegistration,

@@ -197,7 +197,8 @@ fn file_chunks_are_sent_with_sendfile() {
         42,
         &contents[offset as usize..offset as usize + len as usize],
     );
-    assert_eq!(stats.sendfile_bytes.load(Ordering::Relaxed), len as u64);
+    // The client can hold the last bytes before the processor counts them; the next
+    // request on the connection is read only after the send completed (one in flight).
     echo_round_trip(&mut client, 43, b"after the file");
     assert_eq!(stats.sendfile_bytes.load(Ordering::Relaxed), len as u64);
     server.shutdown();

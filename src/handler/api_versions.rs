@@ -3,7 +3,8 @@
 //! The ranges are Kafka 2.8's for every API implemented (kafka-python and aiokafka infer the
 //! broker release from them; Produce v9 reads as 2.8), except Fetch, whose minimum is 4:
 //! record batches v2 are the only stored format and kbroker does not down-convert for
-//! Fetch v0-3 (Kafka 4.0 has the same minimum). Produce is advertised from v0 because
+//! Fetch v0-3 (Kafka 4.0 has the same minimum), and DescribeProducers (Kafka 3.0+, v0: no
+//! client infers a release from it). Produce is advertised from v0 because
 //! librdkafka disables compression otherwise; batches of magic < 2 are refused per partition.
 //! The response header is always v0; an unsupported ApiVersions version gets
 //! UNSUPPORTED_VERSION with a v0 body that lists what is supported.
@@ -41,6 +42,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeProducers, 0, 0),
 ];
 
 pub fn is_supported(api: ApiKey, version: i16) -> bool {
@@ -105,7 +108,10 @@ mod tests {
         assert!(is_supported(ApiKey::Produce, 9) && !is_supported(ApiKey::Produce, 10));
         assert!(!is_supported(ApiKey::Fetch, 3) && is_supported(ApiKey::Fetch, 12));
         assert!(is_supported(ApiKey::JoinGroup, 7) && !is_supported(ApiKey::JoinGroup, 8));
-        assert!(!is_supported(ApiKey::InitProducerId, 0));
+        assert!(
+            is_supported(ApiKey::InitProducerId, 4) && !is_supported(ApiKey::InitProducerId, 5)
+        );
+        assert!(is_supported(ApiKey::DescribeProducers, 0));
         for (k, min, max) in SUPPORTED_APIS {
             let valid = k.valid_versions();
             assert!(

@@ -14,10 +14,12 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_producers;
 pub mod fetch;
 pub mod fetch_writer;
 mod find_coordinator;
 mod heartbeat;
+mod init_producer_id;
 pub mod join_group;
 mod leave_group;
 mod list_groups;
@@ -117,6 +119,8 @@ impl RequestHandler for KafkaHandler {
             ApiKey::CreateTopics => create_topics::handle(broker, &ctx, body, responder),
             ApiKey::DeleteTopics => delete_topics::handle(broker, &ctx, body, responder),
             ApiKey::DeleteRecords => delete_records::handle(broker, &ctx, body, responder),
+            ApiKey::InitProducerId => init_producer_id::handle(broker, &ctx, body, responder),
+            ApiKey::DescribeProducers => describe_producers::handle(broker, &ctx, body, responder),
             ApiKey::CreatePartitions => create_partitions::handle(broker, &ctx, body, responder),
             ApiKey::DescribeConfigs => describe_configs::handle(broker, &ctx, body, responder),
             ApiKey::DescribeCluster => describe_cluster::handle(broker, &ctx, body, responder),
@@ -281,6 +285,14 @@ pub fn storage_error_code(e: &kbroker_storage::StorageError) -> i16 {
             B::InvalidTimestamp(_) => ResponseError::InvalidTimestamp.code(),
             B::UnsupportedCompression => ResponseError::UnsupportedCompressionType.code(),
             B::TooLarge { .. } | B::DecompressedTooLarge => ResponseError::MessageTooLarge.code(),
+        },
+        S::Producer(p) => match p {
+            kbroker_storage::producer_state::ProducerStateError::InvalidProducerEpoch {
+                ..
+            } => ResponseError::InvalidProducerEpoch.code(),
+            kbroker_storage::producer_state::ProducerStateError::OutOfOrderSequence { .. } => {
+                ResponseError::OutOfOrderSequenceNumber.code()
+            }
         },
         S::RecordTooLarge { .. } => ResponseError::MessageTooLarge.code(),
         S::RecordListTooLarge { .. } => ResponseError::RecordListTooLarge.code(),

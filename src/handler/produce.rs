@@ -38,6 +38,16 @@ pub fn handle(
 ) -> HandlerResult {
     let (request, responder) = decode::<ProduceRequest>(&mut body, ctx.version, responder)?;
     let acks = request.acks;
+    if has_transactional_batches(&request) {
+        // Kafka: transactional records need a transactional id (and its ACL); kbroker has no
+        // transaction coordinator, so no producer can hold a transactional id.
+        return refuse_all(
+            ctx,
+            responder,
+            &request,
+            ResponseError::TransactionalIdAuthorizationFailed,
+        );
+    }
     let mut any_error = false;
     let mut responses = Vec::with_capacity(request.topic_data.len());
     for topic in &request.topic_data {
@@ -168,9 +178,22 @@ fn append(
             r.base_offset = info.first_offset;
             r.log_append_time_ms = info.log_append_time;
             r.log_start_offset = info.log_start_offset;
-            broker
-                .fetch_purgatory
-                .check_and_complete(&TopicPartition::new(topic, partition));
+            if info.duplicate {
+                log::debug!(
+                    "produce to {topic}-{partition}: a retried batch, answered with base offset {}",
+                    info.first_offset
+                );
+            } else {
+                broker
+                    .fetch_purgatory
+                    .check_and_complete(&TopicPartition::new(topic, partition));
+            }
+        }
+        Err(StorageError::Producer(e)) => {
+            // Kafka: no error message, and the log start offset (clients use it).
+            log::info!("produce to {topic}-{partition} refused: {e}");
+            r.error_code = storage_error_code(&StorageError::Producer(e));
+            r.log_start_offset = lock(&log).map_or(-1, |l| l.log_start_offset());
         }
         Err(e) => {
             log::debug!("produce to {topic}-{partition} failed: {e}");
@@ -178,4 +201,54 @@ fn append(
             r.error_message = Some(StrBytes::from_string(e.to_string()));
         }
     }
+}
+
+/// True if a partition's first batch has the transactional bit (Kafka checks the first).
+fn has_transactional_batches(request: &ProduceRequest) -> bool {
+    request
+        .topic_data
+        .iter()
+        .flat_map(|t| t.partition_data.iter())
+        .filter_map(|p| p.records.as_deref())
+        .filter_map(|r| BatchHeader::parse(r).ok())
+        .any(|h| h.is_transactional())
+}
+
+/// Answers every partition with `error` (acks=0: closes the connection).
+fn refuse_all(
+    ctx: &RequestContext,
+    responder: Responder,
+    request: &ProduceRequest,
+    error: ResponseError,
+) -> HandlerResult {
+    if request.acks == 0 {
+        responder.respond(Response::Close);
+        return Ok(());
+    }
+    let responses = request
+        .topic_data
+        .iter()
+        .map(|t| {
+            TopicProduceResponse::default()
+                .with_name(t.name.clone())
+                .with_partition_responses(
+                    t.partition_data
+                        .iter()
+                        .map(|p| {
+                            PartitionProduceResponse::default()
+                                .with_index(p.index)
+                                .with_error_code(error.code())
+                                .with_base_offset(-1)
+                                .with_log_append_time_ms(-1)
+                                .with_log_start_offset(-1)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    respond(
+        ctx,
+        responder,
+        &ProduceResponse::default().with_responses(responses),
+    )
 }

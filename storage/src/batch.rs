@@ -493,6 +493,15 @@ pub fn compress_batch(batch: &[u8], codec: i16) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Sets a batch's producer id, epoch and base sequence (an idempotent producer's batch) and
+/// fixes the CRC. For tests and tools.
+pub fn set_producer(batch: &mut [u8], producer_id: i64, epoch: i16, base_sequence: i32) {
+    batch[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    batch[51..53].copy_from_slice(&epoch.to_be_bytes());
+    batch[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+    fix_crc(batch);
+}
+
 /// Recomputes the CRC of a whole batch after its bytes were changed (tests, fuzz seeds).
 pub fn fix_crc(batch: &mut [u8]) {
     if let Ok(h) = BatchHeader::parse(batch) {

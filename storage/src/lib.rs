@@ -11,6 +11,7 @@
 //! - [`log`]: a partition's segments: append, read (as file regions for `sendfile`),
 //!   roll, retention, truncation, recovery, leader-epoch checkpoint.
 //! - [`cleaner`]: log compaction for `cleanup.policy=compact`.
+//! - [`producer_state`]: idempotent producers' epochs and sequences, Kafka's `.snapshot` format.
 //! - [`checkpoint`]: the log-dir checkpoint files.
 //! - [`manager`]: every log of the broker's log dirs, `meta.properties`, clean-shutdown
 //!   marker, checkpoints, retention.
@@ -27,6 +28,7 @@ pub mod failpoint;
 pub mod index;
 pub mod log;
 pub mod manager;
+pub mod producer_state;
 pub mod segment;
 pub mod validate;
 
@@ -84,8 +86,10 @@ pub enum StorageError {
         log_start_offset: i64,
         log_end_offset: i64,
     },
-    #[error("log directory {0} is offline")]
+    #[error("{0} is offline")]
     Offline(String),
+    #[error("{0}")]
+    Producer(producer_state::ProducerStateError),
     #[error("{0}")]
     Inconsistent(String),
 }

@@ -7,7 +7,14 @@
 //! any byte is written, so a rejected or failed produce leaves the log untouched. A failed
 //! write is logged once (and once more when writes resume); a failure of the device takes
 //! the whole log dir offline ([`DirHealth`]), after which every operation on the log answers
-//! `Offline`. The recovery point is the offset below which data is
+//! `Offline`.
+//!
+//! Idempotent producers ([`ProducerStateManager`]): a client batch is checked against its
+//! producer's state before anything is written (a retried batch is answered with its
+//! original offsets and not appended again). The state is snapshotted to
+//! `<20-digit offset>.snapshot` at every roll and at close, and rebuilt at open from the
+//! newest snapshot plus the batch headers after it — so after kill -9 it is as complete as
+//! the log; truncation reloads it, retention deletes the snapshots of deleted segments. The recovery point is the offset below which data is
 //! known to be on disk; after an unclean shutdown every segment from the one holding it is
 //! rescanned by `Segment::recover`, and segments after a truncation are deleted.
 //! A `Log` is used behind a `Mutex` by the partition that owns it.
@@ -18,7 +25,9 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
+use crate::batch::BatchHeader;
 use crate::disk::DirHealth;
+use crate::producer_state::{Origin, ProducerEntry, ProducerStateManager};
 use crate::segment::{FileRegion, Segment};
 use crate::validate::{ValidatedBatch, ValidatedRecords};
 use crate::StorageError;
@@ -54,6 +63,8 @@ pub struct LogConfig {
     pub log_append_time: bool,
     /// `delete.retention.ms`: how long tombstones survive compaction
     pub delete_retention_ms: i64,
+    /// `producer.id.expiration.ms` (broker-wide): idle producers are forgotten after it
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -72,6 +83,7 @@ impl Default for LogConfig {
             cleanup_compact: false,
             log_append_time: false,
             delete_retention_ms: 86_400_000,
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 }
@@ -86,6 +98,9 @@ pub struct AppendInfo {
     pub log_start_offset: i64,
     pub records: i64,
     pub bytes: usize,
+    /// The batch was a producer's retry of a batch already in the log: nothing was written
+    /// and the offsets (and the append time, Kafka's quirk) are the original's.
+    pub duplicate: bool,
 }
 
 /// What a read found: at most one file region plus the log's offsets at read time.
@@ -116,6 +131,10 @@ pub struct Log {
     dir_health: Arc<DirHealth>,
     /// True while writes fail (the failure is logged once, and the recovery once).
     writes_failing: bool,
+    /// Idempotent producers' state, up to the log end.
+    producers: ProducerStateManager,
+    /// Offset of the newest snapshot written (no second one at the same offset).
+    last_snapshot_offset: i64,
 }
 
 /// Parses `<topic>-<partition>` into its parts.
@@ -160,6 +179,8 @@ impl Log {
             tombstones_pending: false,
             dir_health: Arc::new(DirHealth::new(dir.parent().unwrap_or(dir))),
             writes_failing: false,
+            producers: ProducerStateManager::new(0),
+            last_snapshot_offset: -1,
         };
         let bases = log.scan_segment_files()?;
         for base in &bases {
@@ -192,6 +213,7 @@ impl Log {
         };
         log.high_watermark = log.log_start_offset;
         log.load_leader_epochs()?;
+        log.load_producer_state(now_ms)?;
         Ok(log)
     }
 
@@ -385,9 +407,10 @@ impl Log {
     /// `Offline` if the log's dir is offline.
     pub fn check_online(&self) -> Result<(), StorageError> {
         if self.dir_health.is_offline() {
-            return Err(StorageError::Offline(
-                self.dir_health.dir().display().to_string(),
-            ));
+            return Err(StorageError::Offline(format!(
+                "log dir {}",
+                self.dir_health.dir().display()
+            )));
         }
         Ok(())
     }
@@ -460,6 +483,24 @@ impl Log {
                 max: self.config.segment_bytes,
             });
         }
+        // Producer checks before anything is written. A client append is one batch.
+        for b in records.batches() {
+            match self.producers.check_client_batch(&b.header) {
+                Ok(None) => {}
+                Ok(Some(original)) => {
+                    return Ok(AppendInfo {
+                        first_offset: original.first_offset(),
+                        last_offset: original.last_offset,
+                        log_append_time: original.timestamp,
+                        log_start_offset: self.log_start_offset,
+                        records: 0,
+                        bytes: 0,
+                        duplicate: true,
+                    })
+                }
+                Err(e) => return Err(StorageError::Producer(e)),
+            }
+        }
         let appended = self.append_batches(bytes, records.batches(), leader_epoch, now_ms);
         self.note_write(appended)
     }
@@ -505,6 +546,19 @@ impl Log {
             log_append_time,
             now_ms,
         );
+        let mut offset = first_offset;
+        for b in batches {
+            let last = offset + b.header.last_offset_delta as i64;
+            let max_timestamp = log_append_time.unwrap_or(b.max_timestamp);
+            self.producers
+                .record(&b.header, offset, last, max_timestamp, Origin::Client);
+            offset = last + 1;
+        }
+        assert_eq!(
+            offset, next,
+            "offsets assigned as the segment assigned them"
+        );
+        self.producers.set_map_end_offset(next);
         let count: i64 = batches.iter().map(|b| b.header.records_count as i64).sum();
         self.unflushed_messages += count;
         if self.unflushed_messages >= self.config.flush_messages {
@@ -524,6 +578,7 @@ impl Log {
             log_start_offset: self.log_start_offset,
             records: count,
             bytes: bytes.len(),
+            duplicate: false,
         })
     }
 
@@ -578,6 +633,7 @@ impl Log {
             next
         );
         self.segments.insert(next, segment);
+        self.take_producer_snapshot();
         Ok(())
     }
 
@@ -695,6 +751,7 @@ impl Log {
                     segment.size()
                 );
                 segment.delete()?;
+                self.delete_producer_snapshot(*base)?;
             }
         }
         let first = self.first_segment().base_offset;
@@ -728,6 +785,7 @@ impl Log {
             }
             if let Some(s) = self.segments.remove(&first) {
                 s.delete()?;
+                self.delete_producer_snapshot(first)?;
             }
         }
         Ok(())
@@ -768,6 +826,14 @@ impl Log {
         self.recovery_point = self.recovery_point.min(self.log_end_offset());
         self.leader_epochs.retain(|(_, start)| *start < offset);
         write_leader_epochs(&self.dir, &self.leader_epochs)?;
+        let end = self.log_end_offset();
+        for snapshot in self.producer_snapshots()? {
+            if snapshot > end {
+                self.delete_producer_snapshot(snapshot)?;
+            }
+        }
+        self.last_snapshot_offset = self.last_snapshot_offset.min(end);
+        self.reload_producer_state(None, end)?;
         Ok(())
     }
 
@@ -906,6 +972,7 @@ impl Log {
     /// Clean shutdown: flush, unmap and trim the active segment.
     pub fn close(&mut self) -> Result<(), StorageError> {
         self.flush()?;
+        self.take_producer_snapshot();
         self.active_mut().deactivate()
     }
 
@@ -928,6 +995,153 @@ impl Log {
         epochs.push((epoch, start_offset));
         write_leader_epochs(&self.dir, &epochs)?;
         self.leader_epochs = epochs;
+        Ok(())
+    }
+
+    /// Idempotent producers this partition knows (DescribeProducers).
+    pub fn producers(&self) -> Vec<ProducerEntry> {
+        self.producers.producers()
+    }
+
+    /// The state of one producer (tests, diagnostics).
+    pub fn producer(&self, producer_id: i64) -> Option<ProducerEntry> {
+        self.producers.get(producer_id).cloned()
+    }
+
+    /// Forgets producers idle for `producer.id.expiration.ms`; returns how many.
+    pub fn remove_expired_producers(&mut self, now_ms: i64) -> usize {
+        let removed = self
+            .producers
+            .remove_expired(now_ms, self.config.producer_id_expiration_ms);
+        if removed > 0 {
+            log::info!(
+                "expired producers topic={} partition={} removed={removed} remaining={}",
+                self.topic,
+                self.partition,
+                self.producers.len()
+            );
+        }
+        removed
+    }
+
+    fn producer_snapshot_path(&self, offset: i64) -> PathBuf {
+        self.dir.join(crate::segment::file_name(
+            offset,
+            PRODUCER_SNAPSHOT_EXTENSION,
+        ))
+    }
+
+    /// Offsets of the producer snapshots in the partition dir, ascending.
+    fn producer_snapshots(&self) -> Result<Vec<i64>, StorageError> {
+        let listing = |e| StorageError::io(format!("listing {}", self.dir.display()), e);
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(listing)? {
+            let name = entry
+                .map_err(listing)?
+                .file_name()
+                .to_string_lossy()
+                .to_string();
+            let Some(stem) = name.strip_suffix(".snapshot") else {
+                continue;
+            };
+            if let (20, Ok(offset)) = (stem.len(), stem.parse::<i64>()) {
+                out.push(offset);
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    fn delete_producer_snapshot(&self, offset: i64) -> Result<(), StorageError> {
+        crate::index::remove_if_exists(&self.producer_snapshot_path(offset))
+    }
+
+    /// Writes the producer state at the log end (once per offset). A failure only makes a
+    /// later rebuild read more of the log: it is logged, not returned.
+    fn take_producer_snapshot(&mut self) {
+        let end = self.log_end_offset();
+        if self.producers.map_end_offset() != end || self.last_snapshot_offset == end {
+            return;
+        }
+        let path = self.producer_snapshot_path(end);
+        match write_atomically(&path, &self.producers.encode_snapshot()) {
+            Ok(()) => self.last_snapshot_offset = end,
+            Err(e) => log::warn!("producer snapshot not written: {e}"),
+        }
+    }
+
+    /// At open: drops snapshots that belong to no segment (except the newest, taken at the
+    /// log end by a clean close), then rebuilds the state up to the log end.
+    fn load_producer_state(&mut self, now_ms: i64) -> Result<(), StorageError> {
+        let bases = self.segment_bases();
+        let last_base = bases.last().copied().unwrap_or(0);
+        let snapshots = self.producer_snapshots()?;
+        let newest = snapshots.last().copied();
+        for s in snapshots {
+            let keep = bases.contains(&s) || (Some(s) == newest && s >= last_base);
+            if !keep {
+                self.delete_producer_snapshot(s)?;
+            }
+        }
+        let end = self.log_end_offset();
+        self.reload_producer_state(Some(now_ms), end)
+    }
+
+    /// Rebuilds the producer state up to `end`: the newest readable snapshot at or below it
+    /// (producers expired at `now_ms` left out), then every batch header after it, as the
+    /// log holds them. A damaged snapshot is deleted and the next older one tried.
+    fn reload_producer_state(&mut self, now_ms: Option<i64>, end: i64) -> Result<(), StorageError> {
+        let expiration_ms = self.config.producer_id_expiration_ms;
+        self.producers = ProducerStateManager::new(self.log_start_offset);
+        for s in self.producer_snapshots()?.into_iter().rev() {
+            if s > end {
+                continue;
+            }
+            let path = self.producer_snapshot_path(s);
+            let loaded = crate::checkpoint::read_bounded(&path, PRODUCER_SNAPSHOT_BYTES_MAX)
+                .map_err(|_| "unreadable")
+                .and_then(|bytes| {
+                    ProducerStateManager::from_snapshot(
+                        &bytes,
+                        s,
+                        now_ms.unwrap_or(i64::MIN),
+                        expiration_ms,
+                    )
+                });
+            match loaded {
+                Ok(state) => {
+                    self.producers = state;
+                    break;
+                }
+                Err(why) => {
+                    log::warn!("deleting producer snapshot {}: {why}", path.display());
+                    self.delete_producer_snapshot(s)?;
+                }
+            }
+        }
+        let from = self.producers.map_end_offset().max(self.log_start_offset);
+        let producers = &mut self.producers;
+        for segment in self.segments.values() {
+            if segment.next_offset() <= from || segment.base_offset >= end {
+                continue;
+            }
+            segment.for_each_header_from(from, |h: &BatchHeader| {
+                if h.base_offset >= end {
+                    return false;
+                }
+                if h.last_offset() >= from {
+                    producers.record(
+                        h,
+                        h.base_offset,
+                        h.last_offset(),
+                        h.max_timestamp,
+                        Origin::Replication,
+                    );
+                }
+                true
+            })?;
+        }
+        self.producers.set_map_end_offset(end);
         Ok(())
     }
 
@@ -954,6 +1168,11 @@ impl Log {
         Ok(())
     }
 }
+
+/// `<20-digit offset>.snapshot`: producer state below that offset.
+pub const PRODUCER_SNAPSHOT_EXTENSION: &str = "snapshot";
+/// Largest producer snapshot read.
+const PRODUCER_SNAPSHOT_BYTES_MAX: u64 = 512 * 1024 * 1024;
 
 /// Largest `leader-epoch-checkpoint` read.
 const LEADER_EPOCH_CHECKPOINT_BYTES_MAX: u64 = 16 * 1024 * 1024;

@@ -431,6 +431,25 @@ impl Segment {
         Ok(None)
     }
 
+    /// Calls `f` with the header of every batch from the one holding `offset` to the end of
+    /// the segment, until `f` answers false.
+    pub fn for_each_header_from(
+        &self,
+        offset: i64,
+        mut f: impl FnMut(&BatchHeader) -> bool,
+    ) -> Result<(), StorageError> {
+        let Some((mut position, _)) = self.find_batch(offset)? else {
+            return Ok(());
+        };
+        while let Some(h) = self.header_at(position)? {
+            if !f(&h) {
+                break;
+            }
+            position += h.total_size();
+        }
+        Ok(())
+    }
+
     /// The region of whole batches starting at the batch holding `offset`: batches wholly
     /// below `max_offset`, within `max_bytes` unless `min_one` and it is the first batch.
     pub fn read(

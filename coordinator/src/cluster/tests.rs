@@ -439,3 +439,28 @@ fn a_restarted_single_node_keeps_topics_but_not_registrations() {
     register_broker(&store, &broker(0, 9092)).unwrap();
     assert_eq!(elect_controller(&store, 0).unwrap(), Some(2));
 }
+
+#[test]
+fn producer_id_blocks_are_claimed_in_order_across_brokers() {
+    let store = LocalStore::in_memory();
+    ensure_persistent_paths(&store).expect("paths");
+    let a = allocate_producer_id_block(&store, 0).expect("first");
+    assert_eq!((a.block_start, a.block_end), (0, 999));
+    let b = allocate_producer_id_block(&store, 1).expect("second");
+    assert_eq!((b.broker_id, b.block_start, b.block_end), (1, 1000, 1999));
+    let (data, _) = store.get(PRODUCER_ID_BLOCK_PATH).expect("znode");
+    assert_eq!(
+        String::from_utf8(data).expect("utf8"),
+        r#"{"version":1,"broker":1,"block_start":"1000","block_end":"1999"}"#
+    );
+    // exhaustion is an error, not an overflow
+    let last = ProducerIdBlock {
+        broker_id: 0,
+        block_start: i64::MAX - 1500,
+        block_end: i64::MAX - 500,
+    };
+    store
+        .set(PRODUCER_ID_BLOCK_PATH, &last.to_json(), None)
+        .expect("set");
+    assert!(allocate_producer_id_block(&store, 0).is_err());
+}
