@@ -15,8 +15,11 @@
 //! - `cluster`: broker-side operations over any store: cluster id, broker registration,
 //!   controller election with epoch fencing, topic znodes, 0.8 consumer offsets.
 //!
-//! The ZooKeeper backend implements the same trait, so everything above `store` runs the
-//! same code in single-node and cluster mode.
+//! - `zookeeper`: [`ZkStore`], the backend of cluster mode: a real ZooKeeper ensemble through
+//!   `zookeeper-client` behind a blocking facade.
+//!
+//! Both backends implement the same trait, so everything above `store` runs the same code in
+//! single-node and cluster mode.
 
 pub mod cluster;
 pub mod group;
@@ -28,6 +31,7 @@ pub mod store;
 #[cfg(test)]
 mod testutil;
 mod tree;
+pub mod zookeeper;
 
 /// Replays metadata-journal bytes the way opening the embedded store does; returns the
 /// number of nodes. For the fuzz targets and their regression tests.
@@ -53,3 +57,4 @@ pub use store::{
     create_recursive, delete_recursive, ensure_persistent_path, get_opt, CreateMode, MetadataStore,
     Op, OpResult, Stat, StoreError, WatchEvent,
 };
+pub use zookeeper::{ZkConfig, ZkStore};
