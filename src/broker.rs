@@ -1,32 +1,44 @@
-//! The broker's shared state and its lifecycle: start, the periodic scheduler, shutdown.
+//! The broker: its services wired together, its lifecycle, and the periodic scheduler.
 //!
-//! Start: open the metadata store (embedded `local` backend in `<first log dir>/.metadata`),
-//! make sure `/cluster/id` exists, register `/brokers/ids/{id}` (ephemeral), become the
-//! controller through `/controller` (single node: always this broker), read every topic's
-//! assignment and config from Kafka's znodes, open the log dirs (recovering after a crash),
-//! then start the socket server. Shutdown runs the same steps backwards and leaves
-//! `.kafka_cleanshutdown` behind. Everything here is shared by the handler threads through
-//! an `Arc<Broker>`; topic metadata is copy-on-write behind an `RwLock`.
+//! Services, with one-way dependencies (handlers → services → crates):
+//! - the metadata store: the embedded `LocalStore` (single node) or a ZooKeeper ensemble
+//!   (`zookeeper.connect`), holding Kafka's znode tree;
+//! - [`MetadataCache`]: brokers and partitions as the controller last published them;
+//! - [`ReplicaManager`]: the logs, partition roles, high watermarks and the fetch purgatory;
+//! - [`Admin`]: topic changes written through the store, answered once the controller acted;
+//! - the group coordinator, over `__consumer_offsets` partitions this broker leads;
+//! - [`Controller`] (elected through `/controller`) and its [`ControllerChannel`].
+//!
+//! Start: open the store, check `/cluster/id` against `meta.properties`, load the logs
+//! (recovering after a crash), then — [`Broker::join_cluster`], after the socket server is
+//! listening — register `/brokers/ids/{id}` (a live registration of the same id elsewhere is
+//! refused) and run for controller. On a single node the election and its first requests
+//! (applied in process) complete before the broker is reported started. Shutdown: a
+//! controlled shutdown (leaderships moved away, bounded by `controlled.shutdown.*`), resign,
+//! stop the services, close the logs.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kbroker_coordinator::{cluster, layout, LocalStore, MetadataStore};
-use kbroker_replication::purgatory::Purgatory;
-use kbroker_storage::manager::SharedLog;
-use kbroker_storage::{LogConfig, LogManager, TopicPartition};
+use kbroker_coordinator::{cluster, layout, LocalStore, MetadataStore, ZkConfig, ZkStore};
+use kbroker_storage::LogManager;
 
+use crate::admin::{Admin, AdminConfig};
+use crate::channel::{ControllerChannel, ControllerRequest, LocalDelivery};
 use crate::config::{topic_log_config, Config};
+use crate::controller::{Controller, ControllerConfig};
 use crate::groups::{CoordinatorConfig, GroupCoordinator};
+use crate::metadata_cache::{MetadataCache, TopicConfig};
+use crate::replica_manager::{LeadershipListener, ReplicaManager};
 use kbroker_coordinator::group::GroupConfig;
 
-/// Waiting fetches at most (Kafka bounds purgatory size by request count, too).
-pub const DELAYED_FETCH_MAX: usize = 10_000;
 /// The metadata tree dump `kbroker metadata` reads, in `<first log dir>/.metadata/`.
 pub const METADATA_DUMP: &str = "tree.dump";
+/// How long start-up waits for the local controller's first round (single node).
+const LOCAL_STARTUP_WAIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -64,58 +76,80 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     out
 }
 
-/// One partition as this broker knows it.
-#[derive(Clone)]
-pub struct PartitionInfo {
-    pub index: i32,
-    pub leader: i32,
-    pub leader_epoch: i32,
-    pub replicas: Vec<i32>,
-    pub isr: Vec<i32>,
-    /// The local log, when this broker hosts a replica.
-    pub log: Option<SharedLog>,
-    /// This broker hosts a replica whose log dir failed: it answers KAFKA_STORAGE_ERROR.
-    pub offline: bool,
-}
-
-/// One topic: id, partitions, config overrides.
-pub struct TopicInfo {
-    pub name: String,
-    pub id: [u8; 16],
-    pub partitions: Vec<PartitionInfo>,
-    pub configs: BTreeMap<String, String>,
-    pub log_config: LogConfig,
-    pub internal: bool,
-}
-
 pub struct Broker {
     pub config: Config,
     pub cluster_id: String,
     pub store: Arc<dyn MetadataStore>,
-    pub logs: LogManager,
-    pub topics: RwLock<BTreeMap<String, Arc<TopicInfo>>>,
-    pub fetch_purgatory: Purgatory<TopicPartition>,
-    pub controller_epoch: i32,
+    pub metadata: Arc<MetadataCache>,
+    pub replicas: Arc<ReplicaManager>,
+    pub admin: Admin,
     pub groups: Arc<GroupCoordinator>,
-    /// Serializes topic creation, deletion and partition changes.
-    pub admin_lock: Mutex<()>,
-    pub started_ms: i64,
+    pub channel: Arc<ControllerChannel>,
+    controller: OnceLock<Arc<Controller>>,
+    pub registration: layout::BrokerRegistration,
     /// Producer ids for InitProducerId.
     pub producer_ids: Arc<crate::producer_ids::ProducerIdManager>,
+    pub started_ms: i64,
+    /// True for the embedded store (single node).
+    pub single_node: bool,
+}
+
+/// Hands the local controller's requests to this broker's services, in order.
+struct LocalBroker {
+    broker: OnceLock<std::sync::Weak<Broker>>,
+}
+
+impl LocalDelivery for LocalBroker {
+    fn deliver(&self, request: ControllerRequest, done: Box<dyn FnOnce() + Send>) {
+        let Some(broker) = self.broker.get().and_then(std::sync::Weak::upgrade) else {
+            done();
+            return;
+        };
+        match request {
+            ControllerRequest::UpdateMetadata(r) => {
+                crate::handler::update_metadata::apply(&broker, &r);
+                done();
+            }
+            ControllerRequest::LeaderAndIsr(r) => {
+                // Waits for room: the local controller's requests are never dropped.
+                broker
+                    .replicas
+                    .submit_leader_and_isr(r, Box::new(move |_| done()), true)
+            }
+            ControllerRequest::StopReplica(r) => {
+                broker
+                    .replicas
+                    .submit_stop_replica(r, Box::new(move |_| done()), true)
+            }
+        }
+    }
+}
+
+fn open_store(config: &Config) -> Result<(Arc<dyn MetadataStore>, bool), BrokerError> {
+    match &config.zookeeper_connect {
+        Some(connect) => {
+            let store = ZkStore::connect(ZkConfig {
+                connect: connect.clone(),
+                session_timeout: Duration::from_millis(config.zookeeper_session_timeout_ms),
+                connection_timeout: Duration::from_millis(config.zookeeper_connection_timeout_ms),
+            })?;
+            Ok((Arc::new(store), false))
+        }
+        None => {
+            let dir = config.log_dirs[0].join(".metadata");
+            Ok((Arc::new(LocalStore::open(&dir)?), true))
+        }
+    }
 }
 
 impl Broker {
-    /// Opens the store and the logs; does not start the network.
+    /// Opens the store and the logs; joins nothing yet (see [`Broker::join_cluster`]).
     pub fn open(config: Config) -> Result<Arc<Broker>, BrokerError> {
-        if config.zookeeper_connect.is_some() {
-            return Err(BrokerError::Unsupported("zookeeper.connect: the ZooKeeper backend is not implemented yet; remove the key to run with embedded coordination".into()));
-        }
         let first_dir = config.log_dirs[0].clone();
         std::fs::create_dir_all(&first_dir).map_err(|e| {
             kbroker_storage::StorageError::io(format!("creating {}", first_dir.display()), e)
         })?;
-        let store: Arc<dyn MetadataStore> =
-            Arc::new(LocalStore::open(&first_dir.join(".metadata"))?);
+        let (store, single_node) = open_store(&config)?;
         if let Err(e) = cluster::ensure_persistent_paths(&*store) {
             // A full disk at start: the paths come when something is written.
             log::warn!("creating Kafka's persistent znodes failed: {e}");
@@ -123,49 +157,26 @@ impl Broker {
         let cluster_id = cluster::ensure_cluster_id(&*store, || {
             layout::topic_id_to_string(&random_bytes::<16>())
         })?;
-        let endpoints = config
-            .advertised_listeners
-            .iter()
-            .map(|l| layout::Endpoint {
-                listener_name: l.name.clone(),
-                security_protocol: "PLAINTEXT".into(),
-                host: l.host.clone(),
-                port: l.port,
-            })
-            .collect();
-        let registration = layout::BrokerRegistration {
-            id: config.broker_id,
-            endpoints,
-            rack: None,
-            timestamp_ms: now_ms(),
-        };
-        cluster::register_broker(&*store, &registration)?;
-        let controller_epoch = match cluster::elect_controller(&*store, config.broker_id)? {
-            Some(epoch) => {
-                log::info!(
-                    "elected controller broker_id={} controller_epoch={}",
-                    config.broker_id,
-                    epoch
-                );
-                epoch
-            }
-            None => return Err(BrokerError::Unsupported(
-                "another broker holds /controller; multi-broker clusters need zookeeper.connect"
-                    .into(),
-            )),
-        };
-        let stored = cluster::read_topics(&*store)?;
         let defaults = config.default_log_config();
-        let mut log_configs: BTreeMap<String, LogConfig> = BTreeMap::new();
+        let stored = cluster::read_topics(&*store)?;
+        let mut log_configs: BTreeMap<String, TopicConfig> = BTreeMap::new();
         for (name, (_, cfg)) in &stored {
-            log_configs.insert(name.clone(), topic_log_config(&defaults, &cfg.config)?);
+            let log_config = topic_log_config(&defaults, &cfg.config)?;
+            log_configs.insert(
+                name.clone(),
+                TopicConfig {
+                    overrides: cfg.config.clone(),
+                    log_config,
+                },
+            );
         }
         let config_for = |topic: &str| {
             log_configs
                 .get(topic)
-                .cloned()
+                .map(|c| c.log_config.clone())
                 .unwrap_or_else(|| defaults.clone())
         };
+        // meta.properties must name this cluster (Kafka's InconsistentClusterIdException).
         let logs = LogManager::open(
             &config.log_dirs,
             config.broker_id,
@@ -173,69 +184,22 @@ impl Broker {
             &config_for,
             now_ms(),
         )?;
-        let mut topics = BTreeMap::new();
-        for (name, (assignment, cfg)) in stored {
-            let log_config = config_for(&name);
-            let mut partitions = Vec::new();
-            for (p, replicas) in &assignment.partitions {
-                let state = cluster::read_partition_state(&*store, &name, *p)?;
-                let tp = TopicPartition::new(&name, *p);
-                let (log, offline) = if replicas.contains(&config.broker_id) {
-                    match logs.get_or_create(&tp, log_config.clone(), now_ms(), false) {
-                        Ok(log) => (Some(log), false),
-                        Err(e @ kbroker_storage::StorageError::Offline(_)) => {
-                            log::warn!("partition {tp} is offline: {e}");
-                            (None, true)
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                } else {
-                    (None, false)
-                };
-                if let Some(Ok(mut l)) = log.as_ref().map(kbroker_storage::manager::lock) {
-                    let end = l.log_end_offset();
-                    l.set_high_watermark(end); // single replica: everything appended is committed
-                }
-                let (leader, leader_epoch, isr) = match state {
-                    Some(s) => (s.leader, s.leader_epoch, s.isr),
-                    None => (config.broker_id, 0, replicas.clone()),
-                };
-                partitions.push(PartitionInfo {
-                    index: *p,
-                    leader,
-                    leader_epoch,
-                    replicas: replicas.clone(),
-                    isr,
-                    log,
-                    offline,
-                });
-            }
-            let internal = name.starts_with("__");
-            topics.insert(
-                name.clone(),
-                Arc::new(TopicInfo {
-                    name,
-                    id: assignment.topic_id,
-                    partitions,
-                    configs: cfg.config,
-                    log_config,
-                    internal,
-                }),
-            );
+        let metadata = Arc::new(MetadataCache::new(defaults.clone()));
+        for (name, c) in log_configs {
+            metadata.set_topic_config(&name, c);
         }
-        // Logs on disk whose topic is gone (deleted while down) are removed.
-        for (tp, _) in logs.all() {
-            if !topics.contains_key(&tp.topic) {
-                log::warn!("deleting log {tp}: its topic is not in the metadata store");
-                logs.delete(&tp)?;
-            }
-        }
+        let replicas = ReplicaManager::start(
+            config.broker_id,
+            logs,
+            Arc::clone(&metadata),
+            Arc::clone(&store),
+        );
         log::info!(
             "broker opened broker_id={} cluster_id={} topics={} clean_shutdown={}",
             config.broker_id,
             cluster_id,
-            topics.len(),
-            logs.had_clean_shutdown()
+            stored.len(),
+            replicas.logs.had_clean_shutdown()
         );
         let groups = Arc::new(GroupCoordinator::new(CoordinatorConfig {
             group: GroupConfig {
@@ -251,80 +215,211 @@ impl Broker {
             offsets_retention_check_interval_ms: config.offsets_retention_check_interval_ms,
             metadata_dump_path: first_dir.join(".metadata").join(METADATA_DUMP),
         }));
+        let admin = Admin::start(
+            Arc::clone(&store),
+            Arc::clone(&metadata),
+            AdminConfig {
+                num_partitions: config.num_partitions,
+                default_replication_factor: config.default_replication_factor,
+                delete_topic_enable: config.delete_topic_enable,
+            },
+        );
+        let local = Arc::new(LocalBroker {
+            broker: OnceLock::new(),
+        });
+        let channel = Arc::new(ControllerChannel::new(
+            config.broker_id,
+            Arc::clone(&local) as Arc<dyn LocalDelivery>,
+        ));
+        let registration = layout::BrokerRegistration {
+            id: config.broker_id,
+            endpoints: config
+                .advertised_listeners
+                .iter()
+                .map(|l| layout::Endpoint {
+                    listener_name: l.name.clone(),
+                    security_protocol: "PLAINTEXT".into(),
+                    host: l.host.clone(),
+                    port: l.port,
+                })
+                .collect(),
+            rack: config.broker_rack.clone(),
+            timestamp_ms: now_ms(),
+        };
         let producer_ids =
             crate::producer_ids::ProducerIdManager::start(Arc::clone(&store), config.broker_id);
         let broker = Arc::new(Broker {
-            producer_ids,
             config,
             cluster_id,
             store,
-            logs,
-            topics: RwLock::new(topics),
-            fetch_purgatory: Purgatory::new("fetch", DELAYED_FETCH_MAX),
-            controller_epoch,
-            admin_lock: Mutex::new(()),
-            started_ms: now_ms(),
+            metadata,
+            replicas,
+            admin,
             groups,
+            channel,
+            controller: OnceLock::new(),
+            registration,
+            producer_ids,
+            started_ms: now_ms(),
+            single_node,
         });
+        let _ = local.broker.set(Arc::downgrade(&broker));
+        // A weak reference: the coordinator lives as long as the broker owns it.
+        let listener: Arc<dyn LeadershipListener> =
+            Arc::clone(&broker.groups) as Arc<dyn LeadershipListener>;
         broker
-            .groups
-            .load(&broker)
-            .map_err(|e| BrokerError::Unsupported(format!("loading group offsets: {e}")))?;
+            .replicas
+            .set_leadership_listener(Arc::downgrade(&listener));
         broker.groups.start_threads(Arc::downgrade(&broker));
         Ok(broker)
     }
 
-    pub fn topic(&self, name: &str) -> Option<Arc<TopicInfo>> {
-        self.topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
+    /// Registers this broker and runs for controller. On a single node, waits for the
+    /// controller's first round so the broker starts serving its partitions at once.
+    pub fn join_cluster(self: &Arc<Self>) -> Result<(), BrokerError> {
+        let epoch = self.register()?;
+        self.replicas.set_broker_epoch(epoch);
+        let weak = Arc::downgrade(self);
+        let controller = Controller::start(
+            ControllerConfig {
+                broker_id: self.config.broker_id,
+                unclean_leader_election: self.config.unclean_leader_election_enable,
+                auto_leader_rebalance: self.config.auto_leader_rebalance_enable,
+                leader_imbalance_check_interval: Duration::from_secs(
+                    self.config.leader_imbalance_check_interval_seconds,
+                ),
+                leader_imbalance_per_broker_percentage: self
+                    .config
+                    .leader_imbalance_per_broker_percentage,
+                inter_broker_listener: self.config.inter_broker_listener_name.clone(),
+            },
+            Arc::clone(&self.store),
+            Arc::clone(&self.channel),
+            self.registration.clone(),
+            epoch,
+            Box::new(move |epoch| {
+                if let Some(b) = weak.upgrade() {
+                    b.replicas.set_broker_epoch(epoch);
+                }
+            }),
+        );
+        let _ = self.controller.set(Arc::clone(&controller));
+        let wait = if self.single_node {
+            LOCAL_STARTUP_WAIT
+        } else {
+            Duration::from_millis(0)
+        };
+        controller.startup(wait);
+        if self.single_node && !self.channel.wait_local(LOCAL_STARTUP_WAIT) {
+            log::warn!("the controller's first round did not finish within {LOCAL_STARTUP_WAIT:?}");
+        }
+        Ok(())
     }
 
-    pub fn all_topics(&self) -> Vec<Arc<TopicInfo>> {
-        self.topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+    /// Creates `/brokers/ids/{id}`. A registration left by this broker's previous process
+    /// (killed, its ZooKeeper session not yet expired) goes away within the session
+    /// timeout, so that long is waited for; a registration still there after it belongs to
+    /// another live broker, and start-up is refused.
+    fn register(&self) -> Result<i64, BrokerError> {
+        let patience = if self.single_node {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(self.config.zookeeper_session_timeout_ms) + Duration::from_secs(2)
+        };
+        let started = std::time::Instant::now();
+        let mut warned = false;
+        loop {
+            match cluster::register_broker(&*self.store, &self.registration) {
+                Ok(epoch) => return Ok(epoch),
+                Err(kbroker_coordinator::StoreError::BrokerAlreadyRegistered { broker_id })
+                    if started.elapsed() < patience =>
+                {
+                    if !warned {
+                        log::warn!(
+                            "/brokers/ids/{broker_id} is held by another session; waiting up to {patience:?} \
+                             for it to expire"
+                        );
+                        warned = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Err(kbroker_coordinator::StoreError::BrokerAlreadyRegistered { broker_id }) => {
+                    return Err(BrokerError::Unsupported(format!(
+                        "broker.id={broker_id} is already registered by another live broker \
+                         (/brokers/ids/{broker_id}); each broker needs its own broker.id"
+                    )))
+                }
+                Err(other) => return Err(BrokerError::Store(other)),
+            }
+        }
     }
 
-    /// The local log of a partition this broker leads.
-    pub fn leader_log(
+    pub fn controller(&self) -> Option<Arc<Controller>> {
+        self.controller.get().cloned()
+    }
+
+    /// Applies the controller's UpdateMetadata to the cache; false if from a stale epoch.
+    pub fn apply_update_metadata(
         &self,
-        topic: &str,
-        partition: i32,
-    ) -> Result<(Arc<TopicInfo>, SharedLog, i32), LookupError> {
-        let info = self
-            .topic(topic)
-            .ok_or(LookupError::UnknownTopicOrPartition)?;
-        let p = usize::try_from(partition)
-            .ok()
-            .and_then(|i| info.partitions.get(i))
-            .ok_or(LookupError::UnknownTopicOrPartition)?;
-        if p.leader != self.config.broker_id {
-            return Err(LookupError::NotLeader);
+        request: &kafka_protocol::messages::UpdateMetadataRequest,
+    ) -> bool {
+        let first = self.metadata.image().controller_id < 0;
+        let applied = self
+            .metadata
+            .apply_update_metadata(request, &self.config.advertised_listeners[0].name);
+        if applied && first {
+            // Logs of topics deleted while this broker was down go once the cluster's topics
+            // are known (the controller's first update lists every topic).
+            let known: BTreeMap<String, ()> = self
+                .metadata
+                .image()
+                .topics
+                .keys()
+                .map(|k| (k.clone(), ()))
+                .collect();
+            if !known.is_empty() || self.single_node {
+                self.replicas.delete_stray_logs(&known);
+            }
         }
-        if p.offline {
-            return Err(LookupError::Offline);
+        applied
+    }
+
+    /// Asks the controller to move this broker's leaderships away; true once none remain
+    /// (or after `controlled.shutdown.max.retries` attempts).
+    pub fn controlled_shutdown(&self) -> bool {
+        if !self.config.controlled_shutdown_enable {
+            return false;
         }
-        let log = p.log.clone().ok_or(LookupError::NotLeader)?;
-        let epoch = p.leader_epoch;
-        Ok((info, log, epoch))
+        crate::shutdown::run(self)
+    }
+
+    /// Before the socket server stops: resigns as controller and answers every parked
+    /// request (waiting fetches, joins, admin operations) so in-flight work drains.
+    pub fn stop_serving(&self) {
+        if let Some(c) = self.controller() {
+            c.shutdown();
+        }
+        self.replicas.fetch_purgatory.shutdown();
+        self.groups.shutdown();
+        self.metadata.waiters.shutdown();
+    }
+
+    /// After the socket server stopped: stops the remaining threads and closes the logs
+    /// (flushed, checkpointed, clean-shutdown marker written).
+    pub fn shutdown(&self) -> Result<(), BrokerError> {
+        self.admin.shutdown();
+        self.replicas.shutdown();
+        self.channel.remove_all();
+        let closed = self.replicas.logs.shutdown();
+        // Last: the registration stays until the logs are closed.
+        self.store.close();
+        closed?;
+        Ok(())
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LookupError {
-    UnknownTopicOrPartition,
-    NotLeader,
-    /// The replica's log dir is offline.
-    Offline,
-}
-
-/// The periodic work of the broker: retention, flushes, checkpoints.
+/// The periodic work of the broker: retention, flushes, checkpoints, compaction, producer
+/// expiry.
 pub struct Scheduler {
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
@@ -336,56 +431,7 @@ impl Scheduler {
         let flag = Arc::clone(&stop);
         let handle = std::thread::Builder::new()
             .name("kb-scheduler".into())
-            .spawn(move || {
-                let retention_every = broker.config.log_retention_check_interval_ms as i64;
-                let checkpoint_every = broker
-                    .config
-                    .log_flush_offset_checkpoint_interval_ms
-                    .max(1000) as i64;
-                let (mut last_retention, mut last_checkpoint, mut last_clean) =
-                    (now_ms(), now_ms(), now_ms());
-                let producer_check_every =
-                    broker.config.producer_id_expiration_check_interval_ms as i64;
-                let mut last_producer_check = now_ms();
-                let clean_every = broker.config.log_cleaner_backoff_ms as i64;
-                while !flag.load(Ordering::Acquire) {
-                    std::thread::sleep(Duration::from_millis(50));
-                    let now = now_ms();
-                    if now - last_retention >= retention_every {
-                        last_retention = now;
-                        let deleted = broker.logs.run_retention(now);
-                        if deleted > 0 {
-                            log::info!("retention deleted_segments={deleted}");
-                        }
-                        broker.fetch_purgatory.purge_completed();
-                    }
-                    if broker.config.log_cleaner_enable && now - last_clean >= clean_every {
-                        last_clean = now;
-                        for (tp, log) in broker.logs.all() {
-                            let cleaned =
-                                kbroker_storage::manager::lock(&log).and_then(|mut l| l.clean(now));
-                            match cleaned {
-                                Ok(_) | Err(kbroker_storage::StorageError::Offline(_)) => {}
-                                Err(e) => log::error!("compaction failed partition={tp}: {e}"),
-                            }
-                        }
-                    }
-                    if now - last_producer_check >= producer_check_every {
-                        last_producer_check = now;
-                        for (_, log) in broker.logs.all() {
-                            if let Ok(mut l) = kbroker_storage::manager::lock(&log) {
-                                l.remove_expired_producers(now);
-                            }
-                        }
-                    }
-                    if now - last_checkpoint >= checkpoint_every {
-                        last_checkpoint = now;
-                        if let Err(e) = broker.logs.flush_and_checkpoint(now) {
-                            log::error!("checkpoint failed: {e}");
-                        }
-                    }
-                }
-            })
+            .spawn(move || run_scheduler(broker, flag))
             .expect("spawning the scheduler thread");
         Scheduler {
             stop,
@@ -397,6 +443,57 @@ impl Scheduler {
         self.stop.store(true, Ordering::Release);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
+        }
+    }
+}
+
+fn run_scheduler(broker: Arc<Broker>, flag: Arc<AtomicBool>) {
+    let logs = &broker.replicas.logs;
+    let retention_every = broker.config.log_retention_check_interval_ms as i64;
+    let checkpoint_every = broker
+        .config
+        .log_flush_offset_checkpoint_interval_ms
+        .max(1000) as i64;
+    let clean_every = broker.config.log_cleaner_backoff_ms as i64;
+    let producer_check_every = broker.config.producer_id_expiration_check_interval_ms as i64;
+    let start = now_ms();
+    let (mut last_retention, mut last_checkpoint, mut last_clean, mut last_producer_check) =
+        (start, start, start, start);
+    while !flag.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = now_ms();
+        if now - last_retention >= retention_every {
+            last_retention = now;
+            let deleted = logs.run_retention(now);
+            if deleted > 0 {
+                log::info!("retention deleted_segments={deleted}");
+            }
+            broker.replicas.fetch_purgatory.purge_completed();
+            broker.metadata.waiters.purge_completed();
+        }
+        if broker.config.log_cleaner_enable && now - last_clean >= clean_every {
+            last_clean = now;
+            for (tp, log) in logs.all() {
+                let cleaned = kbroker_storage::manager::lock(&log).and_then(|mut l| l.clean(now));
+                match cleaned {
+                    Ok(_) | Err(kbroker_storage::StorageError::Offline(_)) => {}
+                    Err(e) => log::error!("compaction failed partition={tp}: {e}"),
+                }
+            }
+        }
+        if now - last_producer_check >= producer_check_every {
+            last_producer_check = now;
+            for (_, log) in logs.all() {
+                if let Ok(mut l) = kbroker_storage::manager::lock(&log) {
+                    l.remove_expired_producers(now);
+                }
+            }
+        }
+        if now - last_checkpoint >= checkpoint_every {
+            last_checkpoint = now;
+            if let Err(e) = logs.flush_and_checkpoint(now) {
+                log::error!("checkpoint failed: {e}");
+            }
         }
     }
 }

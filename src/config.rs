@@ -127,6 +127,19 @@ pub struct Config {
     pub log_message_timestamp_type: String,
     pub zookeeper_connect: Option<String>,
     pub zookeeper_session_timeout_ms: u64,
+    /// `zookeeper.connection.timeout.ms` (Kafka: the session timeout when unset).
+    pub zookeeper_connection_timeout_ms: u64,
+    /// `broker.rack`
+    pub broker_rack: Option<String>,
+    /// `inter.broker.listener.name` (the first listener's name when unset).
+    pub inter_broker_listener_name: String,
+    pub unclean_leader_election_enable: bool,
+    pub auto_leader_rebalance_enable: bool,
+    pub leader_imbalance_check_interval_seconds: u64,
+    pub leader_imbalance_per_broker_percentage: u32,
+    pub controlled_shutdown_enable: bool,
+    pub controlled_shutdown_max_retries: u32,
+    pub controlled_shutdown_retry_backoff_ms: u64,
     pub replica_fetch_max_bytes: usize,
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
@@ -190,6 +203,16 @@ pub const KNOWN: &[(&str, &str)] = &[
     ("log.message.timestamp.type", "CreateTime"),
     ("zookeeper.connect", ""),
     ("zookeeper.session.timeout.ms", "18000"),
+    ("zookeeper.connection.timeout.ms", ""),
+    ("broker.rack", ""),
+    ("inter.broker.listener.name", ""),
+    ("unclean.leader.election.enable", "false"),
+    ("auto.leader.rebalance.enable", "true"),
+    ("leader.imbalance.check.interval.seconds", "300"),
+    ("leader.imbalance.per.broker.percentage", "10"),
+    ("controlled.shutdown.enable", "true"),
+    ("controlled.shutdown.max.retries", "3"),
+    ("controlled.shutdown.retry.backoff.ms", "5000"),
     ("replica.fetch.max.bytes", "1048576"),
     ("group.min.session.timeout.ms", "6000"),
     ("group.max.session.timeout.ms", "1800000"),
@@ -218,7 +241,6 @@ pub const ACCEPTED_IGNORED: &[&str] = &[
     "num.recovery.threads.per.data.dir",
     "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr",
-    "zookeeper.connection.timeout.ms",
     "log.segment.delete.delay.ms",
 ];
 
@@ -362,6 +384,19 @@ impl Config {
             ));
         }
         let zookeeper_connect = get("zookeeper.connect").map(str::to_string);
+        let inter_broker_listener_name = match get("inter.broker.listener.name") {
+            Some(name) => {
+                if !listeners.iter().any(|l| l.name == name) {
+                    return Err(invalid(
+                        "inter.broker.listener.name",
+                        format!("{name} is not one of the listeners"),
+                    ));
+                }
+                name.to_string()
+            }
+            None => listeners[0].name.clone(),
+        };
+
         let broker_id = num("broker.id")?;
         if !(0..=i32::MAX as i64).contains(&broker_id) {
             return Err(invalid(
@@ -427,6 +462,37 @@ impl Config {
             log_message_timestamp_type: ts_type,
             zookeeper_connect,
             zookeeper_session_timeout_ms: usize_min("zookeeper.session.timeout.ms", 1)? as u64,
+            zookeeper_connection_timeout_ms: match get("zookeeper.connection.timeout.ms") {
+                Some(_) => usize_min("zookeeper.connection.timeout.ms", 1)? as u64,
+                None => usize_min("zookeeper.session.timeout.ms", 1)? as u64,
+            },
+            broker_rack: get("broker.rack").map(str::to_string),
+            inter_broker_listener_name,
+            unclean_leader_election_enable: parse_bool(
+                "unclean.leader.election.enable",
+                req("unclean.leader.election.enable")?,
+            )?,
+            auto_leader_rebalance_enable: parse_bool(
+                "auto.leader.rebalance.enable",
+                req("auto.leader.rebalance.enable")?,
+            )?,
+            leader_imbalance_check_interval_seconds: usize_min(
+                "leader.imbalance.check.interval.seconds",
+                1,
+            )? as u64,
+            leader_imbalance_per_broker_percentage: i32_min(
+                "leader.imbalance.per.broker.percentage",
+                0,
+            )? as u32,
+            controlled_shutdown_enable: parse_bool(
+                "controlled.shutdown.enable",
+                req("controlled.shutdown.enable")?,
+            )?,
+            controlled_shutdown_max_retries: i32_min("controlled.shutdown.max.retries", 0)? as u32,
+            controlled_shutdown_retry_backoff_ms: usize_min(
+                "controlled.shutdown.retry.backoff.ms",
+                0,
+            )? as u64,
             replica_fetch_max_bytes: usize_min("replica.fetch.max.bytes", 0)?,
             group_min_session_timeout_ms: i32_min("group.min.session.timeout.ms", 0)?,
             group_max_session_timeout_ms: i32_min("group.max.session.timeout.ms", 0)?,

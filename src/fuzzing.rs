@@ -8,7 +8,9 @@
 //! `request` (header and body decoding of every advertised API and version), `record_batch`
 //! (produce validation incl. decompression), `segment_recovery` (arbitrary bytes as a
 //! segment's `.log`, `.index` and `.timeindex`, opened after a crash and used), `journal`
-//! (metadata journal replay) and `checkpoint` (offset and leader-epoch checkpoint files).
+//! (metadata journal replay), `checkpoint` (offset and leader-epoch checkpoint files),
+//! `producer_snapshot` (a partition's `.snapshot` of producer state) and `znode` (every
+//! decoder of znode data read from ZooKeeper, and of `__consumer_offsets` records).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -27,6 +29,8 @@ pub const TARGETS: &[&str] = &[
     "segment_recovery",
     "journal",
     "checkpoint",
+    "producer_snapshot",
+    "znode",
 ];
 
 /// Runs target `name` on `data`; false if there is no such target.
@@ -38,6 +42,8 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "segment_recovery" => segment_recovery(data),
         "journal" => journal(data),
         "checkpoint" => checkpoint(data),
+        "producer_snapshot" => producer_snapshot(data),
+        "znode" => znode(data),
         _ => return false,
     }
     true
@@ -227,5 +233,115 @@ pub fn checkpoint(data: &[u8]) {
         assert!(epochs
             .windows(2)
             .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
+    }
+}
+
+/// A producer-state snapshot. An odd first byte has the CRC fixed up first, so the input
+/// reaches the entries; whatever loads must save and load again to the same producers.
+pub fn producer_snapshot(data: &[u8]) {
+    use kbroker_storage::producer_state::ProducerStateManager;
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let mut bytes = rest.to_vec();
+    if mode & 1 == 1 && bytes.len() >= 10 {
+        let crc = crc32c::crc32c(&bytes[6..]);
+        bytes[2..6].copy_from_slice(&crc.to_be_bytes());
+    }
+    let Ok(state) = ProducerStateManager::from_snapshot(&bytes, 0, 0, i64::MAX) else {
+        return;
+    };
+    let again = ProducerStateManager::from_snapshot(&state.encode_snapshot(), 0, 0, i64::MAX)
+        .expect("a snapshot this broker wrote loads");
+    assert_eq!(state.producers(), again.producers(), "snapshot round trip");
+}
+
+/// Znode data and offsets-topic records: the first byte picks the decoder, the rest is the
+/// data. What decodes and has an encoder must encode and decode to the same value.
+pub fn znode(data: &[u8]) {
+    use kbroker_coordinator::layout::*;
+    use kbroker_coordinator::offsets;
+    let Some((&which, bytes)) = data.split_first() else {
+        return;
+    };
+    fn round_trip<T: PartialEq + std::fmt::Debug>(
+        decoded: Option<T>,
+        encode: impl Fn(&T) -> Vec<u8>,
+        decode: impl Fn(&[u8]) -> Option<T>,
+    ) {
+        if let Some(v) = decoded {
+            let again = decode(&encode(&v));
+            assert_eq!(again.as_ref(), Some(&v), "znode round trip");
+        }
+    }
+    match which % 16 {
+        0 => round_trip(ClusterId::from_json(bytes).ok(), ClusterId::to_json, |b| {
+            ClusterId::from_json(b).ok()
+        }),
+        1 => round_trip(
+            BrokerRegistration::from_json(7, bytes).ok(),
+            BrokerRegistration::to_json,
+            |b| BrokerRegistration::from_json(7, b).ok(),
+        ),
+        2 => round_trip(
+            ControllerZnode::from_json(bytes).ok(),
+            ControllerZnode::to_json,
+            |b| ControllerZnode::from_json(b).ok(),
+        ),
+        3 => {
+            let _ = decode_controller_epoch(bytes);
+        }
+        4 => round_trip(
+            TopicAssignment::from_json(bytes).ok(),
+            TopicAssignment::to_json,
+            |b| TopicAssignment::from_json(b).ok(),
+        ),
+        5 => round_trip(
+            PartitionState::from_json(bytes).ok(),
+            PartitionState::to_json,
+            |b| PartitionState::from_json(b).ok(),
+        ),
+        6 => round_trip(
+            EntityConfig::from_json(bytes).ok(),
+            EntityConfig::to_json,
+            |b| EntityConfig::from_json(b).ok(),
+        ),
+        7 => {
+            let _ = ConsumerOffset::from_json(bytes);
+            let _ = ConsumerRegistration::from_json(bytes);
+            let _ = ConsumerOwner::from_json(bytes);
+        }
+        8 => round_trip(
+            ProducerIdBlock::from_json(bytes).ok(),
+            ProducerIdBlock::to_json,
+            |b| ProducerIdBlock::from_json(b).ok(),
+        ),
+        9 => {
+            let _ = decode_partition_list(bytes);
+        }
+        10 => {
+            let _ = decode_isr_change_notification(bytes);
+        }
+        11 => round_trip(
+            offsets::OffsetsKey::decode(bytes).ok(),
+            offsets::OffsetsKey::encode,
+            |b| offsets::OffsetsKey::decode(b).ok(),
+        ),
+        12 => round_trip(
+            offsets::OffsetValue::decode(bytes).ok(),
+            offsets::OffsetValue::encode,
+            |b| offsets::OffsetValue::decode(b).ok(),
+        ),
+        13 => round_trip(
+            offsets::GroupValue::decode(bytes).ok(),
+            offsets::GroupValue::encode,
+            |b| offsets::GroupValue::decode(b).ok(),
+        ),
+        14 => {
+            let _ = offsets::subscription_topics(bytes);
+        }
+        _ => {
+            let _ = offsets::assignment_partitions(bytes);
+        }
     }
 }

@@ -22,10 +22,12 @@ use kbroker_coordinator::offsets::{self, GroupValue, OffsetValue, OffsetsKey};
 use kbroker_coordinator::{layout, store, CreateMode, MetadataStore, StoreError};
 use kbroker_reactor::Responder;
 use kbroker_storage::batch::{self, NewRecord};
-use kbroker_storage::manager::lock;
+use kbroker_storage::manager::{lock, SharedLog};
+use kbroker_storage::TopicPartition;
 
+use crate::admin::TopicSpec;
 use crate::broker::{now_ms, Broker};
-use crate::topics::{self, AdminError, TopicSpec};
+use crate::replica_manager::LeadershipListener;
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// Mirror operations queued at most; past that they are dropped with a warning (the
@@ -95,6 +97,8 @@ pub enum MirrorOp {
 pub struct GroupCoordinator {
     pub config: CoordinatorConfig,
     groups: Mutex<HashMap<String, GroupEntry>>,
+    /// `__consumer_offsets` partitions this broker leads: true once loaded.
+    owned: Mutex<HashMap<i32, bool>>,
     mirror_tx: Sender<MirrorOp>,
     mirror_rx: Receiver<MirrorOp>,
     stop: Arc<AtomicBool>,
@@ -117,6 +121,7 @@ impl GroupCoordinator {
         GroupCoordinator {
             config,
             groups: Mutex::new(HashMap::new()),
+            owned: Mutex::new(HashMap::new()),
             mirror_tx,
             mirror_rx,
             stop: Arc::new(AtomicBool::new(false)),
@@ -132,9 +137,10 @@ impl GroupCoordinator {
         offsets::partition_for_group(group, self.config.offsets_partitions)
     }
 
-    /// Creates `__consumer_offsets` if it does not exist yet.
+    /// Queues the creation of `__consumer_offsets` if this broker's metadata does not have
+    /// it yet; Err until it exists (clients ask again, as with Kafka).
     pub fn ensure_offsets_topic(&self, broker: &Broker) -> Result<(), CoordinatorError> {
-        if broker.topic(OFFSETS_TOPIC).is_some() {
+        if broker.metadata.topic(OFFSETS_TOPIC).is_some() {
             return Ok(());
         }
         let mut configs = BTreeMap::new();
@@ -143,6 +149,7 @@ impl GroupCoordinator {
             "segment.bytes".to_string(),
             self.config.offsets_segment_bytes.to_string(),
         );
+        let live = broker.metadata.image().brokers.len().max(1);
         let spec = TopicSpec {
             name: OFFSETS_TOPIC.to_string(),
             num_partitions: Some(self.config.offsets_partitions),
@@ -150,70 +157,71 @@ impl GroupCoordinator {
             replication_factor: Some(
                 self.config
                     .offsets_replication_factor
-                    .min(topics::live_brokers(broker).len() as i16),
+                    .min(i16::try_from(live).unwrap_or(i16::MAX)),
             ),
             assignments: BTreeMap::new(),
             configs,
         };
-        match topics::create_topic(broker, &spec, false) {
-            Ok(_) | Err(AdminError::TopicExists(_)) => Ok(()),
-            Err(e) => Err(CoordinatorError::OffsetsTopic(e.to_string())),
-        }
+        broker.admin.create_in_background(spec);
+        Err(CoordinatorError::OffsetsTopic(
+            "the offsets topic is being created".into(),
+        ))
     }
 
-    /// Loads committed offsets (and group generations) from every `__consumer_offsets` log.
-    pub fn load(&self, broker: &Broker) -> Result<usize, CoordinatorError> {
-        let Some(info) = broker.topic(OFFSETS_TOPIC) else {
-            return Ok(0);
-        };
-        let mut groups = self.lock();
+    /// True once this broker leads `__consumer_offsets` partition `partition` and has
+    /// loaded its groups.
+    pub fn is_loaded(&self, partition: i32) -> bool {
+        self.owned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&partition)
+            .is_some_and(|loaded| *loaded)
+    }
+
+    /// Loads the committed offsets and group generations of one `__consumer_offsets`
+    /// partition into memory; returns the records read.
+    fn load_partition(&self, partition: i32, log: &SharedLog) -> Result<usize, CoordinatorError> {
+        let log = lock(log)?;
+        let mut loaded: HashMap<String, GroupEntry> = HashMap::new();
         let mut records = 0usize;
-        for p in &info.partitions {
-            let Some(log) = &p.log else { continue };
-            let log = match lock(log) {
-                Ok(log) => log,
-                Err(e) => {
-                    log::warn!("not loading offsets of {OFFSETS_TOPIC}-{}: {e}", p.index);
+        let mut offset = log.log_start_offset();
+        let end = log.log_end_offset();
+        while offset < end {
+            let read = log.read(offset, end, 1 << 20, true)?;
+            let Some(region) = read.region else { break };
+            let bytes = log.read_region_bytes(&region)?;
+            let mut next = offset;
+            for (pos, header) in batch::BatchIter::new(&bytes, true) {
+                next = header.next_offset();
+                let Some(recs) =
+                    batch::uncompressed_records(&bytes[pos..pos + header.total_size()])
+                else {
+                    log::warn!(
+                        "skipping an unreadable batch in {OFFSETS_TOPIC}-{partition} at offset {}",
+                        header.base_offset
+                    );
                     continue;
+                };
+                for r in recs {
+                    records += 1;
+                    apply_record(&mut loaded, r.key, r.value);
                 }
-            };
-            let mut offset = log.log_start_offset();
-            let end = log.log_end_offset();
-            while offset < end {
-                let read = log.read(offset, end, 1 << 20, true)?;
-                let Some(region) = read.region else { break };
-                let bytes = log.read_region_bytes(&region)?;
-                let mut next = offset;
-                for (pos, header) in batch::BatchIter::new(&bytes, true) {
-                    next = header.next_offset();
-                    let Some(recs) =
-                        batch::uncompressed_records(&bytes[pos..pos + header.total_size()])
-                    else {
-                        log::warn!(
-                            "skipping an unreadable batch in {OFFSETS_TOPIC}-{} at offset {}",
-                            p.index,
-                            header.base_offset
-                        );
-                        continue;
-                    };
-                    for r in recs {
-                        records += 1;
-                        apply_record(&mut groups, r.key, r.value);
-                    }
-                }
-                if next <= offset {
-                    break;
-                }
-                offset = next;
             }
+            if next <= offset {
+                break;
+            }
+            offset = next;
         }
-        groups.retain(|_, g| !g.offsets.is_empty() || g.group.generation_id() > 0);
-        log::info!(
-            "loaded {} groups from {} records of {OFFSETS_TOPIC}",
-            groups.len(),
-            records
-        );
-        Ok(groups.len())
+        drop(log);
+        loaded.retain(|_, g| !g.offsets.is_empty() || g.group.generation_id() > 0);
+        let count = loaded.len();
+        let mut groups = self.lock();
+        for (id, entry) in loaded {
+            // A group already in memory (created while loading) keeps its live state.
+            groups.entry(id).or_insert(entry);
+        }
+        log::info!("loaded {count} groups from {records} records of {OFFSETS_TOPIC}-{partition}");
+        Ok(records)
     }
 
     /// Appends records for `group` to its offsets partition; returns once written.
@@ -227,7 +235,11 @@ impl GroupCoordinator {
             return Ok(());
         }
         let partition = self.partition_for(group);
-        let (_, log, epoch) = broker
+        if !self.is_loaded(partition) {
+            return Err(CoordinatorError::NotCoordinator);
+        }
+        let view = broker
+            .replicas
             .leader_log(OFFSETS_TOPIC, partition)
             .map_err(|_| CoordinatorError::NotCoordinator)?;
         let now = now_ms();
@@ -241,10 +253,13 @@ impl GroupCoordinator {
             })
             .collect();
         let bytes = batch::build_batch(0, &new);
-        let mut log = lock(&log)?;
-        log.append_internal(&bytes, epoch, now)?;
-        let end = log.log_end_offset();
-        log.set_high_watermark(end);
+        broker.replicas.append_internal(
+            &TopicPartition::new(OFFSETS_TOPIC, partition),
+            &view.log,
+            &bytes,
+            view.leader_epoch,
+            now,
+        )?;
         Ok(())
     }
 
@@ -326,6 +341,53 @@ impl GroupCoordinator {
             replies.extend(entry.group.mark_dead());
         }
         self.send_replies(replies);
+    }
+}
+
+/// Kafka's group coordinator follows the leadership of `__consumer_offsets` partitions:
+/// becoming leader loads the partition's groups (COORDINATOR_LOAD_IN_PROGRESS meanwhile);
+/// losing it unloads them (their members are answered NOT_COORDINATOR and rejoin at the
+/// new coordinator). Called on the replica state thread, in order.
+impl LeadershipListener for GroupCoordinator {
+    fn became_leader(&self, tp: &TopicPartition, log: &SharedLog) {
+        if tp.topic != OFFSETS_TOPIC {
+            return;
+        }
+        self.owned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tp.partition, false);
+        match self.load_partition(tp.partition, log) {
+            Ok(_) => {
+                self.owned
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(tp.partition, true);
+            }
+            Err(e) => log::error!("loading the groups of {tp} failed: {e}"),
+        }
+    }
+
+    fn stopped_leading(&self, tp: &TopicPartition) {
+        if tp.topic != OFFSETS_TOPIC {
+            return;
+        }
+        self.owned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&tp.partition);
+        let mut replies = Vec::new();
+        let mut unloaded = 0usize;
+        self.lock().retain(|id, entry| {
+            if offsets::partition_for_group(id, self.config.offsets_partitions) != tp.partition {
+                return true;
+            }
+            unloaded += 1;
+            replies.extend(entry.group.mark_not_coordinator());
+            false
+        });
+        self.send_replies(replies);
+        log::info!("unloaded {unloaded} groups of {tp}");
     }
 }
 
@@ -497,8 +559,10 @@ fn run_mirror(coordinator: Arc<GroupCoordinator>, broker: Weak<Broker>, stop: Ar
             }
         }
         // Topics and brokers change outside this thread: re-walk the tree at most twice a
-        // second and rewrite the dump only when it differs.
-        if now_ms() - last_dump_ms >= DUMP_INTERVAL_MS {
+        // second and rewrite the dump only when it differs. Only for the embedded store:
+        // ZooKeeper's tree is read with ZooKeeper's tools, and walking it would cost a
+        // round trip per znode.
+        if broker.single_node && now_ms() - last_dump_ms >= DUMP_INTERVAL_MS {
             last_dump_ms = now_ms();
             let text = render_tree(store);
             if text != last_dump {
@@ -618,6 +682,10 @@ pub fn render_tree(store: &dyn MetadataStore) -> String {
 }
 
 fn write_dump(path: &std::path::Path, text: &str) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        // With ZooKeeper nothing else creates `.metadata/`.
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).map_err(|e| e.to_string())?;
     std::fs::rename(&tmp, path).map_err(|e| e.to_string())
@@ -636,5 +704,6 @@ pub fn group_error_code(e: GroupError) -> i16 {
         GroupError::GroupMaxSizeReached => E::GroupMaxSizeReached.code(),
         GroupError::FencedInstanceId => E::FencedInstanceId.code(),
         GroupError::CoordinatorNotAvailable => E::CoordinatorNotAvailable.code(),
+        GroupError::NotCoordinator => E::NotCoordinator.code(),
     }
 }

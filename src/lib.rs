@@ -3,9 +3,17 @@
 //!
 //! # Layout
 //! - [`config`]: `server.properties` keys, Kafka's defaults, validation naming the key.
-//! - [`broker`]: shared state (metadata store, logs, topic metadata, purgatory), start and
-//!   the periodic scheduler.
-//! - [`topics`]: topic creation, deletion and partition growth, as the controller does it.
+//! - [`broker`]: the services wired together (store, metadata cache, replica manager,
+//!   admin, groups, controller), start, shutdown and the periodic scheduler.
+//! - [`metadata_cache`]: brokers and partitions as the controller published them.
+//! - [`replica_manager`]: logs, partition roles (LeaderAndIsr, StopReplica), high
+//!   watermarks, the fetch purgatory.
+//! - [`admin`]: topic creation, deletion and growth written through the metadata store,
+//!   answered when the controller has acted.
+//! - [`controller`]: the controller (elected through `/controller`): partition state
+//!   machine, leader elections, broker failure, topic creation/deletion, controlled shutdown.
+//! - [`channel`]: controller-to-broker requests, one sender thread per broker.
+//! - [`shutdown`]: a stopping broker's controlled shutdown.
 //! - [`handler`]: one file per Kafka API (decode → act → encode) and the Fetch writer;
 //!   the only place Kafka error codes are produced.
 //! - [`groups`]: the group coordinator's shell: offsets in `__consumer_offsets`, the
@@ -22,13 +30,18 @@
 //! `kbroker-storage` (segments, indexes, logs), `kbroker-coordinator` (metadata store and
 //! Kafka's znodes), `kbroker-replication` (purgatory).
 
+pub mod admin;
 pub mod broker;
+pub mod channel;
 pub mod config;
+pub mod controller;
 pub mod fuzzing;
 pub mod groups;
 pub mod handler;
+pub mod metadata_cache;
 pub mod metadata_tool;
 pub mod metrics;
 pub mod producer_ids;
+pub mod replica_manager;
 pub mod server;
-pub mod topics;
+pub mod shutdown;

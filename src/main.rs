@@ -7,6 +7,21 @@
 use clap::{Arg, ArgAction, Command};
 use nix::sys::signal::{SigSet, Signal};
 
+/// Raises the soft limit on open files to the hard limit, as the JVM does for Kafka: a
+/// broker keeps a descriptor per segment and per connection.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                log::warn!("cannot raise the open files limit from {soft} to {hard}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => log::warn!("cannot read the open files limit: {e}"),
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("metadata") {
@@ -51,6 +66,32 @@ fn main() {
         eprintln!("kbroker: cannot block signals: {e}");
         std::process::exit(1);
     }
+    raise_open_files_limit();
+    // A signal during start-up (waiting for ZooKeeper, for an old registration to expire)
+    // ends the process at once: nothing has been acknowledged yet, and the logs recover as
+    // after a crash. After start-up it begins a clean shutdown.
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (signal_tx, signal_rx) = std::sync::mpsc::channel();
+    let flag = std::sync::Arc::clone(&started);
+    let waiter = std::thread::Builder::new()
+        .name("kb-signals".into())
+        .spawn(move || match signals.wait() {
+            Ok(sig) if !flag.load(std::sync::atomic::Ordering::Acquire) => {
+                eprintln!("kbroker: received {sig:?} during start-up; exiting");
+                std::process::exit(1);
+            }
+            Ok(sig) => {
+                let _ = signal_tx.send(Some(sig));
+            }
+            Err(e) => {
+                log::error!("waiting for signals failed: {e}");
+                let _ = signal_tx.send(None);
+            }
+        });
+    if let Err(e) = waiter {
+        eprintln!("kbroker: cannot start the signal thread: {e}");
+        std::process::exit(1);
+    }
     let server = match kbroker::server::Server::start(config) {
         Ok(s) => s,
         Err(e) => {
@@ -59,9 +100,9 @@ fn main() {
             std::process::exit(1);
         }
     };
-    match signals.wait() {
-        Ok(sig) => log::info!("received {sig:?}"),
-        Err(e) => log::error!("waiting for signals failed: {e}"),
+    started.store(true, std::sync::atomic::Ordering::Release);
+    if let Ok(Some(sig)) = signal_rx.recv() {
+        log::info!("received {sig:?}");
     }
     match server.shutdown() {
         Ok(sendfile_bytes) => {

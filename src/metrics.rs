@@ -618,6 +618,7 @@ pub struct PartitionSample {
 
 fn partition_samples(broker: &Broker) -> Vec<PartitionSample> {
     let mut out: Vec<PartitionSample> = broker
+        .replicas
         .logs
         .all()
         .into_iter()

@@ -1,6 +1,8 @@
-//! Wiring: open the broker, start the scheduler and the socket server, and shut down in
-//! reverse: stop accepting, expire waiting fetches, drain in-flight requests, stop the
-//! scheduler, flush and checkpoint every log, write the clean-shutdown marker.
+//! Wiring: open the broker, start the scheduler, join the cluster (register, run for
+//! controller), start the socket server; shut down in reverse: controlled shutdown (leaderships
+//! moved away), resign, answer parked requests, stop accepting and drain in-flight
+//! requests, stop the scheduler, flush and checkpoint every log, write the clean-shutdown
+//! marker.
 //! With `metrics.port` set, the handler is wrapped to record request-stage metrics and a
 //! `kb-metrics` thread serves them; it stops first.
 
@@ -66,7 +68,23 @@ impl Server {
             Some(_) => Arc::new(Instrumented::new(handler, Arc::clone(&requests))),
             None => Arc::new(handler),
         };
-        let socket_server = SocketServer::start(reactor_config, handler)?;
+        // Kafka's order: register and run for controller, then accept. On a single node the
+        // controller's first round (applied in process) is done before the first client
+        // connects; in a cluster another controller's requests are retried until this
+        // broker listens.
+        let started = broker
+            .join_cluster()
+            .map_err(ServerError::from)
+            .and_then(|()| SocketServer::start(reactor_config, handler).map_err(ServerError::from));
+        let socket_server = match started {
+            Ok(s) => s,
+            Err(e) => {
+                broker.stop_serving();
+                scheduler.stop();
+                let _ = broker.shutdown();
+                return Err(e);
+            }
+        };
         let metrics = match metrics_addr {
             Some(addr) => {
                 let sources = Sources {
@@ -118,11 +136,12 @@ impl Server {
         if let Some(metrics) = self.metrics {
             metrics.shutdown();
         }
-        self.broker.fetch_purgatory.shutdown();
-        self.broker.groups.shutdown();
+        // Leaderships move away first, while this broker still answers the controller.
+        self.broker.controlled_shutdown();
+        self.broker.stop_serving();
         self.socket_server.shutdown();
         self.scheduler.stop();
-        self.broker.logs.shutdown().map_err(BrokerError::from)?;
+        self.broker.shutdown()?;
         Ok(stats
             .sendfile_bytes
             .load(std::sync::atomic::Ordering::Relaxed))

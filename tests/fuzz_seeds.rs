@@ -136,4 +136,130 @@ fn write_seed_corpora() {
         b"0\n3\norders 0 1234\norders 1 99\nb-c 7 0\n",
     );
     write(&root, "checkpoint", "epochs", b"0\n2\n0 0\n3 120\n");
+    // producer_snapshot: mode byte 1 (fix the CRC), then a snapshot of two producers
+    let mut snap = Vec::new();
+    snap.extend_from_slice(&1i16.to_be_bytes());
+    snap.extend_from_slice(&[0u8; 4]);
+    snap.extend_from_slice(&2i32.to_be_bytes());
+    for pid in [1000i64, 1001] {
+        snap.extend_from_slice(&pid.to_be_bytes());
+        snap.extend_from_slice(&0i16.to_be_bytes()); // epoch
+        snap.extend_from_slice(&9i32.to_be_bytes()); // last sequence
+        snap.extend_from_slice(&(pid - 990).to_be_bytes()); // last offset
+        snap.extend_from_slice(&9i32.to_be_bytes()); // offset delta
+        snap.extend_from_slice(&1_700_000_000_000i64.to_be_bytes());
+        snap.extend_from_slice(&(-1i32).to_be_bytes()); // coordinator epoch
+        snap.extend_from_slice(&(-1i64).to_be_bytes()); // no transaction
+    }
+    let crc = crc32c::crc32c(&snap[6..]);
+    snap[2..6].copy_from_slice(&crc.to_be_bytes());
+    write(
+        &root,
+        "producer_snapshot",
+        "two",
+        &[&[1u8][..], &snap].concat(),
+    );
+    let empty = kbroker_storage::producer_state::ProducerStateManager::new(0).encode_snapshot();
+    write(
+        &root,
+        "producer_snapshot",
+        "empty",
+        &[&[0u8][..], &empty].concat(),
+    );
+    // znode: one valid input per decoder (the first byte picks it)
+    use kbroker_coordinator::layout::*;
+    use kbroker_coordinator::offsets::{GroupValue, OffsetValue, OffsetsKey};
+    let registration = BrokerRegistration {
+        id: 7,
+        endpoints: vec![Endpoint {
+            listener_name: "PLAINTEXT".into(),
+            security_protocol: "PLAINTEXT".into(),
+            host: "127.0.0.1".into(),
+            port: 9092,
+        }],
+        rack: Some("r1".into()),
+        timestamp_ms: 1_700_000_000_000,
+    };
+    let mut assignment = TopicAssignment::default();
+    assignment.partitions.insert(0, vec![1, 2]);
+    assignment.partitions.insert(1, vec![2, 3]);
+    let mut config = EntityConfig::default();
+    config.config.insert("retention.ms".into(), "1000".into());
+    let znodes: Vec<(u8, Vec<u8>)> = vec![
+        (
+            0,
+            br#"{"version":"1","id":"dXmdueehzqA5XyVj1rrmFQ"}"#.to_vec(),
+        ),
+        (1, registration.to_json()),
+        (
+            2,
+            br#"{"version":1,"brokerid":2,"timestamp":"1700000000000"}"#.to_vec(),
+        ),
+        (3, b"17".to_vec()),
+        (4, assignment.to_json()),
+        (
+            5,
+            br#"{"controller_epoch":3,"leader":1,"version":1,"leader_epoch":4,"isr":[1,2]}"#
+                .to_vec(),
+        ),
+        (6, config.to_json()),
+        (7, b"42".to_vec()),
+        (
+            8,
+            br#"{"version":1,"broker":1,"block_start":"0","block_end":"999"}"#.to_vec(),
+        ),
+        (
+            9,
+            br#"{"version":1,"partitions":[{"topic":"t","partition":0}]}"#.to_vec(),
+        ),
+        (
+            10,
+            br#"{"version":1,"partitions":[{"topic":"t","partition":3}]}"#.to_vec(),
+        ),
+        (
+            11,
+            OffsetsKey::Offset {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 1,
+            }
+            .encode(),
+        ),
+        (
+            12,
+            OffsetValue {
+                offset: 5,
+                leader_epoch: 2,
+                metadata: "m".into(),
+                commit_timestamp_ms: 1_700_000_000_000,
+            }
+            .encode(),
+        ),
+        (
+            13,
+            GroupValue {
+                protocol_type: "consumer".into(),
+                generation_id: 3,
+                protocol: Some("range".into()),
+                leader: Some("m-1".into()),
+                state_timestamp_ms: 1_700_000_000_000,
+            }
+            .encode(),
+        ),
+        (14, vec![0, 1, 0, 0, 0, 1, 0, 1, b't', 0, 0, 0, 0]),
+        (
+            15,
+            vec![
+                0, 1, 0, 0, 0, 1, 0, 1, b't', 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0,
+            ],
+        ),
+    ];
+    for (which, bytes) in znodes {
+        write(
+            &root,
+            "znode",
+            &format!("kind-{which}"),
+            &[&[which][..], &bytes].concat(),
+        );
+    }
 }

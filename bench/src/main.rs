@@ -23,6 +23,7 @@
 
 mod broker;
 mod ceiling;
+mod cluster;
 mod latency;
 mod rdk;
 mod report;
@@ -42,6 +43,9 @@ usage: kbroker-bench [--sweep] [options]
 
   (default)            every workload once at --threads (3x8), ~1 min
   --sweep              a shorter workload set over --grid, plus table, CSV and SVG
+  --cluster            3 brokers on a real ZooKeeper: CreateTopics to usable, and controller
+                       failover, for each --cluster-partitions count (~2 min)
+  --cluster-partitions P,..  partition counts of the cluster mode [1000,10000]
   --threads NxM        num.network.threads x num.io.threads for the default mode [3x8]
   --grid N,..xM,..     sweep grid [1,2,4x1,2,4,8]
   --repeat R           sweep rounds; each cell reports its median run [1]
@@ -61,6 +65,8 @@ usage: kbroker-bench [--sweep] [options]
 #[derive(Debug, Clone)]
 struct Options {
     sweep: bool,
+    cluster: bool,
+    cluster_partitions: Vec<usize>,
     threads: (usize, usize),
     grid: (Vec<usize>, Vec<usize>),
     seconds: f64,
@@ -90,6 +96,8 @@ fn parse_list(s: &str) -> Result<Vec<usize>, String> {
 fn parse_args() -> Result<Options, String> {
     let mut o = Options {
         sweep: false,
+        cluster: false,
+        cluster_partitions: vec![1000, 10_000],
         threads: (3, 8),
         grid: (vec![1, 2, 4], vec![1, 2, 4, 8]),
         seconds: 3.0,
@@ -109,6 +117,8 @@ fn parse_args() -> Result<Options, String> {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
         match arg.as_str() {
             "--sweep" => o.sweep = true,
+            "--cluster" => o.cluster = true,
+            "--cluster-partitions" => o.cluster_partitions = parse_list(&value()?)?,
             "--threads" => {
                 let v = value()?;
                 let (n, m) = v.split_once('x').ok_or("--threads NxM")?;
@@ -165,6 +175,8 @@ fn main() {
     latency::now_ns(); // start the shared clock
     let result = if let Some(dir) = &options.plot_from {
         plot_from(&options, dir)
+    } else if options.cluster {
+        cluster_mode(&options)
     } else if options.sweep {
         sweep(&options)
     } else {
@@ -768,6 +780,32 @@ fn write_file(path: &std::path::Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
     eprintln!("wrote {}", path.display());
     Ok(())
+}
+
+fn cluster_mode(options: &Options) -> Result<(), String> {
+    let started = Instant::now();
+    let load_at_start = load_average();
+    eprintln!("kbroker-bench: cluster control plane");
+    let counts: Vec<i32> = options
+        .cluster_partitions
+        .iter()
+        .map(|&p| i32::try_from(p).map_err(|_| format!("--cluster-partitions {p} is too large")))
+        .collect::<Result<_, _>>()?;
+    let runs = cluster::run(&options.broker, &options.overrides, &counts)?;
+    let text = format!(
+        "# kbroker bench — cluster\n\n3 brokers and one ZooKeeper on this machine ({} CPUs), zookeeper.session.timeout.ms=3000, \
+         load average at start {load_at_start}, at end {}; broker overrides: {}.\n\n{}\n\
+         \"Usable\": every broker's Metadata lists every partition with a leader. \"After loss\": from the moment \
+         ZooKeeper deleted the killed controller's `/controller` (its session expired) to the new controller's znode, \
+         and to both survivors' Metadata showing every partition led by a live broker.\n\nTotal bench time {:.0} s.\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_average(),
+        if options.overrides.is_empty() { "none".into() } else { options.overrides.join(" ") },
+        cluster::report(&runs),
+        started.elapsed().as_secs_f64(),
+    );
+    println!("{text}");
+    write_file(&options.out.join("cluster.md"), &text)
 }
 
 fn quick(options: &Options) -> Result<(), String> {

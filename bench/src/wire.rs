@@ -86,7 +86,12 @@ pub fn record_batch(records: usize, value_bytes: usize, timestamp_ms: i64) -> By
 }
 
 /// `size | header | body` of one request.
-fn frame(api: ApiKey, version: i16, correlation_id: i32, body: &impl Encodable) -> Vec<u8> {
+pub(crate) fn frame(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &impl Encodable,
+) -> Vec<u8> {
     let header = RequestHeader::default()
         .with_request_api_key(api as i16)
         .with_request_api_version(version)
@@ -103,7 +108,7 @@ fn frame(api: ApiKey, version: i16, correlation_id: i32, body: &impl Encodable) 
     buf.to_vec()
 }
 
-fn topic_name(topic: &str) -> TopicName {
+pub(crate) fn topic_name(topic: &str) -> TopicName {
     TopicName(StrBytes::from_string(topic.to_string()))
 }
 
@@ -168,13 +173,13 @@ fn read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<usize, String
 }
 
 /// The body of a response (after its v0 header).
-fn decode<T: Decodable>(frame: &[u8], version: i16) -> Result<T, String> {
+pub(crate) fn decode<T: Decodable>(frame: &[u8], version: i16) -> Result<T, String> {
     let mut bytes = Bytes::copy_from_slice(frame);
     ResponseHeader::decode(&mut bytes, 0).map_err(|e| e.to_string())?;
     T::decode(&mut bytes, version).map_err(|e| e.to_string())
 }
 
-fn connect(bootstrap: &str) -> Result<TcpStream, String> {
+pub(crate) fn connect(bootstrap: &str) -> Result<TcpStream, String> {
     let stream = TcpStream::connect(bootstrap).map_err(|e| format!("connect {bootstrap}: {e}"))?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     stream
@@ -183,7 +188,11 @@ fn connect(bootstrap: &str) -> Result<TcpStream, String> {
     Ok(stream)
 }
 
-fn round_trip(stream: &mut TcpStream, request: &[u8], buf: &mut Vec<u8>) -> Result<usize, String> {
+pub(crate) fn round_trip(
+    stream: &mut TcpStream,
+    request: &[u8],
+    buf: &mut Vec<u8>,
+) -> Result<usize, String> {
     stream
         .write_all(request)
         .map_err(|e| format!("sending a request: {e}"))?;

@@ -452,6 +452,30 @@ pub fn read_partition_state<S: MetadataStore + ?Sized>(
     }
 }
 
+/// The states of many partitions (None where there is none), read pipelined.
+pub fn read_partition_states<S: MetadataStore + ?Sized>(
+    store: &S,
+    partitions: &[(String, i32)],
+) -> Result<Vec<Option<PartitionState>>, StoreError> {
+    let paths: Vec<String> = partitions
+        .iter()
+        .map(|(t, p)| layout::partition_state_path(t, *p))
+        .collect();
+    store
+        .get_many(&paths)
+        .into_iter()
+        .zip(&paths)
+        .map(|(found, path)| match found? {
+            Some((data, stat)) => {
+                let mut state = PartitionState::from_json(&data).map_err(|e| e.at_path(path))?;
+                state.zk_version = stat.version;
+                Ok(Some(state))
+            }
+            None => Ok(None),
+        })
+        .collect()
+}
+
 /// Overwrites a partition's state if its znode still has version `state.zk_version` (`-1`
 /// for any) and, when `controller_epoch_zk_version` is given, only if `/controller_epoch`
 /// still has that version (the controller fencing check, in the same multi-op). Returns

@@ -51,6 +51,8 @@ pub enum GroupError {
     GroupMaxSizeReached,
     FencedInstanceId,
     CoordinatorNotAvailable,
+    /// The group's offsets partition moved to another broker.
+    NotCoordinator,
 }
 
 #[derive(Debug, Clone)]
@@ -252,19 +254,23 @@ impl<R> Group<R> {
     }
     /// Marks the group deleted; waiting replies get COORDINATOR_NOT_AVAILABLE.
     pub fn mark_dead(&mut self) -> Vec<Reply<R>> {
+        self.fail_waiting(GroupError::CoordinatorNotAvailable)
+    }
+
+    /// Marks the group unloaded (this broker stopped coordinating it); waiting replies get
+    /// NOT_COORDINATOR so members find the new coordinator.
+    pub fn mark_not_coordinator(&mut self) -> Vec<Reply<R>> {
+        self.fail_waiting(GroupError::NotCoordinator)
+    }
+
+    fn fail_waiting(&mut self, error: GroupError) -> Vec<Reply<R>> {
         let mut replies = Vec::new();
         for m in self.members.values_mut() {
             if let Some(r) = m.awaiting_join.take() {
-                replies.push(Reply::Join(
-                    r,
-                    JoinResult::error(GroupError::CoordinatorNotAvailable, &m.member_id),
-                ));
+                replies.push(Reply::Join(r, JoinResult::error(error, &m.member_id)));
             }
             if let Some(r) = m.awaiting_sync.take() {
-                replies.push(Reply::Sync(
-                    r,
-                    SyncResult::error(GroupError::CoordinatorNotAvailable),
-                ));
+                replies.push(Reply::Sync(r, SyncResult::error(error)));
             }
         }
         self.state = GroupState::Dead;

@@ -536,6 +536,49 @@ impl ProducerIdBlock {
     }
 }
 
+/// `{"version":1,"partitions":[{"topic":"t","partition":0},...]}` — the data of
+/// `/admin/preferred_replica_election` and of each `/isr_change_notification/isr_change_*`.
+pub fn encode_partition_list(partitions: &[(String, i32)]) -> Vec<u8> {
+    let list: Vec<String> = partitions
+        .iter()
+        .map(|(t, p)| {
+            JsonObject::new()
+                .string("topic", t)
+                .number("partition", p)
+                .finish_string()
+        })
+        .collect();
+    JsonObject::new()
+        .number("version", 1)
+        .raw("partitions", &format!("[{}]", list.join(",")))
+        .finish()
+}
+
+/// Reads [`encode_partition_list`]'s format (entries that are not topic/partition pairs
+/// are an error).
+pub fn decode_partition_list(bytes: &[u8]) -> Result<Vec<(String, i32)>, StoreError> {
+    let json = Json::parse(bytes, "partition list json")?;
+    let list = json
+        .required("partitions")?
+        .as_array()
+        .ok_or_else(|| json.error("\"partitions\" is not a list"))?;
+    list.iter()
+        .map(|entry| {
+            let topic = entry.get("topic").and_then(Value::as_str);
+            let partition = entry.get("partition").and_then(to_i32);
+            match (topic, partition) {
+                (Some(t), Some(p)) => Ok((t.to_string(), p)),
+                _ => Err(json.error("a partition entry without topic and partition")),
+            }
+        })
+        .collect()
+}
+
+/// The data of an ISR change notification: the partitions whose ISR changed.
+pub fn decode_isr_change_notification(bytes: &[u8]) -> Result<Vec<(String, i32)>, StoreError> {
+    decode_partition_list(bytes)
+}
+
 /// Kafka's `Uuid.toString`: unpadded base64url of the 16 bytes.
 pub fn topic_id_to_string(id: &[u8; 16]) -> String {
     base64url_encode(id)
@@ -1055,6 +1098,18 @@ mod tests {
         };
         assert_eq!(owner.to_json(), b"consumer-1-abc");
         assert_eq!(ConsumerOwner::from_json(&owner.to_json()).unwrap(), owner);
+    }
+
+    #[test]
+    fn partition_lists_round_trip() {
+        let list = vec![("orders".to_string(), 0), ("a.b".to_string(), 7)];
+        let json = encode_partition_list(&list);
+        assert_eq!(
+            text(json.clone()),
+            r#"{"version":1,"partitions":[{"topic":"orders","partition":0},{"topic":"a.b","partition":7}]}"#
+        );
+        assert_eq!(decode_partition_list(&json).unwrap(), list);
+        assert!(decode_partition_list(br#"{"version":1,"partitions":[{"topic":"x"}]}"#).is_err());
     }
 
     #[test]

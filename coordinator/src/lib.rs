@@ -12,6 +12,8 @@
 //!   - `journal`: its file format, replay with torn-tail truncation, and compaction.
 //! - `layout`: Kafka 2.8's znode paths and JSON formats (`/brokers/ids/{id}`,
 //!   `/brokers/topics/{t}`, partition state, configs, controller, consumer mirrors).
+//! - `controller`: the controller's decisions as pure functions: leader elections, replica
+//!   assignment (rack-aware), new partition states.
 //! - `cluster`: broker-side operations over any store: cluster id, broker registration,
 //!   controller election with epoch fencing, topic znodes, 0.8 consumer offsets.
 //!
@@ -22,6 +24,7 @@
 //! single-node and cluster mode.
 
 pub mod cluster;
+pub mod controller;
 pub mod group;
 mod journal;
 pub mod layout;

@@ -111,6 +111,9 @@ impl Op {
     }
 }
 
+/// One znode read by [`MetadataStore::get_many`]: its data and stat, None if missing.
+pub type ReadResult = Result<Option<(Vec<u8>, Stat)>, StoreError>;
+
 /// The result of one operation of a successful [`MetadataStore::multi`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpResult {
@@ -232,6 +235,20 @@ pub trait MetadataStore: Send + Sync {
         -> Result<Vec<String>, StoreError>;
     /// The session that owns this handle's ephemeral nodes.
     fn session_id(&self) -> i64;
+    /// Registers `tx` for the session's `Disconnected`, `Connected` and `SessionExpired`
+    /// events. The embedded store's session never changes: nothing is sent.
+    fn subscribe_session(&self, _tx: Sender<WatchEvent>) {}
+    /// Opens a new session after `SessionExpired` (its ephemerals must be made again).
+    fn renew_session(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Ends the session at shutdown (its ephemerals go at once).
+    fn close(&self) {}
+    /// Reads many znodes (None for a missing one), in order. ZooKeeper pipelines them:
+    /// a controller taking over reads every partition state in a few round trips.
+    fn get_many(&self, paths: &[String]) -> Vec<ReadResult> {
+        paths.iter().map(|p| get_opt(self, p)).collect()
+    }
 }
 
 /// Checks a path against ZooKeeper's rules. A sequential create may end with `/` or any

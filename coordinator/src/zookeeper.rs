@@ -39,7 +39,8 @@ pub struct ZkConfig {
 
 pub struct ZkStore {
     config: ZkConfig,
-    client: RwLock<zk::Client>,
+    /// None once closed.
+    client: RwLock<Option<zk::Client>>,
     subscribers: Arc<Mutex<Vec<Sender<WatchEvent>>>>,
 }
 
@@ -100,7 +101,7 @@ impl ZkStore {
         let client = open_session(&config)?;
         let store = ZkStore {
             config,
-            client: RwLock::new(client),
+            client: RwLock::new(Some(client)),
             subscribers: Arc::new(Mutex::new(Vec::new())),
         };
         store.forward_session_states();
@@ -108,9 +109,9 @@ impl ZkStore {
     }
 
     /// Opens a new session after the old one expired; ephemerals must be created again.
-    pub fn renew_session(&self) -> Result<(), StoreError> {
+    fn renew(&self) -> Result<(), StoreError> {
         let client = open_session(&self.config)?;
-        *self.client.write().unwrap_or_else(|p| p.into_inner()) = client;
+        *self.client.write().unwrap_or_else(|p| p.into_inner()) = Some(client);
         self.forward_session_states();
         log::info!(
             "zookeeper session renewed session_id={:#x}",
@@ -119,11 +120,43 @@ impl ZkStore {
         Ok(())
     }
 
-    fn client(&self) -> zk::Client {
+    fn client(&self) -> Result<zk::Client, zk::Error> {
         self.client
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+            .ok_or(zk::Error::ClientClosed)
+    }
+
+    /// Closes the session (Kafka does at shutdown): its ephemeral znodes — the broker's
+    /// registration, `/controller` — go at once instead of a session timeout later.
+    /// Every later call fails with a connection error.
+    pub fn close_session(&self) {
+        let Some(client) = self
+            .client
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return;
+        };
+        let session = client.session().id().0;
+        let mut watcher = client.state_watcher();
+        drop(client);
+        let closed = smol::block_on(smol::future::or(
+            async {
+                loop {
+                    if watcher.changed().await.is_terminated() {
+                        return true;
+                    }
+                }
+            },
+            async {
+                smol::Timer::after(CLOSE_WAIT).await;
+                false
+            },
+        ));
+        log::info!("zookeeper session closed session_id={session:#x} confirmed={closed}");
     }
 
     fn timeout(&self) -> Duration {
@@ -132,7 +165,8 @@ impl ZkStore {
 
     /// Forwards the current session's state changes to the subscribers.
     fn forward_session_states(&self) {
-        let mut watcher = self.client().state_watcher();
+        let Ok(client) = self.client() else { return };
+        let mut watcher = client.state_watcher();
         let subscribers = Arc::clone(&self.subscribers);
         smol::spawn(async move {
             loop {
@@ -143,6 +177,8 @@ impl ZkStore {
                         WatchEvent::Connected
                     }
                     zk::SessionState::Expired => WatchEvent::SessionExpired,
+                    // Closed by this process (shutdown): nothing to tell.
+                    zk::SessionState::Closed => break,
                     _ => {
                         log::warn!("zookeeper session ended state={state:?}");
                         WatchEvent::SessionExpired
@@ -162,14 +198,6 @@ impl ZkStore {
         .detach();
     }
 
-    /// Registers `tx` for `Disconnected`, `Connected` and `SessionExpired`.
-    pub fn subscribe_session(&self, tx: Sender<WatchEvent>) {
-        self.subscribers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(tx);
-    }
-
     /// Forwards a one-shot watcher's event to `tx`.
     fn forward(watcher: zk::OneshotWatcher, tx: Sender<WatchEvent>) {
         smol::spawn(async move {
@@ -187,6 +215,11 @@ impl ZkStore {
         .detach();
     }
 }
+
+/// Reads in flight at once in [`MetadataStore::get_many`].
+const PIPELINED_READS_MAX: usize = 2_000;
+/// How long closing waits for ZooKeeper to confirm.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 fn open_session(config: &ZkConfig) -> Result<zk::Client, StoreError> {
     let (hosts, chroot) = match config.connect.find('/') {
@@ -229,7 +262,7 @@ fn open_session(config: &ZkConfig) -> Result<zk::Client, StoreError> {
 
 impl MetadataStore for ZkStore {
     fn create(&self, path: &str, data: &[u8], mode: CreateMode) -> Result<String, StoreError> {
-        let client = self.client();
+        let client = self.client().map_err(|e| error(e, path, None))?;
         let options = zk_mode(mode).with_acls(zk::Acls::anyone_all());
         let (_, sequence) = block(self.timeout(), client.create(path, data, &options))
             .map_err(|e| error(e, path, None))?;
@@ -241,14 +274,14 @@ impl MetadataStore for ZkStore {
     }
 
     fn get(&self, path: &str) -> Result<(Vec<u8>, Stat), StoreError> {
-        let client = self.client();
+        let client = self.client().map_err(|e| error(e, path, None))?;
         block(self.timeout(), client.get_data(path))
             .map(|(data, s)| (data, stat(&s)))
             .map_err(|e| error(e, path, None))
     }
 
     fn set(&self, path: &str, data: &[u8], version: Option<i32>) -> Result<Stat, StoreError> {
-        let client = self.client();
+        let client = self.client().map_err(|e| error(e, path, None))?;
         let version = version.filter(|v| *v >= 0);
         block(self.timeout(), client.set_data(path, data, version))
             .map(|s| stat(&s))
@@ -256,20 +289,20 @@ impl MetadataStore for ZkStore {
     }
 
     fn delete(&self, path: &str, version: Option<i32>) -> Result<(), StoreError> {
-        let client = self.client();
+        let client = self.client().map_err(|e| error(e, path, None))?;
         let version = version.filter(|v| *v >= 0);
         block(self.timeout(), client.delete(path, version)).map_err(|e| error(e, path, version))
     }
 
     fn exists(&self, path: &str) -> Result<Option<Stat>, StoreError> {
-        let client = self.client();
+        let client = self.client().map_err(|e| error(e, path, None))?;
         block(self.timeout(), client.check_stat(path))
             .map(|s| s.map(|s| stat(&s)))
             .map_err(|e| error(e, path, None))
     }
 
     fn children(&self, path: &str) -> Result<Vec<String>, StoreError> {
-        let client = self.client();
+        let client = self.client().map_err(|e| error(e, path, None))?;
         let mut names =
             block(self.timeout(), client.list_children(path)).map_err(|e| error(e, path, None))?;
         names.sort();
@@ -277,7 +310,7 @@ impl MetadataStore for ZkStore {
     }
 
     fn multi(&self, ops: &[Op]) -> Result<Vec<OpResult>, StoreError> {
-        let client = self.client();
+        let client = self.client().map_err(|e| error(e, "/", None))?;
         let mut writer = client.new_multi_writer();
         for op in ops {
             let added = match op {
@@ -333,7 +366,7 @@ impl MetadataStore for ZkStore {
     }
 
     fn watch_data(&self, path: &str, tx: Sender<WatchEvent>) -> Result<Option<Stat>, StoreError> {
-        let client = self.client();
+        let client = self.client().map_err(|e| error(e, path, None))?;
         let (s, watcher) = block(self.timeout(), client.check_and_watch_stat(path))
             .map_err(|e| error(e, path, None))?;
         ZkStore::forward(watcher, tx);
@@ -345,7 +378,7 @@ impl MetadataStore for ZkStore {
         path: &str,
         tx: Sender<WatchEvent>,
     ) -> Result<Vec<String>, StoreError> {
-        let client = self.client();
+        let client = self.client().map_err(|e| error(e, path, None))?;
         let (mut names, watcher) = block(self.timeout(), client.list_and_watch_children(path))
             .map_err(|e| error(e, path, None))?;
         ZkStore::forward(watcher, tx);
@@ -354,6 +387,46 @@ impl MetadataStore for ZkStore {
     }
 
     fn session_id(&self) -> i64 {
-        self.client().session().id().0
+        self.client().map_or(0, |c| c.session().id().0)
+    }
+
+    fn subscribe_session(&self, tx: Sender<WatchEvent>) {
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(tx);
+    }
+
+    fn renew_session(&self) -> Result<(), StoreError> {
+        self.renew()
+    }
+
+    fn close(&self) {
+        self.close_session();
+    }
+
+    fn get_many(&self, paths: &[String]) -> Vec<crate::store::ReadResult> {
+        let client = match self.client() {
+            Ok(c) => c,
+            Err(e) => {
+                return paths
+                    .iter()
+                    .map(|p| Err(error(e.clone(), p, None)))
+                    .collect()
+            }
+        };
+        let mut out = Vec::with_capacity(paths.len());
+        for chunk in paths.chunks(PIPELINED_READS_MAX) {
+            // Each call sends its request at once; the responses are awaited in order.
+            let pending: Vec<_> = chunk.iter().map(|p| client.get_data(p)).collect();
+            for (fut, path) in pending.into_iter().zip(chunk) {
+                out.push(match block(self.timeout(), fut) {
+                    Ok((data, s)) => Ok(Some((data, stat(&s)))),
+                    Err(zk::Error::NoNode) => Ok(None),
+                    Err(e) => Err(error(e, path, None)),
+                });
+            }
+        }
+        out
     }
 }

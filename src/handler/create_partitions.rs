@@ -1,4 +1,6 @@
-//! CreatePartitions: grow a topic's partition count (never shrink).
+//! CreatePartitions: grow a topic's partition count (never shrink) — the assignment is
+//! rewritten through the admin component; answered once the new partitions have leaders or
+//! at `timeout_ms`.
 
 use bytes::Bytes;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -6,9 +8,9 @@ use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse
 use kafka_protocol::protocol::StrBytes;
 use kbroker_reactor::Responder;
 
-use super::{admin_error_code, decode, respond, HandlerResult, RequestContext};
+use super::{admin_error_code, decode, respond_later, topic_name, HandlerResult, RequestContext};
+use crate::admin::PartitionGrowth;
 use crate::broker::Broker;
-use crate::topics;
 
 pub fn handle(
     broker: &Broker,
@@ -18,32 +20,38 @@ pub fn handle(
 ) -> HandlerResult {
     let (request, responder) =
         decode::<CreatePartitionsRequest>(&mut body, ctx.version, responder)?;
-    let results = request
+    let items = request
         .topics
         .iter()
-        .map(|t| {
-            let mut r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-            let assignments = t.assignments.as_ref().map(|a| {
+        .map(|t| PartitionGrowth {
+            name: t.name.0.to_string(),
+            count: t.count,
+            assignments: t.assignments.as_ref().map(|a| {
                 a.iter()
                     .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
                     .collect()
-            });
-            if let Err(e) = topics::create_partitions(
-                broker,
-                &t.name.0,
-                t.count,
-                assignments,
-                request.validate_only,
-            ) {
-                r.error_code = admin_error_code(&e);
-                r.error_message = Some(StrBytes::from_string(e.to_string()));
-            }
-            r
+            }),
         })
         .collect();
-    respond(
-        ctx,
-        responder,
-        &CreatePartitionsResponse::default().with_results(results),
-    )
+    let send = respond_later::<CreatePartitionsResponse>(ctx, responder);
+    broker.admin.create_partitions(
+        items,
+        request.validate_only,
+        request.timeout_ms,
+        Box::new(move |outcomes| {
+            let results = outcomes
+                .into_iter()
+                .map(|(name, outcome)| {
+                    let mut r = CreatePartitionsTopicResult::default().with_name(topic_name(&name));
+                    if let Err(e) = outcome {
+                        r.error_code = admin_error_code(&e);
+                        r.error_message = Some(StrBytes::from_string(e.to_string()));
+                    }
+                    r
+                })
+                .collect();
+            send(CreatePartitionsResponse::default().with_results(results));
+        }),
+    );
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! CreateTopics: validate names, partitions, replication factor, assignments and configs;
-//! create (or, with validate_only, only check) each topic independently.
+//! create (or, with validate_only, only check) each topic independently — through the admin
+//! component, answered once the controller gave every partition a leader or at `timeout_ms`.
 
 use std::collections::BTreeMap;
 
@@ -13,9 +14,10 @@ use kafka_protocol::ResponseError;
 use kbroker_reactor::Responder;
 
 use super::describe_configs::topic_config_entries;
-use super::{admin_error_code, decode, respond, HandlerResult, RequestContext};
+use super::{admin_error_code, decode, respond_later, topic_name, HandlerResult, RequestContext};
+use crate::admin::{AdminError, TopicSpec};
 use crate::broker::Broker;
-use crate::topics::{self, AdminError, TopicSpec};
+use crate::config::topic_log_config;
 
 pub fn handle(
     broker: &Broker,
@@ -25,27 +27,23 @@ pub fn handle(
 ) -> HandlerResult {
     let (request, responder) = decode::<CreateTopicsRequest>(&mut body, ctx.version, responder)?;
     let mut seen = std::collections::HashSet::new();
-    let mut results = Vec::with_capacity(request.topics.len());
+    let mut duplicates = Vec::new();
+    let mut specs = Vec::with_capacity(request.topics.len());
     for t in &request.topics {
         let name = t.name.0.to_string();
-        let mut r = CreatableTopicResult::default()
-            .with_name(t.name.clone())
-            .with_num_partitions(-1)
-            .with_replication_factor(-1);
         if !seen.insert(name.clone()) {
-            r.error_code = ResponseError::InvalidRequest.code();
-            r.error_message = Some(StrBytes::from_string(format!(
-                "Create topics request from client contains duplicate topic {name}"
-            )));
-            results.push(r);
+            duplicates.push(name);
             continue;
         }
-        let mut configs = BTreeMap::new();
-        for c in &t.configs {
-            if let Some(v) = &c.value {
-                configs.insert(c.name.to_string(), v.to_string());
-            }
-        }
+        let configs: BTreeMap<String, String> = t
+            .configs
+            .iter()
+            .filter_map(|c| {
+                c.value
+                    .as_ref()
+                    .map(|v| (c.name.to_string(), v.to_string()))
+            })
+            .collect();
         let assignments = t
             .assignments
             .iter()
@@ -56,70 +54,79 @@ pub fn handle(
                 )
             })
             .collect();
-        let spec = TopicSpec {
-            name: name.clone(),
+        specs.push(TopicSpec {
+            name,
             num_partitions: Some(t.num_partitions),
             replication_factor: Some(t.replication_factor),
             assignments,
             configs,
-        };
-        match topics::create_topic(broker, &spec, request.validate_only) {
-            Ok(info) => {
-                r.topic_id = uuid::Uuid::from_bytes(info.id);
-                let partitions = if request.validate_only {
-                    spec_partitions(broker, &spec)
-                } else {
-                    info.partitions.len() as i32
-                };
-                r.num_partitions = partitions;
-                r.replication_factor = info.partitions.first().map_or(
-                    broker
-                        .config
-                        .default_replication_factor
-                        .max(spec.replication_factor.unwrap_or(-1)),
-                    |p| p.replicas.len() as i16,
+        });
+    }
+    let send = respond_later::<CreateTopicsResponse>(ctx, responder);
+    let version = ctx.version;
+    let defaults = broker.metadata.defaults().clone();
+    let min_isr = broker.config.min_insync_replicas;
+    let by_name: BTreeMap<String, BTreeMap<String, String>> = specs
+        .iter()
+        .map(|s| (s.name.clone(), s.configs.clone()))
+        .collect();
+    broker.admin.create_topics(
+        specs,
+        request.validate_only,
+        request.timeout_ms,
+        Box::new(move |outcomes| {
+            let mut results = Vec::new();
+            for (name, outcome) in outcomes {
+                let mut r = CreatableTopicResult::default()
+                    .with_name(topic_name(&name))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1);
+                match outcome {
+                    Ok(created) => {
+                        r.topic_id = uuid::Uuid::from_bytes(created.id);
+                        r.num_partitions = created.partitions;
+                        r.replication_factor = created.replication_factor;
+                        if version >= 5 {
+                            let overrides = by_name.get(&name).cloned().unwrap_or_default();
+                            let log_config = topic_log_config(&defaults, &overrides)
+                                .unwrap_or_else(|_| defaults.clone());
+                            r.configs = Some(
+                                topic_config_entries(&log_config, min_isr, &overrides)
+                                    .into_iter()
+                                    .map(|(k, v, s)| {
+                                        CreatableTopicConfigs::default()
+                                            .with_name(StrBytes::from_string(k))
+                                            .with_value(Some(StrBytes::from_string(v)))
+                                            .with_config_source(s)
+                                    })
+                                    .collect(),
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        if !matches!(e, AdminError::TopicExists(_)) {
+                            log::info!("create topic {name} refused: {e}");
+                        }
+                        r.error_code = admin_error_code(&e);
+                        r.error_message = Some(StrBytes::from_string(e.to_string()));
+                    }
+                }
+                results.push(r);
+            }
+            for name in duplicates {
+                results.push(
+                    CreatableTopicResult::default()
+                        .with_name(topic_name(&name))
+                        .with_num_partitions(-1)
+                        .with_replication_factor(-1)
+                        .with_error_code(ResponseError::InvalidRequest.code())
+                        .with_error_message(Some(StrBytes::from_string(format!(
+                            "Create topics request from client contains duplicate topic {name}"
+                        )))),
                 );
-                if ctx.version >= 5 {
-                    r.configs = Some(
-                        topic_config_entries(
-                            &info.log_config,
-                            broker.config.min_insync_replicas,
-                            &info.configs,
-                        )
-                        .into_iter()
-                        .map(|(k, v, s)| {
-                            CreatableTopicConfigs::default()
-                                .with_name(StrBytes::from_string(k))
-                                .with_value(Some(StrBytes::from_string(v)))
-                                .with_config_source(s)
-                        })
-                        .collect(),
-                    );
-                }
             }
-            Err(e) => {
-                if !matches!(e, AdminError::TopicExists(_)) {
-                    log::info!("create topic {name} refused: {e}");
-                }
-                r.error_code = admin_error_code(&e);
-                r.error_message = Some(StrBytes::from_string(e.to_string()));
-            }
-        }
-        results.push(r);
-    }
-    respond(
-        ctx,
-        responder,
-        &CreateTopicsResponse::default().with_topics(results),
-    )
-}
-
-fn spec_partitions(broker: &Broker, spec: &TopicSpec) -> i32 {
-    if !spec.assignments.is_empty() {
-        return spec.assignments.len() as i32;
-    }
-    match spec.num_partitions {
-        None | Some(-1) => broker.config.num_partitions,
-        Some(n) => n,
-    }
+            send(CreateTopicsResponse::default().with_topics(results));
+        }),
+    );
+    Ok(())
 }

@@ -59,8 +59,8 @@ fn delete_below(
     let mut r = DeleteRecordsPartitionResult::default()
         .with_partition_index(partition)
         .with_low_watermark(-1);
-    let log = match broker.leader_log(topic, partition) {
-        Ok((_, log, _)) => log,
+    let log = match broker.replicas.leader_log(topic, partition) {
+        Ok(view) => view.log,
         Err(e) => {
             r.error_code = lookup_error_code(e);
             return r;

@@ -1,4 +1,4 @@
-//! DescribeCluster: cluster id, controller, brokers (from `/brokers/ids`).
+//! DescribeCluster: cluster id, controller, live brokers (as the controller published them).
 
 use bytes::Bytes;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
@@ -17,18 +17,21 @@ pub fn handle(
 ) -> HandlerResult {
     let (_request, responder) =
         decode::<DescribeClusterRequest>(&mut body, ctx.version, responder)?;
-    let brokers = super::metadata::live_brokers(broker)
-        .into_iter()
-        .map(|(id, host, port)| {
+    let image = broker.metadata.image();
+    let brokers = image
+        .brokers
+        .values()
+        .map(|b| {
             DescribeClusterBroker::default()
-                .with_broker_id(BrokerId(id))
-                .with_host(StrBytes::from_string(host))
-                .with_port(port)
+                .with_broker_id(BrokerId(b.id))
+                .with_host(StrBytes::from_string(b.host.clone()))
+                .with_port(b.port)
+                .with_rack(b.rack.clone().map(StrBytes::from_string))
         })
         .collect();
     let response = DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_string(broker.cluster_id.clone()))
-        .with_controller_id(BrokerId(broker.config.broker_id))
+        .with_controller_id(BrokerId(image.controller_id))
         .with_brokers(brokers);
     respond(ctx, responder, &response)
 }

@@ -13,7 +13,7 @@ use kafka_protocol::ResponseError;
 use kbroker_reactor::Responder;
 use kbroker_storage::LogConfig;
 
-use super::{decode, respond, HandlerResult, RequestContext};
+use super::{decode, HandlerResult, RequestContext};
 use crate::broker::Broker;
 use crate::config::KNOWN;
 
@@ -102,72 +102,98 @@ pub fn handle(
     responder: Responder,
 ) -> HandlerResult {
     let (request, responder) = decode::<DescribeConfigsRequest>(&mut body, ctx.version, responder)?;
-    let mut results = Vec::with_capacity(request.resources.len());
-    for resource in &request.resources {
-        let name = resource.resource_name.to_string();
-        let mut result = DescribeConfigsResult::default()
-            .with_resource_type(resource.resource_type)
-            .with_resource_name(resource.resource_name.clone());
-        match resource.resource_type {
-            RESOURCE_TOPIC => match broker.topic(&name) {
-                Some(info) => {
-                    result.configs = topic_config_entries(
-                        &info.log_config,
-                        broker.config.min_insync_replicas,
-                        &info.configs,
+    // Topic configs live in the store: read on the admin thread, answered from there.
+    let topics: Vec<String> = request
+        .resources
+        .iter()
+        .filter(|r| r.resource_type == RESOURCE_TOPIC)
+        .map(|r| r.resource_name.to_string())
+        .collect();
+    let send = super::respond_later::<DescribeConfigsResponse>(ctx, responder);
+    let config = broker.config.clone();
+    let defaults = broker.metadata.defaults().clone();
+    let version = ctx.version;
+    broker.admin.read_topic_configs(
+        topics,
+        Box::new(move |configs| {
+            let results = request
+                .resources
+                .iter()
+                .map(|r| describe(&config, &defaults, version, r, &configs))
+                .collect();
+            send(DescribeConfigsResponse::default().with_results(results));
+        }),
+    );
+    Ok(())
+}
+
+fn describe(
+    config: &crate::config::Config,
+    defaults: &LogConfig,
+    version: i16,
+    resource: &kafka_protocol::messages::describe_configs_request::DescribeConfigsResource,
+    topics: &Result<crate::admin::TopicConfigs, crate::admin::AdminError>,
+) -> DescribeConfigsResult {
+    let name = resource.resource_name.to_string();
+    let mut result = DescribeConfigsResult::default()
+        .with_resource_type(resource.resource_type)
+        .with_resource_name(resource.resource_name.clone());
+    match resource.resource_type {
+        RESOURCE_TOPIC => match topics.as_ref().map(|t| t.get(&name).cloned().flatten()) {
+            Ok(Some(overrides)) => {
+                let log_config = crate::config::topic_log_config(defaults, &overrides)
+                    .unwrap_or_else(|_| defaults.clone());
+                result.configs =
+                    topic_config_entries(&log_config, config.min_insync_replicas, &overrides)
+                        .iter()
+                        .filter(|(k, _, _)| wanted(&resource.configuration_keys, k))
+                        .map(|(k, v, s)| entry(version, k, v, *s))
+                        .collect();
+            }
+            Ok(None) => {
+                result.error_code = ResponseError::UnknownTopicOrPartition.code();
+                result.error_message = Some(StrBytes::from_string(format!(
+                    "Topic '{name}' does not exist."
+                )));
+            }
+            Err(e) => {
+                result.error_code = super::admin_error_code(e);
+                result.error_message = Some(StrBytes::from_string(e.to_string()));
+            }
+        },
+        RESOURCE_BROKER if name.is_empty() || name == config.broker_id.to_string() => {
+            result.configs = config
+                .raw
+                .iter()
+                .filter(|(k, _)| wanted(&resource.configuration_keys, k))
+                .map(|(k, v)| {
+                    let is_default = KNOWN.iter().any(|(dk, dv)| dk == k && dv == v);
+                    entry(
+                        version,
+                        k,
+                        v,
+                        if is_default {
+                            SOURCE_DEFAULT
+                        } else {
+                            SOURCE_STATIC_BROKER
+                        },
                     )
-                    .iter()
-                    .filter(|(k, _, _)| wanted(&resource.configuration_keys, k))
-                    .map(|(k, v, s)| entry(ctx.version, k, v, *s))
-                    .collect();
-                }
-                None => {
-                    result.error_code = ResponseError::UnknownTopicOrPartition.code();
-                    result.error_message = Some(StrBytes::from_string(format!(
-                        "Topic '{name}' does not exist."
-                    )));
-                }
-            },
-            RESOURCE_BROKER if name.is_empty() || name == broker.config.broker_id.to_string() => {
-                result.configs = broker
-                    .config
-                    .raw
-                    .iter()
-                    .filter(|(k, _)| wanted(&resource.configuration_keys, k))
-                    .map(|(k, v)| {
-                        let is_default = KNOWN.iter().any(|(dk, dv)| dk == k && dv == v);
-                        entry(
-                            ctx.version,
-                            k,
-                            v,
-                            if is_default {
-                                SOURCE_DEFAULT
-                            } else {
-                                SOURCE_STATIC_BROKER
-                            },
-                        )
-                    })
-                    .collect();
-            }
-            RESOURCE_BROKER => {
-                result.error_code = ResponseError::InvalidRequest.code();
-                result.error_message = Some(StrBytes::from_string(format!(
-                    "Unexpected broker id, expected {} but received {name}",
-                    broker.config.broker_id
-                )));
-            }
-            other => {
-                result.error_code = ResponseError::InvalidRequest.code();
-                result.error_message = Some(StrBytes::from_string(format!(
-                    "Unsupported resource type {other}"
-                )));
-            }
+                })
+                .collect();
         }
-        results.push(result);
+        RESOURCE_BROKER => {
+            result.error_code = ResponseError::InvalidRequest.code();
+            result.error_message = Some(StrBytes::from_string(format!(
+                "Unexpected broker id, expected {} but received {name}",
+                config.broker_id
+            )));
+        }
+        other => {
+            result.error_code = ResponseError::InvalidRequest.code();
+            result.error_message = Some(StrBytes::from_string(format!(
+                "Unsupported resource type {other}"
+            )));
+        }
     }
-    respond(
-        ctx,
-        responder,
-        &DescribeConfigsResponse::default().with_results(results),
-    )
+    result
 }

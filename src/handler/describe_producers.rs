@@ -26,27 +26,24 @@ pub fn handle(
         .topics
         .iter()
         .map(|t| {
-            let info = broker.topic(&t.name.0);
+            let known = broker.metadata.topic(&t.name.0);
             let partitions = t
                 .partition_indexes
                 .iter()
                 .map(|&index| {
                     let mut r = PartitionResponse::default().with_partition_index(index);
-                    let p = info.as_ref().and_then(|i| {
-                        usize::try_from(index)
-                            .ok()
-                            .and_then(|i2| i.partitions.get(i2))
-                    });
-                    let Some(p) = p else {
-                        r.error_code = ResponseError::UnknownTopicOrPartition.code();
+                    let tp = kbroker_storage::TopicPartition::new(&t.name.0, index);
+                    let Some(p) = broker.replicas.partition(&tp) else {
+                        r.error_code =
+                            if known.as_ref().is_some_and(|k| k.partition(index).is_some()) {
+                                ResponseError::NotLeaderOrFollower.code()
+                            } else {
+                                ResponseError::UnknownTopicOrPartition.code()
+                            };
                         return r;
                     };
-                    if p.offline {
-                        r.error_code = ResponseError::KafkaStorageError.code();
-                        return r;
-                    }
                     let Some(log) = &p.log else {
-                        r.error_code = ResponseError::NotLeaderOrFollower.code();
+                        r.error_code = ResponseError::KafkaStorageError.code();
                         return r;
                     };
                     match lock(log).and_then(|l| l.check_online().map(|()| l.producers())) {

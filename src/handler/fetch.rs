@@ -111,7 +111,7 @@ pub fn handle(
         spec,
         responder: Mutex::new(Some(responder)),
     };
-    broker.fetch_purgatory.try_complete_else_watch(
+    broker.replicas.fetch_purgatory.try_complete_else_watch(
         Box::new(op),
         &keys,
         Duration::from_millis(max_wait_ms as u64),
@@ -178,8 +178,8 @@ fn read_partition(
         current_leader_epoch,
         ..
     } = *f;
-    let (_, log, leader_epoch) = match broker.leader_log(topic, partition) {
-        Ok(found) => found,
+    let (log, leader_epoch) = match broker.replicas.leader_log(topic, partition) {
+        Ok(view) => (view.log, view.leader_epoch),
         Err(e) => return PartitionData::error(partition, lookup_error_code(e)),
     };
     if current_leader_epoch >= 0 && current_leader_epoch != leader_epoch {

@@ -1,6 +1,8 @@
 //! FindCoordinator: the coordinator of a group is the leader of its `__consumer_offsets`
-//! partition (this broker, on a single node); the topic is created on first use.
-//! Transaction coordinators are not supported (COORDINATOR_NOT_AVAILABLE).
+//! partition, as the controller published it. The topic is created on first use (queued
+//! through the admin component, answered COORDINATOR_NOT_AVAILABLE until it has leaders —
+//! clients ask again, as with Kafka). Transaction coordinators are not supported
+//! (COORDINATOR_NOT_AVAILABLE).
 
 use bytes::Bytes;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
@@ -34,13 +36,16 @@ pub fn handle(
     } else {
         match coordinator_of(broker, &request.key) {
             Ok(id) => {
-                let (_, host, port) = super::metadata::live_brokers(broker)
-                    .into_iter()
-                    .find(|(b, _, _)| *b == id)
-                    .unwrap_or((id, String::new(), -1));
-                response.node_id = BrokerId(id);
-                response.host = StrBytes::from_string(host);
-                response.port = port;
+                match broker.metadata.image().brokers.get(&id) {
+                    Some(b) => {
+                        response.node_id = BrokerId(id);
+                        response.host = StrBytes::from_string(b.host.clone());
+                        response.port = b.port;
+                    }
+                    None => {
+                        response.error_code = ResponseError::CoordinatorNotAvailable.code();
+                    }
+                }
                 None
             }
             Err(e) => Some((ResponseError::CoordinatorNotAvailable, e)),
@@ -61,12 +66,15 @@ pub fn coordinator_of(broker: &Broker, group: &str) -> Result<i32, String> {
         .groups
         .ensure_offsets_topic(broker)
         .map_err(|e| e.to_string())?;
-    let info = broker.topic(OFFSETS_TOPIC).ok_or("offsets topic missing")?;
+    let info = broker
+        .metadata
+        .topic(OFFSETS_TOPIC)
+        .ok_or("the offsets topic is being created")?;
     let p = broker.groups.partition_for(group);
-    info.partitions
-        .get(p as usize)
+    info.partition(p)
         .map(|p| p.leader)
-        .ok_or_else(|| "offsets partition missing".to_string())
+        .filter(|l| *l >= 0)
+        .ok_or_else(|| "the group's offsets partition has no leader".to_string())
 }
 
 /// None if this broker coordinates `group`, else the error code to answer with.
@@ -75,7 +83,13 @@ pub fn check_coordinator(broker: &Broker, group: &str) -> Option<i16> {
         return Some(ResponseError::InvalidGroupId.code());
     }
     match coordinator_of(broker, group) {
-        Ok(id) if id == broker.config.broker_id => None,
+        Ok(id) if id == broker.config.broker_id => {
+            if broker.groups.is_loaded(broker.groups.partition_for(group)) {
+                None
+            } else {
+                Some(ResponseError::CoordinatorLoadInProgress.code())
+            }
+        }
         Ok(_) => Some(ResponseError::NotCoordinator.code()),
         Err(_) => Some(ResponseError::CoordinatorNotAvailable.code()),
     }

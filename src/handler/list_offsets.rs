@@ -67,8 +67,8 @@ fn list_partition(
 ) -> ListOffsetsPartitionResponse {
     // Fields a version lacks stay at their defaults (the encoder refuses anything else).
     let mut r = ListOffsetsPartitionResponse::default().with_partition_index(partition);
-    let (_, log, leader_epoch) = match broker.leader_log(topic, partition) {
-        Ok(found) => found,
+    let (log, leader_epoch) = match broker.replicas.leader_log(topic, partition) {
+        Ok(view) => (view.log, view.leader_epoch),
         Err(e) => {
             r.error_code = lookup_error_code(e);
             return r;

@@ -1,40 +1,42 @@
-//! Metadata: brokers, cluster id, controller, topics and partitions; auto-creates unknown
-//! topics when `auto.create.topics.enable` and the request allow it.
+//! Metadata: brokers, cluster id, controller, topics and partitions — as the controller
+//! last published them (the metadata cache). An unknown topic is created when
+//! `auto.create.topics.enable` and the request allow it: as in Kafka, the creation is
+//! queued (through the admin component and the controller) and the topic answered
+//! LEADER_NOT_AVAILABLE until it has leaders; clients ask again.
 
 use bytes::Bytes;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use kbroker_reactor::Responder;
 
+pub use super::topic_name;
 use super::{admin_error_code, decode, respond, HandlerResult, RequestContext};
-use crate::broker::{Broker, TopicInfo};
-use crate::topics::{self, AdminError, TopicSpec};
+use crate::admin::{self, TopicSpec};
+use crate::broker::Broker;
+use crate::metadata_cache::TopicMeta;
 
-/// (id, host, port) of every live broker, from the advertised listener.
-pub fn live_brokers(broker: &Broker) -> Vec<(i32, String, i32)> {
-    let l = &broker.config.advertised_listeners[0];
-    vec![(broker.config.broker_id, l.host.clone(), l.port as i32)]
-}
-
-pub fn topic_name(name: &str) -> TopicName {
-    TopicName(StrBytes::from_string(name.to_string()))
-}
-
-pub fn topic_metadata(info: &TopicInfo) -> MetadataResponseTopic {
+pub fn topic_metadata(info: &TopicMeta, version: i16) -> MetadataResponseTopic {
     let partitions = info
         .partitions
         .iter()
         .map(|p| {
-            MetadataResponsePartition::default()
+            let mut m = MetadataResponsePartition::default()
                 .with_partition_index(p.index)
                 .with_leader_id(BrokerId(p.leader))
                 .with_leader_epoch(p.leader_epoch)
                 .with_replica_nodes(p.replicas.iter().map(|r| BrokerId(*r)).collect())
-                .with_isr_nodes(p.isr.iter().map(|r| BrokerId(*r)).collect())
+                .with_isr_nodes(p.isr.iter().map(|r| BrokerId(*r)).collect());
+            if version >= 5 {
+                m.offline_replicas = p.offline_replicas.iter().map(|r| BrokerId(*r)).collect();
+            }
+            if p.leader < 0 {
+                m.error_code = ResponseError::LeaderNotAvailable.code();
+            }
+            m
         })
         .collect();
     MetadataResponseTopic::default()
@@ -57,15 +59,16 @@ pub fn handle(
     responder: Responder,
 ) -> HandlerResult {
     let (request, responder) = decode::<MetadataRequest>(&mut body, ctx.version, responder)?;
+    let image = broker.metadata.image();
     let all = match &request.topics {
         None => true,
         Some(t) => t.is_empty() && ctx.version == 0,
     };
     let topics = if all {
-        broker
-            .all_topics()
-            .iter()
-            .map(|t| topic_metadata(t))
+        image
+            .topics
+            .values()
+            .map(|t| topic_metadata(t, ctx.version))
             .collect()
     } else {
         let auto_create = broker.config.auto_create_topics_enable
@@ -80,53 +83,47 @@ pub fn handle(
                 );
                 continue;
             };
-            out.push(match broker.topic(&name) {
-                Some(info) => topic_metadata(&info),
+            out.push(match image.topics.get(&name) {
+                Some(info) => topic_metadata(info, ctx.version),
                 None => lookup_missing(broker, &name, auto_create),
             });
         }
         out
     };
-    let brokers = live_brokers(broker)
-        .into_iter()
-        .map(|(id, host, port)| {
+    let brokers = image
+        .brokers
+        .values()
+        .map(|b| {
             MetadataResponseBroker::default()
-                .with_node_id(BrokerId(id))
-                .with_host(StrBytes::from_string(host))
-                .with_port(port)
+                .with_node_id(BrokerId(b.id))
+                .with_host(StrBytes::from_string(b.host.clone()))
+                .with_port(b.port)
+                .with_rack(b.rack.clone().map(StrBytes::from_string))
         })
         .collect();
-    let response = MetadataResponse::default()
+    let mut response = MetadataResponse::default()
         .with_brokers(brokers)
-        .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id.clone())))
-        .with_controller_id(BrokerId(broker.config.broker_id))
+        .with_controller_id(BrokerId(image.controller_id))
         .with_topics(topics);
+    if ctx.version >= 2 {
+        response.cluster_id = Some(StrBytes::from_string(broker.cluster_id.clone()));
+    }
     respond(ctx, responder, &response)
 }
 
 fn lookup_missing(broker: &Broker, name: &str, auto_create: bool) -> MetadataResponseTopic {
-    if let Err(e) = topics::validate_topic_name(name) {
+    if let Err(e) = admin::validate_topic_name(name) {
         return error_topic(name, admin_error_code(&e));
     }
     if !auto_create {
         return error_topic(name, ResponseError::UnknownTopicOrPartition.code());
     }
-    let spec = TopicSpec {
+    broker.admin.create_in_background(TopicSpec {
         name: name.to_string(),
         num_partitions: None,
         replication_factor: None,
         assignments: Default::default(),
         configs: Default::default(),
-    };
-    match topics::create_topic(broker, &spec, false) {
-        Ok(info) => topic_metadata(&info),
-        Err(AdminError::TopicExists(_)) => broker.topic(name).map_or_else(
-            || error_topic(name, ResponseError::LeaderNotAvailable.code()),
-            |i| topic_metadata(&i),
-        ),
-        Err(e) => {
-            log::warn!("auto-creating topic {name} failed: {e}");
-            error_topic(name, ResponseError::LeaderNotAvailable.code())
-        }
-    }
+    });
+    error_topic(name, ResponseError::LeaderNotAvailable.code())
 }

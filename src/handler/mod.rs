@@ -6,6 +6,7 @@
 //! connection (as Kafka does); ApiVersions answers UNSUPPORTED_VERSION with a v0 body.
 
 mod api_versions;
+mod controlled_shutdown;
 mod create_partitions;
 mod create_topics;
 mod delete_groups;
@@ -15,12 +16,14 @@ mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
 mod describe_producers;
+mod elect_leaders;
 pub mod fetch;
 pub mod fetch_writer;
 mod find_coordinator;
 mod heartbeat;
 mod init_producer_id;
 pub mod join_group;
+mod leader_and_isr;
 mod leave_group;
 mod list_groups;
 mod list_offsets;
@@ -29,7 +32,9 @@ mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
 mod produce;
+mod stop_replica;
 pub mod sync_group;
+pub mod update_metadata;
 
 use std::sync::Arc;
 
@@ -39,8 +44,9 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::ResponseError;
 use kbroker_reactor::{Chunk, Request, RequestHandler, Responder, Response};
 
-use crate::broker::{Broker, LookupError};
-use crate::topics::AdminError;
+use crate::admin::AdminError;
+use crate::broker::Broker;
+use crate::replica_manager::LookupError;
 
 pub use api_versions::SUPPORTED_APIS;
 
@@ -135,6 +141,13 @@ impl RequestHandler for KafkaHandler {
             ApiKey::DescribeGroups => describe_groups::handle(broker, &ctx, body, responder),
             ApiKey::ListGroups => list_groups::handle(broker, &ctx, body, responder),
             ApiKey::DeleteGroups => delete_groups::handle(broker, &ctx, body, responder),
+            ApiKey::LeaderAndIsr => leader_and_isr::handle(broker, &ctx, body, responder),
+            ApiKey::UpdateMetadata => update_metadata::handle(broker, &ctx, body, responder),
+            ApiKey::StopReplica => stop_replica::handle(broker, &ctx, body, responder),
+            ApiKey::ControlledShutdown => {
+                controlled_shutdown::handle(broker, &ctx, body, responder)
+            }
+            ApiKey::ElectLeaders => elect_leaders::handle(broker, &ctx, body, responder),
             _ => Err(HandlerError::Unsupported(responder)),
         };
         match outcome {
@@ -245,6 +258,34 @@ pub fn encode_with_header<T: Encodable>(
     Ok(buf.freeze())
 }
 
+/// A topic name for a response.
+pub fn topic_name(name: &str) -> kafka_protocol::messages::TopicName {
+    kafka_protocol::messages::TopicName(kafka_protocol::protocol::StrBytes::from_string(
+        name.to_string(),
+    ))
+}
+
+/// A function that sends the response of the request in `ctx` later (from another thread:
+/// a delayed operation, the replica state thread).
+pub fn respond_later<T: Encodable>(
+    ctx: &RequestContext,
+    responder: Responder,
+) -> impl FnOnce(T) + Send + 'static {
+    let header_version = if ctx.api_key == ApiKey::ApiVersions {
+        0
+    } else {
+        ctx.api_key.response_header_version(ctx.version)
+    };
+    let (correlation_id, version, api) = (ctx.header.correlation_id, ctx.version, ctx.api_key);
+    move |body: T| match encode_with_header(correlation_id, header_version, version, &body) {
+        Ok(bytes) => responder.respond(Response::Send(vec![Chunk::Bytes(bytes)])),
+        Err(e) => {
+            log::error!("encoding {api:?} v{version} response failed: {e}");
+            responder.respond(Response::Close);
+        }
+    }
+}
+
 /// Sends an encoded response; an encoding failure is a bug in the handler, logged, and the
 /// connection is closed rather than sent garbage.
 pub fn respond<T: Encodable>(
@@ -313,6 +354,7 @@ pub fn admin_error_code(e: &AdminError) -> i16 {
         AdminError::InvalidConfig(_) => ResponseError::InvalidConfig.code(),
         AdminError::UnknownTopic => ResponseError::UnknownTopicOrPartition.code(),
         AdminError::DeletionDisabled => ResponseError::TopicDeletionDisabled.code(),
-        AdminError::Store(_) | AdminError::Storage(_) => ResponseError::UnknownServerError.code(),
+        AdminError::TimedOut | AdminError::Busy => ResponseError::RequestTimedOut.code(),
+        AdminError::Store(_) => ResponseError::UnknownServerError.code(),
     }
 }

@@ -13,9 +13,10 @@ use kbroker_coordinator::offsets::{OffsetValue, OffsetsKey};
 use kbroker_reactor::Responder;
 
 use super::find_coordinator::check_coordinator;
-use super::{decode, respond, HandlerResult, RequestContext};
+use super::{decode, respond, respond_later, HandlerResult, RequestContext};
 use crate::broker::{now_ms, Broker};
 use crate::groups::{group_error_code, GroupEntry, MirrorOp};
+use kbroker_coordinator::MetadataStore;
 
 /// Kafka's `offset.metadata.max.bytes` default.
 pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
@@ -32,10 +33,10 @@ pub fn handle(
     let coordinator = &broker.groups;
     let now = now_ms();
     // Per partition: (topic, partition, error code, value to write).
-    let mut plan: Vec<(String, i32, i16, Option<OffsetValue>)> = Vec::new();
+    let mut plan: Plan = Vec::new();
     for t in &request.topics {
         let topic = t.name.0.to_string();
-        let known = broker.topic(&topic);
+        let known = broker.metadata.topic(&topic);
         for p in &t.partitions {
             let metadata = p
                 .committed_metadata
@@ -75,8 +76,15 @@ pub fn handle(
         }
     }
     if ctx.version == 0 {
-        commit_v0(broker, &group_id, &mut plan);
-    } else if group_error.is_none() {
+        // Kafka 0.8's znodes, written on the admin thread; answered from there.
+        let send = respond_later::<OffsetCommitResponse>(ctx, responder);
+        broker.admin.with_store(Box::new(move |store| {
+            commit_v0(store, &group_id, &mut plan);
+            send(response(plan, None));
+        }));
+        return Ok(());
+    }
+    if group_error.is_none() {
         let mut groups = coordinator.lock();
         let entry = groups
             .entry(group_id.clone())
@@ -120,6 +128,12 @@ pub fn handle(
             }
         }
     }
+    respond(ctx, responder, &response(plan, group_error))
+}
+
+type Plan = Vec<(String, i32, i16, Option<OffsetValue>)>;
+
+fn response(plan: Plan, group_error: Option<i16>) -> OffsetCommitResponse {
     let mut topics: Vec<OffsetCommitResponseTopic> = Vec::new();
     for (t, p, code, _) in plan {
         let code = if code != 0 {
@@ -139,11 +153,7 @@ pub fn handle(
             ),
         }
     }
-    respond(
-        ctx,
-        responder,
-        &OffsetCommitResponse::default().with_topics(topics),
-    )
+    OffsetCommitResponse::default().with_topics(topics)
 }
 
 fn validate_member(
@@ -165,15 +175,15 @@ fn validate_member(
     )
 }
 
-fn commit_v0(broker: &Broker, group: &str, plan: &mut [(String, i32, i16, Option<OffsetValue>)]) {
+fn commit_v0(store: Option<&dyn MetadataStore>, group: &str, plan: &mut Plan) {
     for (topic, partition, code, value) in plan.iter_mut() {
         if let Some(v) = value {
+            let Some(store) = store else {
+                *code = ResponseError::CoordinatorNotAvailable.code();
+                continue;
+            };
             if let Err(e) = kbroker_coordinator::cluster::write_consumer_offset(
-                &*broker.store,
-                group,
-                topic,
-                *partition,
-                v.offset,
+                store, group, topic, *partition, v.offset,
             ) {
                 log::warn!("v0 offset commit group={group} failed: {e}");
                 *code = ResponseError::UnknownServerError.code();

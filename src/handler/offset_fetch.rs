@@ -1,5 +1,5 @@
 //! OffsetFetch: committed offsets of a group (-1 where nothing was committed); all of them
-//! when `topics` is null (v2+). v0 reads Kafka 0.8's ZooKeeper paths.
+//! when `topics` is null (v2+). v0 reads Kafka 0.8's ZooKeeper paths (on the admin thread).
 
 use bytes::Bytes;
 use kafka_protocol::messages::offset_fetch_response::{
@@ -11,7 +11,7 @@ use kbroker_reactor::Responder;
 
 use super::find_coordinator::check_coordinator;
 use super::metadata::topic_name;
-use super::{decode, respond, HandlerResult, RequestContext};
+use super::{decode, respond, respond_later, HandlerResult, RequestContext};
 use crate::broker::Broker;
 
 pub fn handle(
@@ -23,19 +23,31 @@ pub fn handle(
     let (request, responder) = decode::<OffsetFetchRequest>(&mut body, ctx.version, responder)?;
     let group_id = request.group_id.0.to_string();
     let v = ctx.version;
-    let error = check_coordinator(broker, &group_id).filter(|_| v > 0);
-    let committed = |topic: &str, partition: i32| -> Option<(i64, i32, String)> {
-        if v == 0 {
-            return kbroker_coordinator::cluster::read_consumer_offset(
-                &*broker.store,
-                &group_id,
-                topic,
-                partition,
-            )
-            .ok()
+    if v == 0 {
+        // Kafka 0.8's znodes, read on the admin thread; answered from there.
+        let wanted: Vec<(String, Vec<i32>)> = request
+            .topics
+            .iter()
             .flatten()
-            .map(|o| (o, -1, String::new()));
-        }
+            .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+            .collect();
+        let send = respond_later::<OffsetFetchResponse>(ctx, responder);
+        broker.admin.with_store(Box::new(move |store| {
+            let committed = |topic: &str, partition: i32| {
+                let store = store?;
+                kbroker_coordinator::cluster::read_consumer_offset(
+                    store, &group_id, topic, partition,
+                )
+                .ok()
+                .flatten()
+                .map(|o| (o, -1, String::new()))
+            };
+            send(response(0, wanted, None, committed));
+        }));
+        return Ok(());
+    }
+    let error = check_coordinator(broker, &group_id);
+    let committed = |topic: &str, partition: i32| -> Option<(i64, i32, String)> {
         let groups = broker.groups.lock();
         groups
             .get(&group_id)
@@ -58,6 +70,16 @@ pub fn handle(
             by_topic.into_iter().collect()
         }
     };
+    respond(ctx, responder, &response(v, wanted, error, committed))
+}
+
+/// The response for `wanted` partitions, offsets from `committed` (none under `error`).
+fn response(
+    v: i16,
+    wanted: Vec<(String, Vec<i32>)>,
+    error: Option<i16>,
+    committed: impl Fn(&str, i32) -> Option<(i64, i32, String)>,
+) -> OffsetFetchResponse {
     let topics = wanted
         .into_iter()
         .map(|(topic, partitions)| {
@@ -92,5 +114,5 @@ pub fn handle(
     if v >= 2 {
         response.error_code = error.unwrap_or(0);
     }
-    respond(ctx, responder, &response)
+    response
 }

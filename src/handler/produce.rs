@@ -122,13 +122,14 @@ fn append(
     acks: i16,
     r: &mut PartitionProduceResponse,
 ) {
-    let (info, log, leader_epoch) = match broker.leader_log(topic, partition) {
+    let view = match broker.replicas.leader_log(topic, partition) {
         Ok(found) => found,
         Err(e) => {
             r.error_code = lookup_error_code(e);
             return;
         }
     };
+    let (log, leader_epoch) = (&view.log, view.leader_epoch);
     let Some(records) = records.filter(|b| !b.is_empty()) else {
         r.error_code = ResponseError::InvalidRecord.code();
         r.error_message = Some(StrBytes::from_static_str(
@@ -137,23 +138,20 @@ fn append(
         return;
     };
     if acks == -1 {
-        let min_isr = info
-            .configs
+        let min_isr = view
+            .config
+            .overrides
             .get("min.insync.replicas")
             .and_then(|v| v.parse().ok())
             .unwrap_or(broker.config.min_insync_replicas);
-        let isr = info
-            .partitions
-            .get(partition as usize)
-            .map_or(0, |p| p.isr.len()) as i32;
-        if isr < min_isr {
+        if (view.isr.len() as i32) < min_isr {
             r.error_code = ResponseError::NotEnoughReplicas.code();
             return;
         }
     }
     let rules = ProduceRules {
-        max_message_bytes: info.log_config.max_message_bytes,
-        compacted: info.log_config.cleanup_compact,
+        max_message_bytes: view.config.log_config.max_message_bytes,
+        compacted: view.config.log_config.cleanup_compact,
     };
     let validated = check_version_rules(version, records)
         .and_then(|()| validate_client_records(records, &rules));
@@ -166,13 +164,10 @@ fn append(
             return;
         }
     };
-    let appended = lock(&log).and_then(|mut log| {
-        let info = log.append_as_leader(&validated, leader_epoch, now_ms())?;
-        // The ISR is this broker alone: the high watermark follows the log end.
-        let end = log.log_end_offset();
-        log.set_high_watermark(end);
-        Ok(info)
-    });
+    let tp = TopicPartition::new(topic, partition);
+    let appended = broker
+        .replicas
+        .append(&tp, log, &validated, leader_epoch, now_ms());
     match appended {
         Ok(info) => {
             r.base_offset = info.first_offset;
@@ -180,20 +175,16 @@ fn append(
             r.log_start_offset = info.log_start_offset;
             if info.duplicate {
                 log::debug!(
-                    "produce to {topic}-{partition}: a retried batch, answered with base offset {}",
+                    "produce to {tp}: a retried batch, answered with base offset {}",
                     info.first_offset
                 );
-            } else {
-                broker
-                    .fetch_purgatory
-                    .check_and_complete(&TopicPartition::new(topic, partition));
             }
         }
         Err(StorageError::Producer(e)) => {
             // Kafka: no error message, and the log start offset (clients use it).
             log::info!("produce to {topic}-{partition} refused: {e}");
             r.error_code = storage_error_code(&StorageError::Producer(e));
-            r.log_start_offset = lock(&log).map_or(-1, |l| l.log_start_offset());
+            r.log_start_offset = lock(log).map_or(-1, |l| l.log_start_offset());
         }
         Err(e) => {
             log::debug!("produce to {topic}-{partition} failed: {e}");

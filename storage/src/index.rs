@@ -29,9 +29,11 @@ trait EntryFormat {
 /// Bytes of index blocks reserved at a time.
 const RESERVE_CHUNK_BYTES: usize = 64 * 1024;
 
+/// An index file mapped into memory. As in Kafka, no descriptor is kept open once the
+/// file is mapped (a broker with many partitions would otherwise hold three per segment);
+/// the rare operations on the file itself (resize, block reservation, hole punching) open it.
 struct MappedIndex {
     path: PathBuf,
-    file: File,
     mmap: Option<MmapMut>,
     entries: usize,
     entry_size: usize,
@@ -40,22 +42,26 @@ struct MappedIndex {
 }
 
 impl MappedIndex {
-    fn open(path: &Path, entry_size: usize, capacity_bytes: usize) -> Result<Self, StorageError> {
-        let file = OpenOptions::new()
+    fn open_file(path: &Path) -> Result<File, StorageError> {
+        OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(path)
-            .map_err(|e| StorageError::io(format!("opening index {}", path.display()), e))?;
+            .map_err(|e| StorageError::io(format!("opening index {}", path.display()), e))
+    }
+
+    fn open(path: &Path, entry_size: usize, capacity_bytes: usize) -> Result<Self, StorageError> {
+        let file = Self::open_file(path)?;
         let len = file
             .metadata()
             .map_err(|e| StorageError::io(format!("stat index {}", path.display()), e))?
             .len() as usize;
+        drop(file);
         let entries = len / entry_size;
         let mut index = MappedIndex {
             path: path.to_path_buf(),
-            file,
             mmap: None,
             entries,
             entry_size,
@@ -78,13 +84,14 @@ impl MappedIndex {
             m.flush()
                 .map_err(|e| StorageError::io(format!("flushing {}", self.path.display()), e))?;
         }
-        self.file
-            .set_len(bytes as u64)
+        let file = Self::open_file(&self.path)?;
+        file.set_len(bytes as u64)
             .map_err(|e| StorageError::io(format!("resizing {}", self.path.display()), e))?;
         if bytes > 0 {
             // SAFETY: the file is owned by this index and only grows/shrinks through it;
-            // no other process is expected to truncate it under us.
-            let mmap = unsafe { MmapMut::map_mut(&self.file) }
+            // no other process is expected to truncate it under us. The mapping outlives
+            // the descriptor, as mmap(2) allows.
+            let mmap = unsafe { MmapMut::map_mut(&file) }
                 .map_err(|e| StorageError::io(format!("mapping {}", self.path.display()), e))?;
             self.mmap = Some(mmap);
         }
@@ -99,11 +106,16 @@ impl MappedIndex {
 
     /// Makes sure `more` entries beyond the current ones have disk blocks (as many as fit).
     fn reserve(&mut self, more: usize) -> Result<(), StorageError> {
+        let want = ((self.entries + more) * self.entry_size).min(self.capacity() * self.entry_size);
+        if want <= self.reserved {
+            return Ok(());
+        }
+        let file = Self::open_file(&self.path)?;
         self.reserved = crate::disk::reserve_ahead(
-            &self.file,
+            &file,
             &self.path,
             self.reserved,
-            (self.entries + more) * self.entry_size,
+            want,
             RESERVE_CHUNK_BYTES,
             self.capacity() * self.entry_size,
         )?;
@@ -152,7 +164,8 @@ impl MappedIndex {
         assert!(entries <= self.entries);
         let (from, to) = (entries * self.entry_size, self.entries * self.entry_size);
         if to > from {
-            crate::disk::punch_hole(&self.file, from as u64, (to - from) as u64).map_err(|e| {
+            let file = Self::open_file(&self.path)?;
+            crate::disk::punch_hole(&file, from as u64, (to - from) as u64).map_err(|e| {
                 StorageError::io(format!("truncating index {}", self.path.display()), e)
             })?;
             self.reserved = self.reserved.min(from);

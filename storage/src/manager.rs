@@ -34,6 +34,8 @@ pub struct LogManager {
     logs: RwLock<HashMap<TopicPartition, SharedLog>>,
     /// Partitions found in a dir that failed at start (their logs could not be opened).
     offline_partitions: RwLock<HashSet<TopicPartition>>,
+    /// Logs per dir, for placing new ones (kept here: counting them means locking each).
+    placed: Mutex<HashMap<PathBuf, usize>>,
     clean_shutdown: bool,
 }
 
@@ -91,10 +93,17 @@ impl LogManager {
                 dirs.len()
             )));
         }
+        let mut placed: HashMap<PathBuf, usize> = dirs.iter().map(|d| (d.clone(), 0)).collect();
+        for log in logs.values() {
+            if let Some(parent) = lock_any(log).dir().parent() {
+                *placed.entry(parent.to_path_buf()).or_default() += 1;
+            }
+        }
         let manager = LogManager {
             dirs: dirs.to_vec(),
             health,
             logs: RwLock::new(logs),
+            placed: Mutex::new(placed),
             offline_partitions: RwLock::new(offline_partitions),
             clean_shutdown: all_clean,
         };
@@ -176,7 +185,7 @@ impl LogManager {
                 "partition {tp} (its log dir may be offline)"
             )));
         }
-        let dir = self.least_loaded_dir(&logs)?;
+        let dir = self.least_loaded_dir()?;
         let log = Log::open(
             &dir.join(tp.dir_name()),
             &tp.topic,
@@ -192,6 +201,12 @@ impl LogManager {
         log.set_dir_health(self.health_of(&dir));
         let log = Arc::new(Mutex::new(log));
         logs.insert(tp.clone(), Arc::clone(&log));
+        *self
+            .placed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(dir)
+            .or_default() += 1;
         Ok(log)
     }
 
@@ -203,25 +218,13 @@ impl LogManager {
             .unwrap_or_else(|| Arc::new(DirHealth::new(dir)))
     }
 
-    fn least_loaded_dir(
-        &self,
-        logs: &HashMap<TopicPartition, SharedLog>,
-    ) -> Result<PathBuf, StorageError> {
-        let mut counts: HashMap<&Path, usize> =
-            self.dirs.iter().map(|d| (d.as_path(), 0)).collect();
-        for log in logs.values() {
-            let log = lock_any(log);
-            if let Some(parent) = log.dir().parent() {
-                if let Some(c) = counts.get_mut(parent) {
-                    *c += 1;
-                }
-            }
-        }
+    fn least_loaded_dir(&self) -> Result<PathBuf, StorageError> {
+        let placed = self.placed.lock().unwrap_or_else(|p| p.into_inner());
         self.health
             .iter()
             .filter(|h| !h.is_offline())
             .map(|h| h.dir())
-            .min_by_key(|d| counts.get(*d).copied().unwrap_or(0))
+            .min_by_key(|d| placed.get(*d).copied().unwrap_or(0))
             .map(Path::to_path_buf)
             .ok_or_else(|| StorageError::Offline("every log dir".into()))
     }
@@ -234,6 +237,16 @@ impl LogManager {
             .unwrap_or_else(|p| p.into_inner())
             .remove(tp);
         if let Some(log) = removed {
+            if let Some(parent) = lock_any(&log).dir().parent() {
+                if let Some(n) = self
+                    .placed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_mut(parent)
+                {
+                    *n = n.saturating_sub(1);
+                }
+            }
             let log = match Arc::try_unwrap(log) {
                 Ok(m) => m.into_inner().unwrap_or_else(|p| p.into_inner()),
                 Err(shared) => {

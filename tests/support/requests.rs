@@ -238,6 +238,127 @@ fn populated_bodies(api: ApiKey) -> Vec<Box<dyn Fn(i16) -> Option<Bytes>>> {
                     .with_partition_indexes(vec![0, 1]),
             ])
         })],
+        // Controller-to-broker requests: one body in the pre-grouping layout (old versions)
+        // and one grouped by topic (new versions); each encodes where it can.
+        ApiKey::LeaderAndIsr => {
+            use leader_and_isr_request::*;
+            fn state(p: i32) -> LeaderAndIsrPartitionState {
+                LeaderAndIsrPartitionState::default()
+                    .with_partition_index(p)
+                    .with_leader(BrokerId(1))
+                    .with_isr(vec![BrokerId(1), BrokerId(2)])
+                    .with_replicas(vec![BrokerId(1), BrokerId(2)])
+            }
+            fn leaders() -> Vec<LeaderAndIsrLiveLeader> {
+                vec![LeaderAndIsrLiveLeader::default()
+                    .with_broker_id(BrokerId(1))
+                    .with_host_name(s("h"))
+                    .with_port(9092)]
+            }
+            vec![
+                enc(|| {
+                    LeaderAndIsrRequest::default()
+                        .with_ungrouped_partition_states(vec![
+                            state(0).with_topic_name(topic("t")),
+                            state(1).with_topic_name(topic("t")),
+                        ])
+                        .with_live_leaders(leaders())
+                }),
+                enc(|| {
+                    LeaderAndIsrRequest::default()
+                        .with_topic_states(vec![LeaderAndIsrTopicState::default()
+                            .with_topic_name(topic("t"))
+                            .with_partition_states(vec![state(0), state(1)])])
+                        .with_live_leaders(leaders())
+                }),
+            ]
+        }
+        ApiKey::UpdateMetadata => {
+            use update_metadata_request::*;
+            fn state(p: i32) -> UpdateMetadataPartitionState {
+                UpdateMetadataPartitionState::default()
+                    .with_partition_index(p)
+                    .with_isr(vec![BrokerId(1)])
+                    .with_replicas(vec![BrokerId(1), BrokerId(2)])
+                    .with_offline_replicas(vec![BrokerId(2)])
+            }
+            vec![
+                enc(|| {
+                    UpdateMetadataRequest::default()
+                        .with_ungrouped_partition_states(vec![
+                            state(0).with_topic_name(topic("t")),
+                            state(1).with_topic_name(topic("t")),
+                        ])
+                        .with_live_brokers(vec![UpdateMetadataBroker::default()
+                            .with_v0_host(s("h"))
+                            .with_v0_port(9092)])
+                }),
+                enc(|| {
+                    UpdateMetadataRequest::default()
+                        .with_ungrouped_partition_states(vec![
+                            state(0).with_topic_name(topic("t")),
+                            state(1).with_topic_name(topic("t")),
+                        ])
+                        .with_live_brokers(vec![UpdateMetadataBroker::default()
+                            .with_endpoints(vec![UpdateMetadataEndpoint::default()
+                                .with_host(s("h"))
+                                .with_port(9092)])
+                            .with_rack(Some(s("r")))])
+                }),
+                enc(|| {
+                    UpdateMetadataRequest::default()
+                        .with_topic_states(vec![UpdateMetadataTopicState::default()
+                            .with_topic_name(topic("t"))
+                            .with_partition_states(vec![state(0), state(1)])])
+                        .with_live_brokers(vec![UpdateMetadataBroker::default()
+                            .with_endpoints(vec![UpdateMetadataEndpoint::default()
+                                .with_host(s("h"))
+                                .with_port(9092)
+                                .with_listener(s("PLAINTEXT"))])
+                            .with_rack(Some(s("r")))])
+                }),
+            ]
+        }
+        ApiKey::StopReplica => {
+            use stop_replica_request::*;
+            vec![
+                enc(|| {
+                    StopReplicaRequest::default().with_ungrouped_partitions(vec![
+                        StopReplicaPartitionV0::default().with_topic_name(topic("t")),
+                        StopReplicaPartitionV0::default()
+                            .with_topic_name(topic("t"))
+                            .with_partition_index(1),
+                    ])
+                }),
+                enc(|| {
+                    StopReplicaRequest::default().with_topics(vec![StopReplicaTopicV1::default()
+                        .with_name(topic("t"))
+                        .with_partition_indexes(vec![0, 1])])
+                }),
+                enc(|| {
+                    StopReplicaRequest::default().with_topic_states(vec![
+                        StopReplicaTopicState::default()
+                            .with_topic_name(topic("t"))
+                            .with_partition_states(vec![
+                                StopReplicaPartitionState::default(),
+                                StopReplicaPartitionState::default().with_partition_index(1),
+                            ]),
+                    ])
+                }),
+            ]
+        }
+        ApiKey::ControlledShutdown => vec![enc(|| {
+            ControlledShutdownRequest::default()
+                .with_broker_id(BrokerId(2))
+                .with_broker_epoch(5)
+        })],
+        ApiKey::ElectLeaders => vec![enc(|| {
+            ElectLeadersRequest::default().with_topic_partitions(Some(vec![
+                elect_leaders_request::TopicPartitions::default()
+                    .with_topic(topic("t"))
+                    .with_partitions(vec![0, 1]),
+            ]))
+        })],
         ApiKey::ApiVersions => vec![enc(|| {
             ApiVersionsRequest::default()
                 .with_client_software_name(s("kbroker-test"))
@@ -290,6 +411,13 @@ fn default_body(api: ApiKey, version: i16) -> Option<Bytes> {
         ApiKey::DeleteRecords => DeleteRecordsRequest::default().encode(&mut buf, version),
         ApiKey::InitProducerId => InitProducerIdRequest::default().encode(&mut buf, version),
         ApiKey::DescribeProducers => DescribeProducersRequest::default().encode(&mut buf, version),
+        ApiKey::LeaderAndIsr => LeaderAndIsrRequest::default().encode(&mut buf, version),
+        ApiKey::UpdateMetadata => UpdateMetadataRequest::default().encode(&mut buf, version),
+        ApiKey::StopReplica => StopReplicaRequest::default().encode(&mut buf, version),
+        ApiKey::ControlledShutdown => {
+            ControlledShutdownRequest::default().encode(&mut buf, version)
+        }
+        ApiKey::ElectLeaders => ElectLeadersRequest::default().encode(&mut buf, version),
         _ => return None,
     };
     encoded.ok().map(|()| buf.freeze())

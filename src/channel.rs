@@ -1,0 +1,310 @@
+//! Controller-to-broker requests (LeaderAndIsr, UpdateMetadata, StopReplica) — Kafka's
+//! `ControllerChannelManager`: one queue and one sender thread per destination broker,
+//! speaking the Kafka protocol on the broker's inter-broker listener.
+//!
+//! A sender keeps one connection, writes a request, reads its response, and on any error
+//! reconnects (with a backoff) and sends the same request again, until it succeeds or the
+//! broker is removed (it died, or this broker stopped being the controller); requests to one
+//! broker keep their order. The controller's own broker gets its requests in process (no
+//! socket), handed to its replica manager and metadata cache in the same order.
+//! Thread safe; the senders are `kb-ctrl-send-<id>` threads.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use kafka_protocol::messages::{
+    ApiKey, LeaderAndIsrRequest, RequestHeader, ResponseHeader, StopReplicaRequest,
+    UpdateMetadataRequest,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+/// The versions the controller speaks (Kafka 2.8's newest).
+pub const LEADER_AND_ISR_VERSION: i16 = 5;
+pub const UPDATE_METADATA_VERSION: i16 = 7;
+pub const STOP_REPLICA_VERSION: i16 = 3;
+/// Requests queued per destination at most; past it the oldest waiting are dropped
+/// (the next full update supersedes them) and the broker is resynced.
+pub const QUEUED_PER_BROKER_MAX: usize = 10_000;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
+const RETRY_BACKOFF: Duration = Duration::from_millis(200);
+/// Largest response read.
+const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// One request of the controller.
+#[derive(Debug, Clone)]
+pub enum ControllerRequest {
+    LeaderAndIsr(LeaderAndIsrRequest),
+    UpdateMetadata(UpdateMetadataRequest),
+    StopReplica(StopReplicaRequest),
+}
+
+impl ControllerRequest {
+    fn api(&self) -> (ApiKey, i16) {
+        match self {
+            ControllerRequest::LeaderAndIsr(_) => (ApiKey::LeaderAndIsr, LEADER_AND_ISR_VERSION),
+            ControllerRequest::UpdateMetadata(_) => {
+                (ApiKey::UpdateMetadata, UPDATE_METADATA_VERSION)
+            }
+            ControllerRequest::StopReplica(_) => (ApiKey::StopReplica, STOP_REPLICA_VERSION),
+        }
+    }
+
+    fn encode_body(&self, buf: &mut BytesMut) -> Result<(), String> {
+        let (_, v) = self.api();
+        match self {
+            ControllerRequest::LeaderAndIsr(r) => r.encode(buf, v),
+            ControllerRequest::UpdateMetadata(r) => r.encode(buf, v),
+            ControllerRequest::StopReplica(r) => r.encode(buf, v),
+        }
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// Delivers requests to the local broker (in process). `done` is called once applied.
+pub trait LocalDelivery: Send + Sync {
+    fn deliver(&self, request: ControllerRequest, done: Box<dyn FnOnce() + Send>);
+}
+
+struct Destination {
+    tx: Sender<ControllerRequest>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Counts requests handed to the local broker and not yet applied.
+#[derive(Default)]
+struct LocalPending {
+    count: Mutex<usize>,
+    zero: Condvar,
+}
+
+pub struct ControllerChannel {
+    local_id: i32,
+    local: Arc<dyn LocalDelivery>,
+    local_pending: Arc<LocalPending>,
+    destinations: Mutex<HashMap<i32, Destination>>,
+    correlation: Arc<AtomicI32>,
+}
+
+impl ControllerChannel {
+    pub fn new(local_id: i32, local: Arc<dyn LocalDelivery>) -> ControllerChannel {
+        ControllerChannel {
+            local_id,
+            local,
+            local_pending: Arc::new(LocalPending::default()),
+            destinations: Mutex::new(HashMap::new()),
+            correlation: Arc::new(AtomicI32::new(0)),
+        }
+    }
+
+    /// Starts (or restarts, if its address changed) the sender to `broker` at `host:port`.
+    pub fn add_broker(&self, broker: i32, host: &str, port: u16) {
+        if broker == self.local_id {
+            return;
+        }
+        let mut destinations = self.destinations.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = destinations.remove(&broker) {
+            stop_destination(old);
+        }
+        let (tx, rx) = crossbeam_channel::bounded(QUEUED_PER_BROKER_MAX);
+        let stop = Arc::new(AtomicBool::new(false));
+        let addr = format!("{host}:{port}");
+        let (stop2, correlation) = (Arc::clone(&stop), Arc::clone(&self.correlation));
+        let local_id = self.local_id;
+        let thread = std::thread::Builder::new()
+            .name(format!("kb-ctrl-send-{broker}"))
+            .spawn(move || run_sender(local_id, broker, addr, rx, stop2, correlation))
+            .expect("spawning a controller sender thread");
+        destinations.insert(
+            broker,
+            Destination {
+                tx,
+                stop,
+                thread: Some(thread),
+            },
+        );
+    }
+
+    /// Stops the sender to `broker`, dropping what it had queued.
+    pub fn remove_broker(&self, broker: i32) {
+        let removed = self
+            .destinations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&broker);
+        if let Some(d) = removed {
+            stop_destination(d);
+        }
+    }
+
+    /// Stops every sender (this broker is no longer the controller).
+    pub fn remove_all(&self) {
+        let all: Vec<Destination> = self
+            .destinations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, d)| d)
+            .collect();
+        for d in all {
+            stop_destination(d);
+        }
+    }
+
+    /// Queues `request` for `broker`.
+    pub fn send(&self, broker: i32, request: ControllerRequest) {
+        if broker == self.local_id {
+            let pending = Arc::clone(&self.local_pending);
+            *pending.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+            self.local.deliver(
+                request,
+                Box::new(move || {
+                    let mut n = pending.count.lock().unwrap_or_else(|p| p.into_inner());
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        pending.zero.notify_all();
+                    }
+                }),
+            );
+            return;
+        }
+        let destinations = self.destinations.lock().unwrap_or_else(|p| p.into_inner());
+        match destinations.get(&broker) {
+            Some(d) => {
+                if d.tx.try_send(request).is_err() {
+                    log::warn!("controller queue to broker {broker} is full; request dropped");
+                }
+            }
+            None => log::debug!("no sender for broker {broker}; request dropped"),
+        }
+    }
+
+    /// Waits until every request handed to the local broker was applied (start-up).
+    pub fn wait_local(&self, timeout: Duration) -> bool {
+        let pending = &self.local_pending;
+        let guard = pending.count.lock().unwrap_or_else(|p| p.into_inner());
+        let (guard, result) = pending
+            .zero
+            .wait_timeout_while(guard, timeout, |n| *n > 0)
+            .unwrap_or_else(|p| p.into_inner());
+        drop(guard);
+        !result.timed_out()
+    }
+}
+
+fn stop_destination(mut d: Destination) {
+    d.stop.store(true, Ordering::Release);
+    drop(d.tx);
+    if let Some(t) = d.thread.take() {
+        let _ = t.join();
+    }
+}
+
+fn run_sender(
+    local_id: i32,
+    broker: i32,
+    addr: String,
+    rx: Receiver<ControllerRequest>,
+    stop: Arc<AtomicBool>,
+    correlation: Arc<AtomicI32>,
+) {
+    let mut conn: Option<TcpStream> = None;
+    let client_id = format!("controller-{local_id}-to-broker-{broker}");
+    loop {
+        let request = match rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) if !stop.load(Ordering::Acquire) => continue,
+            Err(_) => return,
+        };
+        loop {
+            if stop.load(Ordering::Acquire) {
+                return;
+            }
+            let id = correlation.fetch_add(1, Ordering::Relaxed);
+            let sent = conn
+                .take()
+                .map_or_else(|| connect(&addr), Ok)
+                .and_then(|mut s| round_trip(&mut s, &request, id, &client_id).map(|()| s));
+            match sent {
+                Ok(s) => {
+                    conn = Some(s);
+                    break;
+                }
+                Err(e) => {
+                    log::debug!(
+                        "controller request to broker {broker} at {addr} failed: {e}; retrying"
+                    );
+                    std::thread::sleep(RETRY_BACKOFF);
+                }
+            }
+        }
+    }
+}
+
+fn connect(addr: &str) -> Result<TcpStream, String> {
+    let target = addr
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or_else(|| format!("{addr} resolves to nothing"))?;
+    let s = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(SOCKET_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(SOCKET_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let _ = s.set_nodelay(true);
+    Ok(s)
+}
+
+fn round_trip(
+    s: &mut TcpStream,
+    request: &ControllerRequest,
+    correlation_id: i32,
+    client_id: &str,
+) -> Result<(), String> {
+    let (api, version) = request.api();
+    let header = RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_string(client_id.to_string())));
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(&[0u8; 4]);
+    header
+        .encode(&mut buf, api.request_header_version(version))
+        .map_err(|e| e.to_string())?;
+    request.encode_body(&mut buf)?;
+    let size = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&size.to_be_bytes());
+    s.write_all(&buf).map_err(|e| e.to_string())?;
+    let mut size = [0u8; 4];
+    s.read_exact(&mut size).map_err(|e| e.to_string())?;
+    let n = usize::try_from(i32::from_be_bytes(size)).map_err(|_| "negative response size")?;
+    if n > RESPONSE_BYTES_MAX {
+        return Err(format!("response of {n} bytes"));
+    }
+    let mut body = vec![0u8; n];
+    s.read_exact(&mut body).map_err(|e| e.to_string())?;
+    let mut body = Bytes::from(body);
+    let header = ResponseHeader::decode(&mut body, api.response_header_version(version))
+        .map_err(|e| e.to_string())?;
+    if header.correlation_id != correlation_id {
+        return Err("correlation id mismatch".into());
+    }
+    // The error code is the first field of all three responses.
+    if body.len() >= 2 {
+        let code = i16::from_be_bytes([body[0], body[1]]);
+        if code != 0 {
+            log::warn!("{api:?} answered error {code}");
+        }
+    }
+    Ok(())
+}
