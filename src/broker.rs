@@ -32,7 +32,8 @@ use crate::config::{topic_log_config, Config};
 use crate::controller::{Controller, ControllerConfig};
 use crate::groups::{CoordinatorConfig, GroupCoordinator};
 use crate::metadata_cache::{MetadataCache, TopicConfig};
-use crate::replica_manager::{LeadershipListener, ReplicaManager};
+use crate::replica_fetcher::FetcherConfig;
+use crate::replica_manager::{LeadershipListener, ReplicaManager, ReplicationConfig};
 use kbroker_coordinator::group::GroupConfig;
 
 /// The metadata tree dump `kbroker metadata` reads, in `<first log dir>/.metadata/`.
@@ -107,8 +108,14 @@ impl LocalDelivery for LocalBroker {
         };
         match request {
             ControllerRequest::UpdateMetadata(r) => {
-                crate::handler::update_metadata::apply(&broker, &r);
-                done();
+                // After the LeaderAndIsr queued before it, as a remote broker applies them.
+                let weak = Arc::downgrade(&broker);
+                broker.replicas.submit_after(Box::new(move || {
+                    if let Some(broker) = weak.upgrade() {
+                        crate::handler::update_metadata::apply(&broker, &r);
+                    }
+                    done();
+                }));
             }
             ControllerRequest::LeaderAndIsr(r) => {
                 // Waits for room: the local controller's requests are never dropped.
@@ -193,6 +200,19 @@ impl Broker {
             logs,
             Arc::clone(&metadata),
             Arc::clone(&store),
+            ReplicationConfig {
+                fetcher: FetcherConfig {
+                    broker_id: config.broker_id,
+                    num_fetchers: config.num_replica_fetchers,
+                    partition_max_bytes: saturating_i32(config.replica_fetch_max_bytes),
+                    response_max_bytes: saturating_i32(config.replica_fetch_response_max_bytes),
+                    wait_max_ms: config.replica_fetch_wait_max_ms,
+                    min_bytes: config.replica_fetch_min_bytes,
+                    backoff: Duration::from_millis(config.replica_fetch_backoff_ms),
+                    socket_timeout: Duration::from_millis(config.replica_socket_timeout_ms),
+                },
+                lag_time_max_ms: config.replica_lag_time_max_ms,
+            },
         );
         log::info!(
             "broker opened broker_id={} cluster_id={} topics={} clean_shutdown={}",
@@ -456,9 +476,12 @@ fn run_scheduler(broker: Arc<Broker>, flag: Arc<AtomicBool>) {
         .max(1000) as i64;
     let clean_every = broker.config.log_cleaner_backoff_ms as i64;
     let producer_check_every = broker.config.producer_id_expiration_check_interval_ms as i64;
+    // Kafka checks for lagging followers every half replica.lag.time.max.ms.
+    let isr_check_every = (broker.config.replica_lag_time_max_ms / 2).max(1);
     let start = now_ms();
     let (mut last_retention, mut last_checkpoint, mut last_clean, mut last_producer_check) =
         (start, start, start, start);
+    let mut last_isr_check = start;
     while !flag.load(Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(50));
         let now = now_ms();
@@ -469,6 +492,7 @@ fn run_scheduler(broker: Arc<Broker>, flag: Arc<AtomicBool>) {
                 log::info!("retention deleted_segments={deleted}");
             }
             broker.replicas.fetch_purgatory.purge_completed();
+            broker.replicas.produce_purgatory.purge_completed();
             broker.metadata.waiters.purge_completed();
         }
         if broker.config.log_cleaner_enable && now - last_clean >= clean_every {
@@ -489,6 +513,10 @@ fn run_scheduler(broker: Arc<Broker>, flag: Arc<AtomicBool>) {
                 }
             }
         }
+        if now - last_isr_check >= isr_check_every {
+            last_isr_check = now;
+            broker.replicas.shrink_lagging_isrs(now);
+        }
         if now - last_checkpoint >= checkpoint_every {
             last_checkpoint = now;
             if let Err(e) = logs.flush_and_checkpoint(now) {
@@ -496,4 +524,8 @@ fn run_scheduler(broker: Arc<Broker>, flag: Arc<AtomicBool>) {
             }
         }
     }
+}
+
+fn saturating_i32(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
 }

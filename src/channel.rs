@@ -10,20 +10,19 @@
 //! Thread safe; the senders are `kb-ctrl-send-<id>` threads.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use kafka_protocol::messages::{
-    ApiKey, LeaderAndIsrRequest, RequestHeader, ResponseHeader, StopReplicaRequest,
-    UpdateMetadataRequest,
+    ApiKey, LeaderAndIsrRequest, StopReplicaRequest, UpdateMetadataRequest,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::Encodable;
+
+use crate::inter_broker::BrokerConnection;
 
 /// The versions the controller speaks (Kafka 2.8's newest).
 pub const LEADER_AND_ISR_VERSION: i16 = 5;
@@ -32,11 +31,8 @@ pub const STOP_REPLICA_VERSION: i16 = 3;
 /// Requests queued per destination at most; past it the oldest waiting are dropped
 /// (the next full update supersedes them) and the broker is resynced.
 pub const QUEUED_PER_BROKER_MAX: usize = 10_000;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
 const RETRY_BACKOFF: Duration = Duration::from_millis(200);
-/// Largest response read.
-const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// One request of the controller.
 #[derive(Debug, Clone)]
@@ -91,7 +87,6 @@ pub struct ControllerChannel {
     local: Arc<dyn LocalDelivery>,
     local_pending: Arc<LocalPending>,
     destinations: Mutex<HashMap<i32, Destination>>,
-    correlation: Arc<AtomicI32>,
 }
 
 impl ControllerChannel {
@@ -101,7 +96,6 @@ impl ControllerChannel {
             local,
             local_pending: Arc::new(LocalPending::default()),
             destinations: Mutex::new(HashMap::new()),
-            correlation: Arc::new(AtomicI32::new(0)),
         }
     }
 
@@ -117,11 +111,11 @@ impl ControllerChannel {
         let (tx, rx) = crossbeam_channel::bounded(QUEUED_PER_BROKER_MAX);
         let stop = Arc::new(AtomicBool::new(false));
         let addr = format!("{host}:{port}");
-        let (stop2, correlation) = (Arc::clone(&stop), Arc::clone(&self.correlation));
+        let stop2 = Arc::clone(&stop);
         let local_id = self.local_id;
         let thread = std::thread::Builder::new()
             .name(format!("kb-ctrl-send-{broker}"))
-            .spawn(move || run_sender(local_id, broker, addr, rx, stop2, correlation))
+            .spawn(move || run_sender(local_id, broker, addr, rx, stop2))
             .expect("spawning a controller sender thread");
         destinations.insert(
             broker,
@@ -214,97 +208,42 @@ fn run_sender(
     addr: String,
     rx: Receiver<ControllerRequest>,
     stop: Arc<AtomicBool>,
-    correlation: Arc<AtomicI32>,
 ) {
-    let mut conn: Option<TcpStream> = None;
-    let client_id = format!("controller-{local_id}-to-broker-{broker}");
+    let mut conn = BrokerConnection::new(
+        addr,
+        format!("controller-{local_id}-to-broker-{broker}"),
+        SOCKET_TIMEOUT,
+    );
     loop {
         let request = match rx.recv_timeout(Duration::from_millis(500)) {
             Ok(r) => r,
             Err(RecvTimeoutError::Timeout) if !stop.load(Ordering::Acquire) => continue,
             Err(_) => return,
         };
+        let (api, version) = request.api();
         loop {
             if stop.load(Ordering::Acquire) {
                 return;
             }
-            let id = correlation.fetch_add(1, Ordering::Relaxed);
-            let sent = conn
-                .take()
-                .map_or_else(|| connect(&addr), Ok)
-                .and_then(|mut s| round_trip(&mut s, &request, id, &client_id).map(|()| s));
-            match sent {
-                Ok(s) => {
-                    conn = Some(s);
+            match conn.exchange(api, version, |buf| request.encode_body(buf)) {
+                Ok(body) => {
+                    // The error code is the first field of all three responses.
+                    if body.len() >= 2 {
+                        let code = i16::from_be_bytes([body[0], body[1]]);
+                        if code != 0 {
+                            log::warn!("{api:?} to broker {broker} answered error {code}");
+                        }
+                    }
                     break;
                 }
                 Err(e) => {
                     log::debug!(
-                        "controller request to broker {broker} at {addr} failed: {e}; retrying"
+                        "controller request to broker {broker} at {} failed: {e}; retrying",
+                        conn.addr()
                     );
                     std::thread::sleep(RETRY_BACKOFF);
                 }
             }
         }
     }
-}
-
-fn connect(addr: &str) -> Result<TcpStream, String> {
-    let target = addr
-        .to_socket_addrs()
-        .map_err(|e| e.to_string())?
-        .next()
-        .ok_or_else(|| format!("{addr} resolves to nothing"))?;
-    let s = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(SOCKET_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(SOCKET_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    let _ = s.set_nodelay(true);
-    Ok(s)
-}
-
-fn round_trip(
-    s: &mut TcpStream,
-    request: &ControllerRequest,
-    correlation_id: i32,
-    client_id: &str,
-) -> Result<(), String> {
-    let (api, version) = request.api();
-    let header = RequestHeader::default()
-        .with_request_api_key(api as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_string(client_id.to_string())));
-    let mut buf = BytesMut::new();
-    buf.extend_from_slice(&[0u8; 4]);
-    header
-        .encode(&mut buf, api.request_header_version(version))
-        .map_err(|e| e.to_string())?;
-    request.encode_body(&mut buf)?;
-    let size = (buf.len() - 4) as i32;
-    buf[..4].copy_from_slice(&size.to_be_bytes());
-    s.write_all(&buf).map_err(|e| e.to_string())?;
-    let mut size = [0u8; 4];
-    s.read_exact(&mut size).map_err(|e| e.to_string())?;
-    let n = usize::try_from(i32::from_be_bytes(size)).map_err(|_| "negative response size")?;
-    if n > RESPONSE_BYTES_MAX {
-        return Err(format!("response of {n} bytes"));
-    }
-    let mut body = vec![0u8; n];
-    s.read_exact(&mut body).map_err(|e| e.to_string())?;
-    let mut body = Bytes::from(body);
-    let header = ResponseHeader::decode(&mut body, api.response_header_version(version))
-        .map_err(|e| e.to_string())?;
-    if header.correlation_id != correlation_id {
-        return Err("correlation id mismatch".into());
-    }
-    // The error code is the first field of all three responses.
-    if body.len() >= 2 {
-        let code = i16::from_be_bytes([body[0], body[1]]);
-        if code != 0 {
-            log::warn!("{api:?} answered error {code}");
-        }
-    }
-    Ok(())
 }

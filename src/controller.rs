@@ -12,8 +12,8 @@
 //!
 //! Watched: `/controller` (every broker: a new election when it goes), and, while active,
 //! `/brokers/ids` (broker changes), `/brokers/topics` and each topic (new topics and
-//! partitions), `/admin/delete_topics`, `/admin/preferred_replica_election` and
-//! `/isr_change_notification`. Znodes written by any ZooKeeper client act as they do on
+//! partitions), `/admin/delete_topics`, `/admin/preferred_replica_election`,
+//! `/admin/reassign_partitions` and `/isr_change_notification`. Znodes written by any ZooKeeper client act as they do on
 //! Kafka. On session expiry the broker registers again, the election is re-run and
 //! everything is re-read; on a reconnect within the session, everything is re-read.
 
@@ -47,6 +47,9 @@ use kbroker_coordinator::{cluster, get_opt, MetadataStore, Op, StoreError, Watch
 use kbroker_storage::TopicPartition;
 
 use crate::channel::{ControllerChannel, ControllerRequest};
+
+mod reassign;
+pub use reassign::{ListReply, Ongoing, ReassignReply, ReassignResults};
 
 /// `/admin/preferred_replica_election`.
 pub const PREFERRED_REPLICA_ELECTION_PATH: &str = "/admin/preferred_replica_election";
@@ -86,6 +89,16 @@ enum Event {
         partitions: Option<Vec<TopicPartition>>,
         unclean: bool,
         reply: ElectReply,
+    },
+    AlterReassignments {
+        /// Partition → target replicas (None: cancel).
+        requests: Vec<(TopicPartition, Option<Vec<i32>>)>,
+        reply: ReassignReply,
+    },
+    ListReassignments {
+        /// None: every partition.
+        filter: Option<Vec<TopicPartition>>,
+        reply: ListReply,
     },
     Watch(WatchEvent),
     ControlledShutdown {
@@ -252,6 +265,32 @@ impl Controller {
         }
     }
 
+    /// AlterPartitionReassignments (see `reassign`).
+    pub fn alter_reassignments(
+        &self,
+        requests: Vec<(TopicPartition, Option<Vec<i32>>)>,
+        reply: ReassignReply,
+    ) {
+        if let Err(crossbeam_channel::TrySendError::Full(Event::AlterReassignments {
+            reply, ..
+        })) = self
+            .tx
+            .try_send(Event::AlterReassignments { requests, reply })
+        {
+            reply(Err(kafka_protocol::ResponseError::RequestTimedOut.code()));
+        }
+    }
+
+    /// ListPartitionReassignments.
+    pub fn list_reassignments(&self, filter: Option<Vec<TopicPartition>>, reply: ListReply) {
+        if let Err(crossbeam_channel::TrySendError::Full(Event::ListReassignments {
+            reply, ..
+        })) = self.tx.try_send(Event::ListReassignments { filter, reply })
+        {
+            reply(Err(kafka_protocol::ResponseError::RequestTimedOut.code()));
+        }
+    }
+
     /// Gives up the controllership (this broker is shutting down).
     pub fn resign(&self) {
         let _ = self.tx.send(Event::Resign);
@@ -332,6 +371,10 @@ impl State {
                 unclean,
                 reply,
             } => self.on_elect_leaders(c, partitions, unclean, reply),
+            Event::AlterReassignments { requests, reply } => {
+                self.on_alter_reassignments(c, requests, reply)
+            }
+            Event::ListReassignments { filter, reply } => self.on_list_reassignments(filter, reply),
             Event::ControlledShutdown {
                 broker_id,
                 broker_epoch,
@@ -462,6 +505,16 @@ impl State {
             {
                 self.on_preferred_election(c)
             }
+            WatchEvent::NodeCreated(p) | WatchEvent::NodeDataChanged(p)
+                if p == layout::REASSIGN_PARTITIONS_PATH =>
+            {
+                self.on_reassign_znode(c)
+            }
+            WatchEvent::NodeDeleted(p) if p == layout::REASSIGN_PARTITIONS_PATH => {
+                c.store
+                    .watch_data(layout::REASSIGN_PARTITIONS_PATH, self.watch_tx.clone())?;
+                Ok(())
+            }
             WatchEvent::NodeDeleted(p) if p == PREFERRED_REPLICA_ELECTION_PATH => {
                 c.store
                     .watch_data(PREFERRED_REPLICA_ELECTION_PATH, self.watch_tx.clone())?;
@@ -525,6 +578,16 @@ impl State {
         let new_partitions = self.partitions_without_state();
         self.create_partitions(c, &new_partitions)?;
         let elected = self.elect_offline_partitions(c)?.len();
+        // Replicas of brokers that are not registered leave the ISRs (Kafka's replica state
+        // machine starts them as OfflineReplica): leaders stop waiting for them.
+        let ctx = self.ctx.as_ref().expect("active");
+        let gone: BTreeSet<i32> = ctx
+            .states
+            .values()
+            .flat_map(|s| s.isr.iter().copied())
+            .filter(|r| !ctx.brokers.contains_key(r))
+            .collect();
+        self.shrink_isr_of(c, &gone)?;
         let elect = started.elapsed();
         let ctx = self.ctx.as_ref().expect("active");
         let mut everything: Vec<TopicPartition> = all;
@@ -543,6 +606,11 @@ impl State {
         self.on_topic_deletion(c)?;
         self.on_isr_change(c)?;
         self.on_preferred_election(c)?;
+        // Reassignments under way carry on (the LeaderAndIsr above named their full sets).
+        self.on_reassign_znode(c)?;
+        for o in self.ongoing(None) {
+            self.maybe_complete(c, &o.tp)?;
+        }
         Ok(())
     }
 
@@ -816,11 +884,37 @@ impl State {
         Ok(written)
     }
 
-    /// Elects leaders for partitions whose leader is gone (OfflinePartition → Online).
+    /// Elects leaders for partitions whose leader is gone (OfflinePartition → Online). A
+    /// state that moved under the controller (a leader wrote its ISR just before dying) is
+    /// re-read by `write_states`; the election runs again on it, a few times at most.
     fn elect_offline_partitions(
         &mut self,
         c: &Controller,
     ) -> Result<Vec<TopicPartition>, ControllerError> {
+        let mut written = Vec::new();
+        for _ in 0..STALE_STATE_RETRIES {
+            let changes = self.offline_elections(c);
+            let wanted = changes.len();
+            let done = self.write_states(c, changes)?;
+            let all_done = done.len() == wanted;
+            for tp in &done {
+                let s = &self.ctx.as_ref().expect("active").states[tp];
+                log::info!(
+                    "partition {tp} leader={} leader_epoch={} isr={:?}",
+                    s.leader,
+                    s.leader_epoch,
+                    s.isr
+                );
+            }
+            written.extend(done);
+            if all_done {
+                break;
+            }
+        }
+        Ok(written)
+    }
+
+    fn offline_elections(&self, c: &Controller) -> Vec<(TopicPartition, PartitionState)> {
         let ctx = self.ctx.as_ref().expect("active");
         let live = ctx.live();
         let mut changes = Vec::new();
@@ -849,17 +943,7 @@ impl State {
                 }
             }
         }
-        let written = self.write_states(c, changes)?;
-        for tp in &written {
-            let s = &self.ctx.as_ref().expect("active").states[tp];
-            log::info!(
-                "partition {tp} leader={} leader_epoch={} isr={:?}",
-                s.leader,
-                s.leader_epoch,
-                s.isr
-            );
-        }
-        Ok(written)
+        changes
     }
 
     fn on_broker_change(&mut self, c: &Controller) -> Result<(), ControllerError> {
@@ -943,33 +1027,45 @@ impl State {
         Ok(())
     }
 
-    /// Removes `gone` brokers from the ISR of partitions they follow.
+    /// Removes `gone` brokers from the ISR of partitions they follow, in a new leader epoch
+    /// (Kafka's OfflineReplica transition): the leader's high watermark stops waiting for
+    /// them. Re-run on states that moved meanwhile, as elections are.
     fn shrink_isr_of(
         &mut self,
         c: &Controller,
         gone: &BTreeSet<i32>,
     ) -> Result<Vec<TopicPartition>, ControllerError> {
+        let mut written = Vec::new();
         if gone.is_empty() {
-            return Ok(Vec::new());
+            return Ok(written);
         }
-        let ctx = self.ctx.as_ref().expect("active");
-        let changes: Vec<(TopicPartition, PartitionState)> = ctx
-            .states
-            .iter()
-            .filter(|(tp, s)| {
-                !ctx.deleting.contains(&tp.topic)
-                    && s.leader >= 0
-                    && s.isr.iter().any(|r| gone.contains(r))
-                    && s.isr.iter().any(|r| !gone.contains(r))
-            })
-            .map(|(tp, s)| {
-                let mut next = s.clone();
-                next.isr.retain(|r| !gone.contains(r));
-                next.controller_epoch = ctx.epoch;
-                (tp.clone(), next)
-            })
-            .collect();
-        self.write_states(c, changes)
+        for _ in 0..STALE_STATE_RETRIES {
+            let ctx = self.ctx.as_ref().expect("active");
+            let changes: Vec<(TopicPartition, PartitionState)> = ctx
+                .states
+                .iter()
+                .filter(|(tp, s)| {
+                    !ctx.deleting.contains(&tp.topic)
+                        && s.leader >= 0
+                        && s.isr.iter().any(|r| gone.contains(r))
+                        && s.isr.iter().any(|r| !gone.contains(r))
+                })
+                .map(|(tp, s)| {
+                    (
+                        tp.clone(),
+                        without_in_isr(s, |r| gone.contains(&r), ctx.epoch),
+                    )
+                })
+                .collect();
+            let wanted = changes.len();
+            let done = self.write_states(c, changes)?;
+            let all_done = done.len() == wanted;
+            written.extend(done);
+            if all_done {
+                break;
+            }
+        }
+        Ok(written)
     }
 
     fn on_topic_change(&mut self, c: &Controller) -> Result<(), ControllerError> {
@@ -1088,37 +1184,16 @@ impl State {
                 adding_replicas: BTreeMap::new(),
                 removing_replicas: BTreeMap::new(),
             });
-        let mut per_broker: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+        let mut per_broker: BTreeMap<i32, Vec<TopicPartition>> = BTreeMap::new();
         for (p, replicas) in &assignment.partitions {
             for r in replicas {
-                per_broker.entry(*r).or_default().push(*p);
+                per_broker
+                    .entry(*r)
+                    .or_default()
+                    .push(TopicPartition::new(topic, *p));
             }
         }
-        let epoch = ctx.epoch;
-        for (broker, partitions) in per_broker {
-            let Some(b) = ctx.brokers.get(&broker) else {
-                continue;
-            };
-            let request = StopReplicaRequest::default()
-                .with_controller_id(BrokerId(c.config.broker_id))
-                .with_controller_epoch(epoch)
-                .with_broker_epoch(b.epoch)
-                .with_topic_states(vec![StopReplicaTopicState::default()
-                    .with_topic_name(crate::handler::topic_name(topic))
-                    .with_partition_states(
-                        partitions
-                            .iter()
-                            .map(|p| {
-                                StopReplicaPartitionState::default()
-                                    .with_partition_index(*p)
-                                    .with_leader_epoch(-2)
-                                    .with_delete_partition(true)
-                            })
-                            .collect(),
-                    )]);
-            c.channel
-                .send(broker, ControllerRequest::StopReplica(request));
-        }
+        self.send_stop_replicas(c, per_broker, true);
         // The znodes: states and partitions first, then the topic, its config, the mark.
         let mut ops = Vec::new();
         for p in assignment.partitions.keys() {
@@ -1194,6 +1269,10 @@ impl State {
         }
         let changed: Vec<TopicPartition> = changed.into_iter().collect();
         self.update_metadata_everywhere(c, &changed, &[]);
+        // A new replica joining the ISR may complete its partition's reassignment.
+        for tp in &changed {
+            self.maybe_complete(c, tp)?;
+        }
         Ok(())
     }
 
@@ -1397,33 +1476,39 @@ impl State {
         }
         log::info!("controlled shutdown of broker {broker_id}");
         ctx.shutting_down.insert(broker_id);
-        let live = ctx.live();
-        let shutting = ctx.shutting_down.clone();
-        let mut changes = Vec::new();
-        for (tp, s) in &ctx.states {
-            let assignment = ctx.assignment(tp);
-            if assignment.len() < 2 || ctx.deleting.contains(&tp.topic) {
-                continue;
-            }
-            if s.leader == broker_id {
-                if let Ok(e) = decide::elect_for_shutdown(&assignment, &s.isr, &live, &shutting) {
-                    changes.push((tp.clone(), decide::next_state(s, &e, ctx.epoch)));
+        // Recomputed on states that moved meanwhile (a leader adding the broker back to an
+        // ISR just before): Kafka's controller retries such writes the same way.
+        let mut written = Vec::new();
+        for _ in 0..STALE_STATE_RETRIES {
+            let changes = self.shutdown_changes(broker_id);
+            let wanted = changes.len();
+            let done = match self.write_states(c, changes) {
+                Ok(w) => w,
+                Err(e) => {
+                    reply(Err(kafka_protocol::ResponseError::UnknownServerError.code()));
+                    return Err(e);
                 }
-            } else if s.isr.contains(&broker_id) && s.isr.len() > 1 {
-                let mut next = s.clone();
-                next.isr.retain(|r| *r != broker_id);
-                next.controller_epoch = ctx.epoch;
-                changes.push((tp.clone(), next));
+            };
+            let all_done = done.len() == wanted;
+            written.extend(done);
+            if all_done {
+                break;
             }
         }
-        let written = match self.write_states(c, changes) {
-            Ok(w) => w,
-            Err(e) => {
-                reply(Err(kafka_protocol::ResponseError::UnknownServerError.code()));
-                return Err(e);
-            }
-        };
-        self.send_leader_and_isr(c, &written, false);
+        // The others hear of their new leaders and ISRs; the broker going away stops its
+        // replicas (Kafka's OfflineReplica: StopReplica without delete), so it does not fetch
+        // its way back into the ISRs it just left.
+        let others: Vec<i32> = self
+            .ctx
+            .as_ref()
+            .expect("active")
+            .brokers
+            .keys()
+            .copied()
+            .filter(|b| *b != broker_id)
+            .collect();
+        self.send_leader_and_isr_to(c, &written, &others, false);
+        self.send_stop_replicas(c, BTreeMap::from([(broker_id, written.clone())]), false);
         let ctx = self.ctx.as_ref().expect("active");
         self.update_metadata_everywhere(c, &written, &[]);
         let remaining: Vec<TopicPartition> = ctx
@@ -1434,6 +1519,30 @@ impl State {
             .collect();
         reply(Ok(remaining));
         Ok(())
+    }
+
+    /// What a controlled shutdown of `broker_id` changes: its leaderships move to another
+    /// in-sync replica, and it leaves the ISRs it is in (each a new leader epoch).
+    fn shutdown_changes(&self, broker_id: i32) -> Vec<(TopicPartition, PartitionState)> {
+        let ctx = self.ctx.as_ref().expect("active");
+        let live = ctx.live();
+        let mut changes = Vec::new();
+        for (tp, s) in &ctx.states {
+            let assignment = ctx.assignment(tp);
+            if assignment.len() < 2 || ctx.deleting.contains(&tp.topic) {
+                continue;
+            }
+            if s.leader == broker_id {
+                if let Ok(e) =
+                    decide::elect_for_shutdown(&assignment, &s.isr, &live, &ctx.shutting_down)
+                {
+                    changes.push((tp.clone(), decide::next_state(s, &e, ctx.epoch)));
+                }
+            } else if s.isr.contains(&broker_id) && s.isr.len() > 1 {
+                changes.push((tp.clone(), without_in_isr(s, |r| r == broker_id, ctx.epoch)));
+            }
+        }
+        changes
     }
 
     /// UpdateMetadata for `tps` (and the `deleted` topics) to every live broker.
@@ -1539,6 +1648,46 @@ impl State {
         }
     }
 
+    /// StopReplica to each live broker for its partitions (deleting their logs if `delete`).
+    fn send_stop_replicas(
+        &self,
+        c: &Controller,
+        per_broker: BTreeMap<i32, Vec<TopicPartition>>,
+        delete: bool,
+    ) {
+        let ctx = self.ctx.as_ref().expect("active");
+        for (broker, tps) in per_broker {
+            let Some(b) = ctx.brokers.get(&broker) else {
+                continue;
+            };
+            let mut by_topic: BTreeMap<&str, Vec<StopReplicaPartitionState>> = BTreeMap::new();
+            for tp in &tps {
+                by_topic.entry(&tp.topic).or_default().push(
+                    StopReplicaPartitionState::default()
+                        .with_partition_index(tp.partition)
+                        .with_leader_epoch(-2)
+                        .with_delete_partition(delete),
+                );
+            }
+            let request = StopReplicaRequest::default()
+                .with_controller_id(BrokerId(c.config.broker_id))
+                .with_controller_epoch(ctx.epoch)
+                .with_broker_epoch(b.epoch)
+                .with_topic_states(
+                    by_topic
+                        .into_iter()
+                        .map(|(t, states)| {
+                            StopReplicaTopicState::default()
+                                .with_topic_name(crate::handler::topic_name(t))
+                                .with_partition_states(states)
+                        })
+                        .collect(),
+                );
+            c.channel
+                .send(broker, ControllerRequest::StopReplica(request));
+        }
+    }
+
     /// UpdateMetadata with the live brokers and `tps` (and `deleted` topics' partitions as
     /// LeaderDuringDelete) to `to`.
     fn send_update_metadata(
@@ -1629,6 +1778,23 @@ impl State {
 }
 
 /// Host and port of `registration`'s listener `name` (or its first).
+/// How often an election or ISR change is recomputed on states that moved under it.
+const STALE_STATE_RETRIES: usize = 3;
+
+/// `s` with the replicas `drop` picks out of its ISR, in the next leader epoch (Kafka 2.8's
+/// `newLeaderAndIsr`: every leader or ISR change by the controller is a new epoch).
+fn without_in_isr(
+    s: &PartitionState,
+    drop: impl Fn(i32) -> bool,
+    controller_epoch: i32,
+) -> PartitionState {
+    let mut next = s.clone();
+    next.isr.retain(|r| !drop(*r));
+    next.leader_epoch += 1;
+    next.controller_epoch = controller_epoch;
+    next
+}
+
 pub fn endpoint(registration: &BrokerRegistration, name: &str) -> Option<(String, u16)> {
     registration
         .endpoints
@@ -1638,6 +1804,7 @@ pub fn endpoint(registration: &BrokerRegistration, name: &str) -> Option<(String
         .map(|e| (e.host.clone(), e.port))
 }
 
+#[derive(Debug)]
 enum ControllerError {
     /// A fenced store write failed because another controller took over.
     Fenced,

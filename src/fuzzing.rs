@@ -134,7 +134,16 @@ fn scratch_dir(name: &str) -> PathBuf {
     } else {
         std::env::temp_dir()
     };
-    base.join(format!("kbroker-fuzz-{}-{name}", std::process::id()))
+    // Per process and thread: tests run targets on several threads at once, and one
+    // removing another's memory-mapped segment would be a SIGBUS, not a finding.
+    let thread: String = format!("{:?}", std::thread::current().id())
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    base.join(format!(
+        "kbroker-fuzz-{}-{thread}-{name}",
+        std::process::id()
+    ))
 }
 
 /// Segment recovery: three little-endian u16 lengths split the rest into `.log`, `.index`
@@ -171,7 +180,7 @@ pub fn segment_recovery(data: &[u8]) {
     };
     for clean in [false, true] {
         let Ok(mut log) = Log::open(&dir, "t", 0, config.clone(), 0, 0, clean, 0) else {
-            return;
+            break;
         };
         let end = log.log_end_offset();
         assert!(log.log_start_offset() <= end);

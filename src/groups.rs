@@ -105,6 +105,49 @@ pub struct GroupCoordinator {
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// Group records written to the leader's log of an offsets partition.
+pub struct Appended {
+    pub tp: TopicPartition,
+    pub leader_epoch: i32,
+    /// The offset after them: committed once the high watermark reaches it.
+    pub end: i64,
+}
+
+impl Appended {
+    /// Calls `done` with 0 once every in-sync replica has the records, else with Kafka's
+    /// OffsetCommit error for what went wrong (`offsets.commit.timeout.ms` at most).
+    pub fn when_replicated(self, broker: &Broker, done: Box<dyn FnOnce(i16) + Send>) {
+        let timeout = Duration::from_millis(broker.config.offsets_commit_timeout_ms);
+        broker.replicas.when_replicated(
+            self.tp,
+            self.leader_epoch,
+            self.end,
+            timeout,
+            Box::new(move |code| done(commit_error(code))),
+        );
+    }
+}
+
+/// Kafka's `GroupMetadataManager` mapping of a failed offsets append to what the group's
+/// client is told.
+pub fn commit_error(code: i16) -> i16 {
+    use kafka_protocol::ResponseError as E;
+    match E::try_from_code(code) {
+        None => 0,
+        Some(
+            E::UnknownTopicOrPartition
+            | E::NotEnoughReplicas
+            | E::NotEnoughReplicasAfterAppend
+            | E::RequestTimedOut,
+        ) => E::CoordinatorNotAvailable.code(),
+        Some(E::NotLeaderOrFollower | E::KafkaStorageError) => E::NotCoordinator.code(),
+        Some(E::MessageTooLarge | E::RecordListTooLarge | E::InvalidFetchSize) => {
+            E::InvalidCommitOffsetSize.code()
+        }
+        Some(_) => code,
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinatorError {
     #[error("the offsets topic is not available: {0}")]
@@ -149,16 +192,18 @@ impl GroupCoordinator {
             "segment.bytes".to_string(),
             self.config.offsets_segment_bytes.to_string(),
         );
-        let live = broker.metadata.image().brokers.len().max(1);
+        // offsets.topic.replication.factor: a cluster refuses to create the topic with fewer
+        // live brokers (clients retry FindCoordinator until enough have registered), as
+        // Kafka does; a single node caps it at its one replica.
+        let replication_factor = if broker.config.zookeeper_connect.is_some() {
+            self.config.offsets_replication_factor
+        } else {
+            1
+        };
         let spec = TopicSpec {
             name: OFFSETS_TOPIC.to_string(),
             num_partitions: Some(self.config.offsets_partitions),
-            // Like Kafka's offsets.topic.replication.factor, capped at the live brokers.
-            replication_factor: Some(
-                self.config
-                    .offsets_replication_factor
-                    .min(i16::try_from(live).unwrap_or(i16::MAX)),
-            ),
+            replication_factor: Some(replication_factor),
             assignments: BTreeMap::new(),
             configs,
         };
@@ -224,15 +269,16 @@ impl GroupCoordinator {
         Ok(records)
     }
 
-    /// Appends records for `group` to its offsets partition; returns once written.
+    /// Appends records for `group` to its offsets partition; returns once written to the
+    /// leader's log, with where they end (see [`Appended::when_replicated`]).
     pub fn append(
         &self,
         broker: &Broker,
         group: &str,
         records: Vec<(OffsetsKey, Option<Vec<u8>>)>,
-    ) -> Result<(), CoordinatorError> {
+    ) -> Result<Option<Appended>, CoordinatorError> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let partition = self.partition_for(group);
         if !self.is_loaded(partition) {
@@ -253,14 +299,16 @@ impl GroupCoordinator {
             })
             .collect();
         let bytes = batch::build_batch(0, &new);
-        broker.replicas.append_internal(
-            &TopicPartition::new(OFFSETS_TOPIC, partition),
-            &view.log,
-            &bytes,
-            view.leader_epoch,
-            now,
-        )?;
-        Ok(())
+        let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
+        let end =
+            broker
+                .replicas
+                .append_internal(&tp, &view.log, &bytes, view.leader_epoch, now)?;
+        Ok(Some(Appended {
+            tp,
+            leader_epoch: view.leader_epoch,
+            end,
+        }))
     }
 
     pub fn mirror(&self, op: MirrorOp) {
@@ -493,7 +541,7 @@ fn run_timer(coordinator: Arc<GroupCoordinator>, broker: Weak<Broker>, stop: Arc
                     })
                     .collect();
                 match coordinator.append(&broker, &group, records) {
-                    Ok(()) => {
+                    Ok(_) => {
                         if let Some(e) = coordinator.lock().get_mut(&group) {
                             for k in &parts {
                                 e.offsets.remove(k);

@@ -13,6 +13,9 @@
 //! - [`controller`]: the controller (elected through `/controller`): partition state
 //!   machine, leader elections, broker failure, topic creation/deletion, controlled shutdown.
 //! - [`channel`]: controller-to-broker requests, one sender thread per broker.
+//! - [`inter_broker`]: the Kafka-protocol client brokers use to talk to each other.
+//! - [`replica_fetcher`]: follower fetcher threads copying leaders' logs.
+//! - [`isr`]: the leader's ISR changes, written to the partition state znode.
 //! - [`shutdown`]: a stopping broker's controlled shutdown.
 //! - [`handler`]: one file per Kafka API (decode → act → encode) and the Fetch writer;
 //!   the only place Kafka error codes are produced.
@@ -38,10 +41,13 @@ pub mod controller;
 pub mod fuzzing;
 pub mod groups;
 pub mod handler;
+pub mod inter_broker;
+pub mod isr;
 pub mod metadata_cache;
 pub mod metadata_tool;
 pub mod metrics;
 pub mod producer_ids;
+pub mod replica_fetcher;
 pub mod replica_manager;
 pub mod server;
 pub mod shutdown;

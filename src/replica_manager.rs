@@ -1,5 +1,5 @@
-//! The replica manager: the one owner of this broker's logs, partition roles and high
-//! watermarks, and of the fetch purgatory — Kafka's `ReplicaManager`.
+//! The replica manager: the one owner of this broker's logs, partition roles, high
+//! watermarks and replication — Kafka's `ReplicaManager` and `Partition`.
 //!
 //! A partition becomes led or followed here only by a LeaderAndIsr from the controller (in
 //! process for the local controller, over the wire otherwise), processed in order on the
@@ -12,11 +12,17 @@
 //! reach a log only through [`ReplicaManager::leader_log`], which answers for partitions this
 //! broker leads (NOT_LEADER_OR_FOLLOWER otherwise).
 //!
-//! High watermark: until replication lands (followers copy nothing yet), a leader's high
-//! watermark is its log end, set by the append path here and nowhere else.
+//! Replication (Kafka 2.8's rules): a follower's fetchers copy the leader's batches as they
+//! are ([`crate::replica_fetcher`]). The leader tracks each follower's log end offset and
+//! when it was last caught up (from the follower's fetch offsets); its high watermark is the
+//! least log end offset over the ISR and only moves forward. A follower that caught up to
+//! the high watermark (and the current epoch's start) joins the ISR; one not caught up for
+//! `replica.lag.time.max.ms` leaves it. ISR changes are written by the leader to the state
+//! znode, fenced by its version ([`crate::isr`]). Produce with acks=-1 waits in the produce
+//! purgatory until the high watermark passes its records.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
 
@@ -32,13 +38,18 @@ use kafka_protocol::ResponseError;
 use kbroker_coordinator::{cluster, MetadataStore};
 use kbroker_replication::purgatory::Purgatory;
 use kbroker_storage::manager::{lock, SharedLog};
-use kbroker_storage::{AppendInfo, LogManager, StorageError, TopicPartition};
+use kbroker_storage::validate::validate_replica_records;
+use kbroker_storage::{AppendInfo, Log, LogManager, StorageError, TopicPartition};
 
 use crate::config::topic_log_config;
+use crate::isr::{IsrChange, IsrOutcome, IsrWriter};
 use crate::metadata_cache::{MetadataCache, TopicConfig};
+use crate::replica_fetcher::{FetcherConfig, ReplicaFetcherManager};
 
 /// Waiting fetches at most (Kafka bounds purgatory size by request count, too).
 pub const DELAYED_FETCH_MAX: usize = 10_000;
+/// Produce requests waiting for acks=-1 at most.
+pub const DELAYED_PRODUCE_MAX: usize = 10_000;
 /// LeaderAndIsr / StopReplica requests queued for the state thread at most.
 pub const STATE_CHANGES_QUEUED_MAX: usize = 1_000;
 
@@ -55,9 +66,22 @@ pub enum LookupError {
 pub struct PartitionRole {
     pub leader: i32,
     pub leader_epoch: i32,
+    /// The state znode's version (Kafka's partition epoch / zkVersion).
     pub partition_epoch: i32,
+    pub controller_epoch: i32,
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
+}
+
+/// What the leader knows of one follower's progress (Kafka's `Replica`).
+#[derive(Debug, Clone, Copy)]
+struct FollowerState {
+    /// Its log end offset (the offset it last fetched from); -1 until it fetched.
+    log_end_offset: i64,
+    last_caught_up_ms: i64,
+    /// The leader's log end offset at its previous fetch, and when that was.
+    last_fetch_leader_end: i64,
+    last_fetch_ms: i64,
 }
 
 /// A partition this broker hosts a replica of.
@@ -66,11 +90,23 @@ pub struct Partition {
     /// None: the log could not be opened (its dir is offline).
     pub log: Option<SharedLog>,
     role: RwLock<PartitionRole>,
+    /// Leader side: the followers' progress (empty while following).
+    followers: Mutex<HashMap<i32, FollowerState>>,
+    /// An ISR change of this partition is being written.
+    isr_in_flight: AtomicBool,
 }
 
 impl Partition {
     pub fn role(&self) -> PartitionRole {
         self.role.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_role(&self, role: PartitionRole) {
+        *self.role.write().unwrap_or_else(|p| p.into_inner()) = role;
+    }
+
+    fn followers(&self) -> std::sync::MutexGuard<'_, HashMap<i32, FollowerState>> {
+        self.followers.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -98,13 +134,28 @@ enum StateChange {
         Box<StopReplicaRequest>,
         Box<dyn FnOnce(StopReplicaResponse) + Send>,
     ),
+    /// Work ordered after the state changes queued before it.
+    After(Box<dyn FnOnce() + Send>),
     Stop,
+}
+
+/// Replication settings of this broker.
+#[derive(Debug, Clone)]
+pub struct ReplicationConfig {
+    pub fetcher: FetcherConfig,
+    /// `replica.lag.time.max.ms`.
+    pub lag_time_max_ms: i64,
 }
 
 pub struct ReplicaManager {
     pub broker_id: i32,
     pub logs: LogManager,
     pub fetch_purgatory: Purgatory<TopicPartition>,
+    /// Produce requests with acks=-1 waiting for the high watermark.
+    pub produce_purgatory: Purgatory<TopicPartition>,
+    fetchers: ReplicaFetcherManager,
+    isr: IsrWriter,
+    config: ReplicationConfig,
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
     metadata: Arc<MetadataCache>,
     store: Arc<dyn MetadataStore>,
@@ -115,6 +166,7 @@ pub struct ReplicaManager {
     listener: Mutex<Option<Weak<dyn LeadershipListener>>>,
     state_tx: Sender<StateChange>,
     state_thread: Mutex<Option<JoinHandle<()>>>,
+    me: Weak<ReplicaManager>,
 }
 
 impl ReplicaManager {
@@ -123,20 +175,36 @@ impl ReplicaManager {
         logs: LogManager,
         metadata: Arc<MetadataCache>,
         store: Arc<dyn MetadataStore>,
+        config: ReplicationConfig,
     ) -> Arc<ReplicaManager> {
         let (state_tx, state_rx) = crossbeam_channel::bounded(STATE_CHANGES_QUEUED_MAX);
-        let manager = Arc::new(ReplicaManager {
-            broker_id,
-            logs,
-            fetch_purgatory: Purgatory::new("fetch", DELAYED_FETCH_MAX),
-            partitions: RwLock::new(HashMap::new()),
-            metadata,
-            store,
-            controller_epoch: AtomicI32::new(-1),
-            broker_epoch: AtomicI64::new(-1),
-            listener: Mutex::new(None),
-            state_tx,
-            state_thread: Mutex::new(None),
+        let manager = Arc::new_cyclic(|me: &Weak<ReplicaManager>| {
+            let isr_me = me.clone();
+            ReplicaManager {
+                broker_id,
+                logs,
+                fetch_purgatory: Purgatory::new("fetch", DELAYED_FETCH_MAX),
+                produce_purgatory: Purgatory::new("produce", DELAYED_PRODUCE_MAX),
+                fetchers: ReplicaFetcherManager::new(config.fetcher.clone(), me.clone()),
+                isr: IsrWriter::start(
+                    Arc::clone(&store),
+                    Box::new(move |change, outcome| {
+                        if let Some(m) = isr_me.upgrade() {
+                            m.isr_outcome(change, outcome);
+                        }
+                    }),
+                ),
+                config,
+                partitions: RwLock::new(HashMap::new()),
+                metadata,
+                store,
+                controller_epoch: AtomicI32::new(-1),
+                broker_epoch: AtomicI64::new(-1),
+                listener: Mutex::new(None),
+                state_tx,
+                state_thread: Mutex::new(None),
+                me: me.clone(),
+            }
         });
         let weak = Arc::downgrade(&manager);
         let handle = std::thread::Builder::new()
@@ -174,7 +242,7 @@ impl ReplicaManager {
         self.controller_epoch.load(Ordering::Acquire)
     }
 
-    /// Stops the state thread after what is queued.
+    /// Stops the state thread after what is queued, the fetchers and the ISR writer.
     pub fn shutdown(&self) {
         let _ = self.state_tx.send(StateChange::Stop);
         if let Some(h) = self
@@ -185,7 +253,15 @@ impl ReplicaManager {
         {
             let _ = h.join();
         }
+        self.fetchers.shutdown();
+        self.isr.shutdown();
         self.fetch_purgatory.shutdown();
+        self.produce_purgatory.shutdown();
+    }
+
+    /// Partitions this broker is fetching as a follower.
+    pub fn fetching(&self) -> usize {
+        self.fetchers.fetching()
     }
 
     /// Queues a LeaderAndIsr; `reply` gets the response once applied. With `wait` (the
@@ -210,6 +286,17 @@ impl ReplicaManager {
         self.submit(StateChange::StopReplica(Box::new(request), reply), wait);
     }
 
+    /// Runs `work` on the state thread once the changes queued before it are applied (the
+    /// local controller's UpdateMetadata: a client that sees a new partition in Metadata
+    /// finds it led here, as the controller's LeaderAndIsr went first).
+    pub fn submit_after(&self, work: Box<dyn FnOnce() + Send>) {
+        if let Err(e) = self.state_tx.send(StateChange::After(work)) {
+            if let StateChange::After(work) = e.0 {
+                work();
+            }
+        }
+    }
+
     fn submit(&self, change: StateChange, wait: bool) {
         let refused = if wait {
             self.state_tx.send(change).err().map(|e| e.0)
@@ -224,6 +311,7 @@ impl ReplicaManager {
             Some(StateChange::StopReplica(_, reply)) => {
                 reply(StopReplicaResponse::default().with_error_code(timed_out))
             }
+            Some(StateChange::After(work)) => work(),
             Some(StateChange::Stop) | None => {}
         }
     }
@@ -267,8 +355,8 @@ impl ReplicaManager {
         })
     }
 
-    /// Appends validated records to a led partition and moves its high watermark (the ISR
-    /// is the leader alone until replication lands). Wakes fetches waiting on it.
+    /// Appends validated records to a led partition; the high watermark moves at once if
+    /// the ISR is this broker alone, else as followers fetch. Wakes waiting fetches.
     pub fn append(
         &self,
         tp: &TopicPartition,
@@ -277,20 +365,23 @@ impl ReplicaManager {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, StorageError> {
-        let info = lock(log).and_then(|mut log| {
-            let info = log.append_as_leader(records, leader_epoch, now_ms)?;
-            let end = log.log_end_offset();
-            log.set_high_watermark(end);
-            Ok(info)
-        })?;
+        let info = {
+            let mut l = lock(log)?;
+            let info = l.append_as_leader(records, leader_epoch, now_ms)?;
+            if let Some(p) = self.partition(tp) {
+                self.maybe_advance_high_watermark(&p, &mut l);
+            }
+            info
+        };
         if !info.duplicate {
             self.fetch_purgatory.check_and_complete(tp);
+            self.produce_purgatory.check_and_complete(tp);
         }
         Ok(info)
     }
 
-    /// Appends a batch the broker itself built (group offsets) to a led partition; like
-    /// [`ReplicaManager::append`] for the high watermark and waiting fetches.
+    /// Appends a batch the broker itself built (group offsets) to a led partition, as
+    /// [`ReplicaManager::append`]; returns the offset after it (what acks=-1 waits for).
     pub fn append_internal(
         &self,
         tp: &TopicPartition,
@@ -298,15 +389,326 @@ impl ReplicaManager {
         batch: &[u8],
         leader_epoch: i32,
         now_ms: i64,
-    ) -> Result<(), StorageError> {
-        lock(log).and_then(|mut log| {
-            log.append_internal(batch, leader_epoch, now_ms)?;
-            let end = log.log_end_offset();
-            log.set_high_watermark(end);
-            Ok(())
-        })?;
+    ) -> Result<i64, StorageError> {
+        let end = {
+            let mut l = lock(log)?;
+            let info = l.append_internal(batch, leader_epoch, now_ms)?;
+            if let Some(p) = self.partition(tp) {
+                self.maybe_advance_high_watermark(&p, &mut l);
+            }
+            info.last_offset + 1
+        };
+        // Not the produce purgatory: the caller holds the group lock, which completing a
+        // waiting commit takes. An append alone moves the high watermark only when the ISR
+        // is this broker alone, and then nothing waits.
         self.fetch_purgatory.check_and_complete(tp);
+        Ok(end)
+    }
+
+    /// Kafka's `maybeIncrementLeaderHW`: the least log end offset over the ISR (a follower
+    /// that has not fetched yet holds it where it is); never moves back. True if it moved.
+    fn maybe_advance_high_watermark(&self, p: &Partition, log: &mut Log) -> bool {
+        let role = p.role();
+        if role.leader != self.broker_id {
+            return false;
+        }
+        let mut hw = log.log_end_offset();
+        let followers = p.followers();
+        for r in role.isr.iter().filter(|r| **r != self.broker_id) {
+            match followers.get(r) {
+                Some(f) if f.log_end_offset >= 0 => hw = hw.min(f.log_end_offset),
+                _ => hw = hw.min(log.high_watermark()),
+            }
+        }
+        drop(followers);
+        if hw > log.high_watermark() {
+            log.set_high_watermark(hw);
+            return true;
+        }
+        false
+    }
+
+    /// The `min.insync.replicas` of a topic (its override, else the broker's).
+    pub fn min_insync_replicas(config: &TopicConfig, broker_default: i32) -> i32 {
+        config
+            .overrides
+            .get("min.insync.replicas")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(broker_default)
+    }
+
+    /// Where an acks=-1 produce to `tp` that needs the high watermark at `required` stands:
+    /// None while waiting, else its error code (0 when replicated). Kafka's
+    /// `DelayedProduce` check: NOT_LEADER_OR_FOLLOWER once this broker stopped leading,
+    /// NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below `min_isr` meanwhile.
+    pub fn produce_status(
+        &self,
+        tp: &TopicPartition,
+        leader_epoch: i32,
+        required: i64,
+        min_isr: i32,
+    ) -> Option<i16> {
+        let Some(p) = self.partition(tp) else {
+            return Some(ResponseError::NotLeaderOrFollower.code());
+        };
+        let role = p.role();
+        if role.leader != self.broker_id || role.leader_epoch != leader_epoch {
+            return Some(ResponseError::NotLeaderOrFollower.code());
+        }
+        let log = p.log.as_ref()?;
+        let hw = match lock(log) {
+            Ok(l) => l.high_watermark(),
+            Err(e) => return Some(crate::handler::storage_error_code(&e)),
+        };
+        if hw < required {
+            return None;
+        }
+        if (role.isr.len() as i32) < min_isr {
+            return Some(ResponseError::NotEnoughReplicasAfterAppend.code());
+        }
+        Some(0)
+    }
+
+    /// Calls `done` with [`ReplicaManager::produce_status`]'s code once the high watermark
+    /// of `tp` reaches `required` (REQUEST_TIMED_OUT after `timeout`): acks=-1 for records
+    /// the broker writes itself (committed offsets).
+    pub fn when_replicated(
+        &self,
+        tp: TopicPartition,
+        leader_epoch: i32,
+        required: i64,
+        timeout: std::time::Duration,
+        done: ReplicatedCallback,
+    ) {
+        let op = WhenReplicated {
+            replicas: self.me.clone(),
+            tp: tp.clone(),
+            leader_epoch,
+            required,
+            done: Mutex::new(Some(done)),
+        };
+        self.produce_purgatory
+            .try_complete_else_watch(Box::new(op), &[tp], timeout);
+    }
+
+    /// The log of a partition this broker follows in `leader_epoch` (for its fetcher).
+    pub fn follower_log(&self, tp: &TopicPartition, leader_epoch: i32) -> Option<SharedLog> {
+        let p = self.partition(tp)?;
+        let role = p.role();
+        if role.leader == self.broker_id || role.leader_epoch != leader_epoch {
+            return None;
+        }
+        p.log.clone()
+    }
+
+    /// Appends what the fetcher got from the leader (if the log still ends at
+    /// `fetch_offset`: else a truncation intervened and the response is stale) and moves the
+    /// follower's high watermark and log start after the leader's. Returns the new log end.
+    pub fn append_as_follower(
+        &self,
+        tp: &TopicPartition,
+        leader_epoch: i32,
+        fetch_offset: i64,
+        records: &[u8],
+        leader_high_watermark: i64,
+        leader_log_start: i64,
+    ) -> Result<Option<i64>, StorageError> {
+        let Some(log) = self.follower_log(tp, leader_epoch) else {
+            return Ok(None);
+        };
+        let mut l = lock(&log)?;
+        // Again under the log lock: becoming leader changes the role before it takes the
+        // lock to begin its epoch, so a fetch that raced with it is dropped here rather than
+        // appended to the new leader's log.
+        if self.follower_log(tp, leader_epoch).is_none() || l.log_end_offset() != fetch_offset {
+            return Ok(None);
+        }
+        if !records.is_empty() {
+            match validate_replica_records(records) {
+                Ok(Some(valid)) => {
+                    l.append_as_follower(&valid, crate::broker::now_ms())?;
+                }
+                Ok(None) => {}
+                Err(e) => return Err(StorageError::InvalidBatch(e)),
+            }
+        }
+        let hw = leader_high_watermark.min(l.log_end_offset());
+        if hw > l.high_watermark() {
+            l.set_high_watermark(hw);
+        }
+        let start = leader_log_start.min(l.high_watermark());
+        if start > l.log_start_offset() {
+            l.advance_log_start_offset(start)?;
+        }
+        Ok(Some(l.log_end_offset()))
+    }
+
+    /// A follower's fetch from `fetch_offset` (Kafka's `updateFollowerFetchState`): its
+    /// log end offset and caught-up time, then the high watermark, and the follower joins
+    /// the ISR once caught up. Errors if this broker does not lead `tp` for that replica.
+    pub fn record_follower_fetch(
+        &self,
+        tp: &TopicPartition,
+        replica: i32,
+        fetch_offset: i64,
+        now_ms: i64,
+    ) -> Result<(), LookupError> {
+        let p = self
+            .partition(tp)
+            .ok_or(LookupError::UnknownTopicOrPartition)?;
+        let role = p.role();
+        if role.leader != self.broker_id
+            || !role.replicas.contains(&replica)
+            || replica == self.broker_id
+        {
+            return Err(LookupError::NotLeader);
+        }
+        let log = p.log.clone().ok_or(LookupError::Offline)?;
+        let (advanced, expand) = {
+            let mut l = lock(&log).map_err(|_| LookupError::Offline)?;
+            let leader_end = l.log_end_offset();
+            if fetch_offset > leader_end {
+                // Beyond this log: a divergent replica (its fetch answers OFFSET_OUT_OF_RANGE
+                // and it truncates); its offset says nothing about what it shares with us.
+                return Ok(());
+            }
+            {
+                let mut followers = p.followers();
+                let f = followers.entry(replica).or_insert(FollowerState {
+                    log_end_offset: -1,
+                    last_caught_up_ms: 0,
+                    last_fetch_leader_end: -1,
+                    last_fetch_ms: 0,
+                });
+                if fetch_offset >= leader_end {
+                    f.last_caught_up_ms = now_ms;
+                } else if fetch_offset >= f.last_fetch_leader_end && f.last_fetch_leader_end >= 0 {
+                    f.last_caught_up_ms = f.last_caught_up_ms.max(f.last_fetch_ms);
+                }
+                f.log_end_offset = fetch_offset.min(leader_end);
+                f.last_fetch_leader_end = leader_end;
+                f.last_fetch_ms = now_ms;
+            }
+            let advanced = self.maybe_advance_high_watermark(&p, &mut l);
+            // Kafka's `isFollowerInSync` for expansion: caught up to the high watermark and
+            // into the current leader epoch.
+            let epoch_start = l.epoch_start(role.leader_epoch).unwrap_or(0);
+            let expand = !role.isr.contains(&replica)
+                && fetch_offset >= l.high_watermark()
+                && fetch_offset >= epoch_start;
+            (advanced, expand)
+        };
+        if expand {
+            let mut isr = role.isr.clone();
+            isr.push(replica);
+            self.propose_isr(&p, &role, isr);
+        }
+        if advanced {
+            self.produce_purgatory.check_and_complete(tp);
+            self.fetch_purgatory.check_and_complete(tp);
+        }
         Ok(())
+    }
+
+    /// Removes from the ISR of every led partition the followers not caught up for
+    /// `replica.lag.time.max.ms` (Kafka's `maybeShrinkIsr`, run periodically).
+    pub fn shrink_lagging_isrs(&self, now_ms: i64) {
+        for p in self.all_partitions() {
+            let role = p.role();
+            if role.leader != self.broker_id || role.isr.len() <= 1 {
+                continue;
+            }
+            let lagging: Vec<i32> = {
+                let followers = p.followers();
+                role.isr
+                    .iter()
+                    .copied()
+                    .filter(|r| *r != self.broker_id)
+                    .filter(|r| {
+                        followers.get(r).is_none_or(|f| {
+                            now_ms - f.last_caught_up_ms > self.config.lag_time_max_ms
+                        })
+                    })
+                    .collect()
+            };
+            if lagging.is_empty() {
+                continue;
+            }
+            log::info!(
+                "partition {} shrinks its ISR: {lagging:?} not caught up for {} ms",
+                p.tp,
+                self.config.lag_time_max_ms
+            );
+            let isr: Vec<i32> = role
+                .isr
+                .iter()
+                .copied()
+                .filter(|r| !lagging.contains(r))
+                .collect();
+            self.propose_isr(&p, &role, isr);
+        }
+    }
+
+    fn propose_isr(&self, p: &Partition, role: &PartitionRole, isr: Vec<i32>) {
+        if p.isr_in_flight.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let change = IsrChange {
+            tp: p.tp.clone(),
+            leader: self.broker_id,
+            leader_epoch: role.leader_epoch,
+            controller_epoch: role.controller_epoch,
+            isr,
+            zk_version: role.partition_epoch,
+        };
+        if !self.isr.submit(change) {
+            p.isr_in_flight.store(false, Ordering::Release);
+        }
+    }
+
+    /// The ISR writer's outcome: the new ISR in force (the high watermark may move), or the
+    /// znode as the controller left it.
+    fn isr_outcome(&self, change: &IsrChange, outcome: IsrOutcome) {
+        let Some(p) = self.partition(&change.tp) else {
+            return;
+        };
+        let mut role = p.role();
+        match outcome {
+            IsrOutcome::Written(version) if role.leader_epoch == change.leader_epoch => {
+                role.isr = change.isr.clone();
+                role.partition_epoch = version;
+                p.set_role(role);
+            }
+            IsrOutcome::Written(_) => {}
+            IsrOutcome::Moved(Some(state))
+                if state.leader == self.broker_id && state.leader_epoch == role.leader_epoch =>
+            {
+                // Changed by someone else within this leader epoch: adopt it and go on.
+                role.isr = state.isr;
+                role.partition_epoch = state.zk_version;
+                p.set_role(role);
+            }
+            IsrOutcome::Moved(_) => {
+                log::warn!(
+                    "partition {}: the state znode moved on (a new leader or epoch); this broker's \
+                     ISR change is fenced until the controller's next LeaderAndIsr",
+                    change.tp
+                );
+            }
+            IsrOutcome::Failed(e) => {
+                log::warn!("partition {}: writing the ISR failed: {e}", change.tp);
+            }
+        }
+        p.isr_in_flight.store(false, Ordering::Release);
+        let advanced = p
+            .log
+            .as_ref()
+            .and_then(|log| lock(log).ok())
+            .is_some_and(|mut l| self.maybe_advance_high_watermark(&p, &mut l));
+        // The ISR changed either way: waiting produces re-check min.insync.replicas.
+        let _ = advanced;
+        self.produce_purgatory.check_and_complete(&change.tp);
+        self.fetch_purgatory.check_and_complete(&change.tp);
     }
 
     fn apply_leader_and_isr(&self, request: &LeaderAndIsrRequest) -> LeaderAndIsrResponse {
@@ -328,6 +730,12 @@ impl ReplicaManager {
         }
         self.controller_epoch
             .fetch_max(request.controller_epoch, Ordering::AcqRel);
+        // Where the leaders are (their inter-broker endpoints), for the fetchers.
+        let leaders: HashMap<i32, String> = request
+            .live_leaders
+            .iter()
+            .map(|l| (l.broker_id.0, format!("{}:{}", l.host_name, l.port)))
+            .collect();
         for topic in &request.topic_states {
             let name = topic.topic_name.0.to_string();
             let mut errors = Vec::with_capacity(topic.partition_states.len());
@@ -338,10 +746,11 @@ impl ReplicaManager {
                     leader: ps.leader.0,
                     leader_epoch: ps.leader_epoch,
                     partition_epoch: ps.partition_epoch,
+                    controller_epoch: ps.controller_epoch,
                     replicas: ps.replicas.iter().map(|b| b.0).collect(),
                     isr: ps.isr.iter().map(|b| b.0).collect(),
                 };
-                let code = self.become_leader_or_follower(&tp, role, &config, ps.is_new);
+                let code = self.become_leader_or_follower(&tp, role, &config, ps.is_new, &leaders);
                 errors.push(
                     LeaderAndIsrPartitionError::default()
                         .with_partition_index(ps.partition_index)
@@ -390,58 +799,74 @@ impl ReplicaManager {
         role: PartitionRole,
         config: &TopicConfig,
         is_new: bool,
+        leaders: &HashMap<i32, String>,
     ) -> i16 {
-        if let Some(existing) = self.partition(tp) {
-            let current = existing.role();
-            if role.leader_epoch < current.leader_epoch
-                || (role.leader_epoch == current.leader_epoch && role == current)
-            {
-                return if role == current {
-                    0
-                } else {
-                    ResponseError::StaleControllerEpoch.code()
-                };
+        let (partition, was_leader) = match self.partition(tp) {
+            Some(existing) => {
+                let current = existing.role();
+                if role.leader_epoch < current.leader_epoch
+                    || (role.leader_epoch == current.leader_epoch
+                        && role.partition_epoch <= current.partition_epoch)
+                {
+                    // Not newer than what is in force (the leader's own ISR writes bump the
+                    // partition epoch without the controller).
+                    return if role.leader_epoch == current.leader_epoch {
+                        0
+                    } else {
+                        ResponseError::StaleControllerEpoch.code()
+                    };
+                }
+                let was_leader = current.leader == self.broker_id;
+                existing.set_role(role.clone());
+                (existing, was_leader)
             }
-            let was_leader = current.leader == self.broker_id;
-            let leads = role.leader == self.broker_id;
-            *existing.role.write().unwrap_or_else(|p| p.into_inner()) = role.clone();
-            self.after_role_change(tp, &existing, was_leader, leads);
-            log::info!(
-                "partition {tp} leader={} leader_epoch={} isr={:?} (this broker {})",
-                role.leader,
-                role.leader_epoch,
-                role.isr,
-                if leads { "leads" } else { "follows" }
-            );
-            return 0;
-        }
-        let created = self.logs.get_or_create(
-            tp,
-            config.log_config.clone(),
-            crate::broker::now_ms(),
-            is_new,
-        );
-        let log = match created {
-            Ok(log) => Some(log),
-            Err(e) => {
-                log::warn!("partition {tp} is offline: {e}");
-                None
+            None => {
+                let created = self.logs.get_or_create(
+                    tp,
+                    config.log_config.clone(),
+                    crate::broker::now_ms(),
+                    is_new,
+                );
+                let log = match created {
+                    Ok(log) => Some(log),
+                    Err(e) => {
+                        log::warn!("partition {tp} is offline: {e}");
+                        None
+                    }
+                };
+                let partition = Arc::new(Partition {
+                    tp: tp.clone(),
+                    log,
+                    role: RwLock::new(role.clone()),
+                    followers: Mutex::new(HashMap::new()),
+                    isr_in_flight: AtomicBool::new(false),
+                });
+                self.partitions
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(tp.clone(), Arc::clone(&partition));
+                if partition.log.is_none() {
+                    return ResponseError::KafkaStorageError.code();
+                }
+                (partition, false)
             }
         };
         let leads = role.leader == self.broker_id;
-        let partition = Arc::new(Partition {
-            tp: tp.clone(),
-            log,
-            role: RwLock::new(role.clone()),
-        });
-        self.partitions
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(tp.clone(), Arc::clone(&partition));
-        if partition.log.is_none() {
-            return ResponseError::KafkaStorageError.code();
+        if leads {
+            self.become_leader(&partition, &role);
+        } else {
+            self.become_follower(&partition, &role, leaders);
         }
-        self.after_role_change(tp, &partition, false, leads);
+        if let Some(listener) = self.leadership_listener() {
+            match (&partition.log, was_leader, leads) {
+                (Some(log), false, true) => listener.became_leader(tp, log),
+                (_, true, false) => listener.stopped_leading(tp),
+                _ => {}
+            }
+        }
+        // Waiting fetches and produces of a partition that changed hands answer now.
+        self.fetch_purgatory.check_and_complete(tp);
+        self.produce_purgatory.check_and_complete(tp);
         log::info!(
             "partition {tp} leader={} leader_epoch={} isr={:?} (this broker {})",
             role.leader,
@@ -452,25 +877,64 @@ impl ReplicaManager {
         0
     }
 
-    fn after_role_change(&self, tp: &TopicPartition, p: &Partition, was_leader: bool, leads: bool) {
+    /// Kafka's `makeLeader`: fetching stops, the epoch begins at the log end, every
+    /// follower's progress is unknown (ISR members count as caught up now), and the high
+    /// watermark stays until followers report.
+    fn become_leader(&self, p: &Partition, role: &PartitionRole) {
+        self.fetchers.remove(std::slice::from_ref(&p.tp));
+        let now = crate::broker::now_ms();
+        {
+            let mut followers = p.followers();
+            followers.clear();
+            for r in role.replicas.iter().filter(|r| **r != self.broker_id) {
+                followers.insert(
+                    *r,
+                    FollowerState {
+                        log_end_offset: -1,
+                        last_caught_up_ms: if role.isr.contains(r) { now } else { 0 },
+                        last_fetch_leader_end: -1,
+                        last_fetch_ms: 0,
+                    },
+                );
+            }
+        }
         if let Some(log) = &p.log {
-            if leads {
-                if let Ok(mut l) = lock(log) {
-                    // No followers copy yet: everything the leader has is committed.
-                    let end = l.log_end_offset();
-                    l.set_high_watermark(end);
+            match lock(log) {
+                Ok(mut l) => {
+                    if let Err(e) = l.begin_leader_epoch(role.leader_epoch) {
+                        log::error!(
+                            "partition {}: recording leader epoch {}: {e}",
+                            p.tp,
+                            role.leader_epoch
+                        );
+                    }
+                    self.maybe_advance_high_watermark(p, &mut l);
                 }
+                Err(e) => log::warn!("partition {}: {e}", p.tp),
             }
         }
-        if let Some(listener) = self.leadership_listener() {
-            match (&p.log, was_leader, leads) {
-                (Some(log), false, true) => listener.became_leader(tp, log),
-                (_, true, false) => listener.stopped_leading(tp),
-                _ => {}
+    }
+
+    /// Kafka's `makeFollower`: follow the new leader, starting with the epoch check.
+    fn become_follower(&self, p: &Partition, role: &PartitionRole, leaders: &HashMap<i32, String>) {
+        p.followers().clear();
+        if role.leader < 0 || p.log.is_none() {
+            self.fetchers.remove(std::slice::from_ref(&p.tp));
+            return;
+        }
+        match leaders.get(&role.leader) {
+            Some(addr) => self
+                .fetchers
+                .add(&p.tp, role.leader, addr, role.leader_epoch),
+            None => {
+                log::warn!(
+                    "partition {}: no endpoint for leader {} in LeaderAndIsr; not fetching",
+                    p.tp,
+                    role.leader
+                );
+                self.fetchers.remove(std::slice::from_ref(&p.tp));
             }
         }
-        // Waiting fetches on a partition that changed hands answer now.
-        self.fetch_purgatory.check_and_complete(tp);
     }
 
     fn apply_stop_replica(&self, request: &StopReplicaRequest) -> StopReplicaResponse {
@@ -504,6 +968,8 @@ impl ReplicaManager {
                 ));
             }
         }
+        let stopping: Vec<TopicPartition> = targets.iter().map(|(tp, _)| tp.clone()).collect();
+        self.fetchers.remove(&stopping);
         for (tp, delete) in targets {
             let removed = self
                 .partitions
@@ -518,6 +984,7 @@ impl ReplicaManager {
                 }
             }
             self.fetch_purgatory.check_and_complete(&tp);
+            self.produce_purgatory.check_and_complete(&tp);
             let mut code = 0;
             if delete {
                 if let Err(e) = self.logs.delete(&tp) {
@@ -553,12 +1020,51 @@ impl ReplicaManager {
     }
 }
 
+/// Called with an error code (0: replicated).
+type ReplicatedCallback = Box<dyn FnOnce(i16) + Send>;
+
+struct WhenReplicated {
+    replicas: Weak<ReplicaManager>,
+    tp: TopicPartition,
+    leader_epoch: i32,
+    required: i64,
+    done: Mutex<Option<ReplicatedCallback>>,
+}
+
+impl WhenReplicated {
+    fn status(&self) -> Option<i16> {
+        match self.replicas.upgrade() {
+            Some(m) => m.produce_status(&self.tp, self.leader_epoch, self.required, 1),
+            None => Some(ResponseError::NotLeaderOrFollower.code()),
+        }
+    }
+}
+
+impl kbroker_replication::purgatory::DelayedOperation for WhenReplicated {
+    fn can_complete(&self) -> bool {
+        self.status().is_some()
+    }
+
+    fn complete(&self, _expired: bool) {
+        let code = self
+            .status()
+            .unwrap_or(ResponseError::RequestTimedOut.code());
+        if let Some(done) = self.done.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            done(code);
+        }
+    }
+}
+
 fn run_state_changes(manager: Weak<ReplicaManager>, rx: Receiver<StateChange>) {
     while let Ok(change) = rx.recv() {
         let Some(m) = manager.upgrade() else { return };
         match change {
             StateChange::LeaderAndIsr(request, reply) => reply(m.apply_leader_and_isr(&request)),
             StateChange::StopReplica(request, reply) => reply(m.apply_stop_replica(&request)),
+            StateChange::After(work) => {
+                drop(m);
+                work();
+            }
             StateChange::Stop => return,
         }
     }

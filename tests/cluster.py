@@ -156,7 +156,8 @@ class Cluster:
 
     def metadata_view(self, bid: int) -> dict:
         """Broker `bid`'s own Metadata answer (a raw v1 request on one connection)."""
-        return metadata_v1(self.brokers[bid].port)
+        b = self.brokers[bid]
+        return metadata_v1(b.port, host=b.host)
 
     def zk_view(self, topics=None) -> dict:
         names = topics if topics is not None else self.zk_topics()
@@ -213,14 +214,14 @@ class Cluster:
         return f"<Cluster {sorted(self.brokers)} zk={self.zk_connect}{self.chroot}>"
 
 
-def metadata_v1(port: int, topics: list[str] | None = None) -> dict:
+def metadata_v1(port: int, topics: list[str] | None = None, host: str = "127.0.0.1") -> dict:
     """Metadata v1 from the broker on `port`: {brokers, controller, topics: {name:
     {partition: {replicas, leader, isr}}}} (topics with an error are left out)."""
     if topics is None:
         body = struct.pack(">i", -1)
     else:
         body = struct.pack(">i", len(topics)) + b"".join(kafkawire._string(t) for t in topics)
-    with kafkawire.connect(port) as s:
+    with kafkawire.connect(port, host=host) as s:
         s.sendall(kafkawire.frame(kafkawire.request_header(3, 1, 1) + body))
         r = kafkawire.Reader(kafkawire.read_frame(s))
     assert r.int32() == 1, "correlation id"

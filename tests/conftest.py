@@ -88,6 +88,9 @@ class Broker:
         self.log_dir = self.workdir / "data"
         self.port = port or free_port()
         self.config_file = config_file
+        # Where it listens, and the network namespace it runs in (tests/netns.py), if any.
+        self.host = "127.0.0.1"
+        self.netns: str | None = None
         self.overrides = {
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "log.dirs": str(self.log_dir),
@@ -101,7 +104,12 @@ class Broker:
     # -- properties ------------------------------------------------------------
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
+
+    def place(self, host: str, netns: str | None) -> None:
+        """Listen on `host` inside network namespace `netns` from the next start."""
+        self.host, self.netns = host, netns
+        self.overrides["listeners"] = f"PLAINTEXT://{host}:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -115,7 +123,9 @@ class Broker:
         return self.proc is not None and self.proc.poll() is None
 
     def command(self) -> list[str]:
-        cmd = [str(broker_binary())]
+        # `ip netns exec` execs the broker: the PID is still the broker's.
+        cmd = ["ip", "netns", "exec", self.netns] if self.netns else []
+        cmd.append(str(broker_binary()))
         if self.config_file:
             cmd.append(str(self.config_file))
         for k, v in self.overrides.items():
@@ -156,7 +166,7 @@ class Broker:
                     f"{self.name} exited with code {rc} before accepting connections; "
                     f"log tail:\n{self.tail()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1.0):
+                with socket.create_connection((self.host, self.port), timeout=1.0):
                     return
             except OSError as e:
                 last_err = e

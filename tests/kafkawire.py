@@ -64,8 +64,8 @@ def api_versions_request(correlation_id: int, version: int = 0,
     return frame(request_header(API_VERSIONS, version, correlation_id, client_id))
 
 
-def connect(port: int, timeout: float = 10.0) -> socket.socket:
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+def connect(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> socket.socket:
+    s = socket.create_connection((host, port), timeout=timeout)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     s.settimeout(timeout)
     return s

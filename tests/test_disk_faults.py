@@ -22,6 +22,8 @@ import pytest
 import kbatch as kb
 import kclients as kc
 
+NOT_LEADER_OR_FOLLOWER = 6
+
 
 def run(*cmd: str) -> None:
     subprocess.run(cmd, check=True, capture_output=True, timeout=60)
@@ -78,9 +80,16 @@ def produce_until_error(port: int, topic: str, value_bytes: int, limit: int = 10
                         first_offset: int = 0):
     """Raw produces of one big record each until one fails; returns (acked values, error)."""
     acked = []
+    not_yet_led = 0
     for i in range(limit):
         value = f"{topic}-{i}-".encode() + os.urandom(value_bytes)
         err, base, _ = kb.produce(port, topic, 0, kb.batch([(b"k", value)]))
+        if err == NOT_LEADER_OR_FOLLOWER and not acked and not_yet_led < 50:
+            # A new topic's LeaderAndIsr may land just after CreateTopics answered (as on
+            # Kafka): clients retry, and so does this.
+            not_yet_led += 1
+            time.sleep(0.1)
+            continue
         if err:
             return acked, err
         assert base == first_offset + len(acked)

@@ -26,8 +26,9 @@ def _classpath() -> str:
     return str(ZK_JAR)
 
 
-def four_letter(port: int, word: str = "srvr", timeout: float = 1.0) -> str:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+def four_letter(port: int, word: str = "srvr", timeout: float = 1.0,
+                host: str = "127.0.0.1") -> str:
+    with socket.create_connection((host, port), timeout=timeout) as s:
         s.sendall(word.encode())
         out = b""
         while True:
@@ -42,10 +43,11 @@ class ZkNode:
     """One ZooKeeper server process (standalone, or member `myid` of an ensemble)."""
 
     def __init__(self, workdir: Path, myid: int = 0, port: int | None = None,
-                 peers: list[tuple[int, int, int]] | None = None):
+                 peers: list[tuple[int, int, int]] | None = None, host: str = "127.0.0.1"):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.myid = myid
+        self.host = host
         self.port = port or free_port()
         self.data_dir = self.workdir / "data"
         self.data_dir.mkdir(exist_ok=True)
@@ -58,7 +60,7 @@ class ZkNode:
             "syncLimit=10",
             f"dataDir={self.data_dir}",
             f"clientPort={self.port}",
-            "clientPortAddress=127.0.0.1",
+            f"clientPortAddress={host}",
             "admin.enableServer=false",
             "4lw.commands.whitelist=srvr,ruok,mntr",
             "maxClientCnxns=200",
@@ -72,7 +74,7 @@ class ZkNode:
 
     @property
     def connect(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def is_running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -98,7 +100,7 @@ class ZkNode:
     def mode(self) -> str | None:
         """'standalone', 'leader', 'follower', or None if not serving."""
         try:
-            text = four_letter(self.port)
+            text = four_letter(self.port, host=self.host)
         except OSError:
             return None
         for line in text.splitlines():

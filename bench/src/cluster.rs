@@ -448,6 +448,17 @@ impl Drop for ControllerWatch {
 }
 
 fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<(), String> {
+    create_topic_rf(bootstrap, topic, partitions, BROKERS as i16, &[])
+}
+
+fn create_topic_rf(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    replication_factor: i16,
+    configs: &[(&str, &str)],
+) -> Result<(), String> {
+    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
     let mut stream = wire::connect(bootstrap)?;
     stream
         .set_read_timeout(Some(PHASE_TIMEOUT))
@@ -457,7 +468,21 @@ fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<(), Str
         .with_topics(vec![CreatableTopic::default()
             .with_name(wire::topic_name(topic))
             .with_num_partitions(partitions)
-            .with_replication_factor(BROKERS as i16)]);
+            .with_replication_factor(replication_factor)
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(k, v)| {
+                        CreatableTopicConfig::default()
+                            .with_name(kafka_protocol::protocol::StrBytes::from_string(
+                                k.to_string(),
+                            ))
+                            .with_value(Some(kafka_protocol::protocol::StrBytes::from_string(
+                                v.to_string(),
+                            )))
+                    })
+                    .collect(),
+            )]);
     let mut buf = Vec::new();
     wire::round_trip(
         &mut stream,
@@ -557,6 +582,102 @@ pub fn report(runs: &[ClusterRun]) -> String {
             r.election.as_secs_f64(),
             r.failover.as_secs_f64(),
             r.moved
+        ));
+    }
+    out
+}
+
+/// One produce run of the replication mode.
+#[derive(Debug, Clone)]
+pub struct ReplicationRun {
+    pub replication_factor: i16,
+    pub acks: i16,
+    pub records_per_s: f64,
+    pub mb_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub failed: u64,
+}
+
+/// Replication cost: on one 3-broker cluster, librdkafka producing 1 KiB records as fast as
+/// it can for `duration` to a topic of `partitions` partitions with RF 1 (acks=-1: the
+/// leader alone), RF 3 acks=1 and RF 3 acks=-1 (`min.insync.replicas=2`: every ISR member
+/// has each record before it is acknowledged).
+pub fn run_replication(
+    binary: &Path,
+    overrides: &[String],
+    partitions: i32,
+    duration: Duration,
+    linger_ms: u32,
+) -> Result<Vec<ReplicationRun>, String> {
+    let cluster = Cluster::start(binary, overrides, "replication")?;
+    let bootstrap: String = cluster
+        .brokers
+        .iter()
+        .map(Broker::bootstrap)
+        .collect::<Vec<_>>()
+        .join(",");
+    let all: Vec<&Broker> = cluster.brokers.iter().collect();
+    let mut runs = Vec::new();
+    for (rf, acks) in [(1i16, -1i16), (3, 1), (3, -1)] {
+        let topic = format!(
+            "replication-rf{rf}-acks{}",
+            if acks < 0 { "all" } else { "1" }
+        );
+        create_topic_rf(
+            &cluster.broker(1).bootstrap(),
+            &topic,
+            partitions,
+            rf,
+            &[("min.insync.replicas", if rf > 1 { "2" } else { "1" })],
+        )?;
+        wait_led(&all, &topic, partitions, &[])?;
+        let spec = crate::rdk::Produce {
+            value_bytes: 1024,
+            acks,
+            linger_ms,
+            duration,
+            rate: None,
+        };
+        let mut result = crate::rdk::produce(&bootstrap, &topic, spec)?;
+        let secs = result.elapsed.as_secs_f64().max(1e-9);
+        let p = result.latencies.percentiles();
+        let run = ReplicationRun {
+            replication_factor: rf,
+            acks,
+            records_per_s: result.delivered as f64 / secs,
+            mb_per_s: result.value_bytes as f64 / secs / 1e6,
+            p50_ms: p.p50_ms,
+            p99_ms: p.p99_ms,
+            failed: result.failed,
+        };
+        eprintln!(
+            "    RF {rf} acks={acks}: {:.0} rec/s, {:.1} MB/s, p50 {:.2} ms, p99 {:.2} ms, {} failed",
+            run.records_per_s, run.mb_per_s, run.p50_ms, run.p99_ms, run.failed
+        );
+        runs.push(run);
+    }
+    Ok(runs)
+}
+
+pub fn replication_report(runs: &[ReplicationRun]) -> String {
+    let mut out = String::from(
+        "| topic | acks | records/s | MB/s | p50 delivery | p99 delivery | failed |\n|---|---|---|---|---|---|---|\n",
+    );
+    for r in runs {
+        out.push_str(&format!(
+            "| RF {} | {} | {:.0} | {:.1} | {:.2} ms | **{:.2} ms** | {} |\n",
+            r.replication_factor,
+            if r.acks < 0 {
+                "all".to_string()
+            } else {
+                r.acks.to_string()
+            },
+            r.records_per_s,
+            r.mb_per_s,
+            r.p50_ms,
+            r.p99_ms,
+            r.failed
         ));
     }
     out

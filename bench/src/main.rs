@@ -46,6 +46,8 @@ usage: kbroker-bench [--sweep] [options]
   --cluster            3 brokers on a real ZooKeeper: CreateTopics to usable, and controller
                        failover, for each --cluster-partitions count (~2 min)
   --cluster-partitions P,..  partition counts of the cluster mode [1000,10000]
+  --replication        3 brokers on a real ZooKeeper: 1 KiB produce throughput and latency to
+                       RF 1 and RF 3 (acks=1, acks=all) topics of --partitions partitions
   --threads NxM        num.network.threads x num.io.threads for the default mode [3x8]
   --grid N,..xM,..     sweep grid [1,2,4x1,2,4,8]
   --repeat R           sweep rounds; each cell reports its median run [1]
@@ -66,6 +68,7 @@ usage: kbroker-bench [--sweep] [options]
 struct Options {
     sweep: bool,
     cluster: bool,
+    replication: bool,
     cluster_partitions: Vec<usize>,
     threads: (usize, usize),
     grid: (Vec<usize>, Vec<usize>),
@@ -97,6 +100,7 @@ fn parse_args() -> Result<Options, String> {
     let mut o = Options {
         sweep: false,
         cluster: false,
+        replication: false,
         cluster_partitions: vec![1000, 10_000],
         threads: (3, 8),
         grid: (vec![1, 2, 4], vec![1, 2, 4, 8]),
@@ -118,6 +122,7 @@ fn parse_args() -> Result<Options, String> {
         match arg.as_str() {
             "--sweep" => o.sweep = true,
             "--cluster" => o.cluster = true,
+            "--replication" => o.replication = true,
             "--cluster-partitions" => o.cluster_partitions = parse_list(&value()?)?,
             "--threads" => {
                 let v = value()?;
@@ -175,6 +180,8 @@ fn main() {
     latency::now_ns(); // start the shared clock
     let result = if let Some(dir) = &options.plot_from {
         plot_from(&options, dir)
+    } else if options.replication {
+        replication_mode(&options)
     } else if options.cluster {
         cluster_mode(&options)
     } else if options.sweep {
@@ -806,6 +813,37 @@ fn cluster_mode(options: &Options) -> Result<(), String> {
     );
     println!("{text}");
     write_file(&options.out.join("cluster.md"), &text)
+}
+
+fn replication_mode(options: &Options) -> Result<(), String> {
+    let started = Instant::now();
+    let load_at_start = load_average();
+    eprintln!("kbroker-bench: replication cost");
+    let partitions = options.partitions;
+    let runs = cluster::run_replication(
+        &options.broker,
+        &options.overrides,
+        partitions,
+        Duration::from_secs_f64(options.seconds),
+        options.linger_ms,
+    )?;
+    let text = format!(
+        "# kbroker bench — replication\n\n3 brokers and one ZooKeeper on this machine ({} CPUs; the brokers, ZooKeeper \
+         and the producer share them), {partitions} partitions per topic, 1 KiB values, librdkafka {} at full speed for \
+         {} s per row, linger.ms={}, load average at start {load_at_start}, at end {}; broker overrides: {}.\n\n{}\n\
+         Delivery latency: from the time librdkafka took the record to its delivery report. RF 3 topics have \
+         min.insync.replicas=2.\n\nTotal bench time {:.0} s.\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        rdkafka::util::get_rdkafka_version().1,
+        options.seconds,
+        options.linger_ms,
+        load_average(),
+        if options.overrides.is_empty() { "none".into() } else { options.overrides.join(" ") },
+        cluster::replication_report(&runs),
+        started.elapsed().as_secs_f64(),
+    );
+    println!("{text}");
+    write_file(&options.out.join("replication.md"), &text)
 }
 
 fn quick(options: &Options) -> Result<(), String> {

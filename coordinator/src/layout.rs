@@ -165,7 +165,13 @@ impl Endpoint {
         let port = port
             .parse::<u16>()
             .map_err(|_| format!("endpoint {text:?} has an invalid port"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+        // An IPv6 literal comes in brackets (the one form `connection_string` adds them
+        // to); anything else is kept as written.
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .filter(|h| h.contains(':'))
+            .unwrap_or(host);
         let security_protocol = protocols
             .get(listener_name)
             .cloned()
@@ -574,6 +580,49 @@ pub fn decode_partition_list(bytes: &[u8]) -> Result<Vec<(String, i32)>, StoreEr
         .collect()
 }
 
+/// `/admin/reassign_partitions`: reassignments requested by writing the znode (old
+/// `kafka-reassign-partitions.sh --zookeeper`), removed by the controller as they finish.
+pub const REASSIGN_PARTITIONS_PATH: &str = "/admin/reassign_partitions";
+
+/// `{"version":1,"partitions":[{"topic":"t","partition":0,"replicas":[1,2,3]},...]}`.
+pub fn encode_reassignment(partitions: &[(String, i32, Vec<i32>)]) -> Vec<u8> {
+    let list: Vec<String> = partitions
+        .iter()
+        .map(|(t, p, replicas)| {
+            JsonObject::new()
+                .string("topic", t)
+                .number("partition", p)
+                .raw("replicas", &int_list_json(replicas))
+                .finish_string()
+        })
+        .collect();
+    JsonObject::new()
+        .number("version", 1)
+        .raw("partitions", &format!("[{}]", list.join(",")))
+        .finish()
+}
+
+/// Reads [`encode_reassignment`]'s format (`log_dirs`, if present, is ignored: one log dir
+/// choice per broker here).
+pub fn decode_reassignment(bytes: &[u8]) -> Result<Vec<(String, i32, Vec<i32>)>, StoreError> {
+    let json = Json::parse(bytes, "reassignment json")?;
+    let list = json
+        .required("partitions")?
+        .as_array()
+        .ok_or_else(|| json.error("\"partitions\" is not a list"))?;
+    list.iter()
+        .map(|entry| {
+            let topic = entry.get("topic").and_then(Value::as_str);
+            let partition = entry.get("partition").and_then(to_i32);
+            let replicas = entry.get("replicas").and_then(int_list);
+            match (topic, partition, replicas) {
+                (Some(t), Some(p), Some(r)) => Ok((t.to_string(), p, r)),
+                _ => Err(json.error("a reassignment entry without topic, partition and replicas")),
+            }
+        })
+        .collect()
+}
+
 /// The data of an ISR change notification: the partitions whose ISR changed.
 pub fn decode_isr_change_notification(bytes: &[u8]) -> Result<Vec<(String, i32)>, StoreError> {
     decode_partition_list(bytes)
@@ -839,6 +888,26 @@ mod tests {
 
     fn text(bytes: Vec<u8>) -> String {
         String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn reassignment_round_trip() {
+        let list = vec![
+            ("t".to_string(), 0, vec![3, 1, 2]),
+            ("u".to_string(), 7, vec![2]),
+        ];
+        let bytes = encode_reassignment(&list);
+        assert_eq!(
+            text(bytes.clone()),
+            r#"{"version":1,"partitions":[{"topic":"t","partition":0,"replicas":[3,1,2]},{"topic":"u","partition":7,"replicas":[2]}]}"#
+        );
+        assert_eq!(decode_reassignment(&bytes).unwrap(), list);
+        let with_dirs = br#"{"version":1,"partitions":[{"topic":"t","partition":1,"replicas":[1],"log_dirs":["any"]}]}"#;
+        assert_eq!(
+            decode_reassignment(with_dirs).unwrap(),
+            vec![("t".to_string(), 1, vec![1])]
+        );
+        assert!(decode_reassignment(br#"{"version":1,"partitions":[{"topic":"t"}]}"#).is_err());
     }
 
     #[test]

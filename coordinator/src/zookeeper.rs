@@ -110,6 +110,17 @@ impl ZkStore {
 
     /// Opens a new session after the old one expired; ephemerals must be created again.
     fn renew(&self) -> Result<(), StoreError> {
+        if let Ok(current) = self.client() {
+            if !current.state().is_terminated() {
+                // A late or repeated expiry notice: the session in use is alive (renewing
+                // it would close it and drop its ephemerals).
+                log::info!(
+                    "zookeeper session {:#x} is alive; not renewing",
+                    current.session().id().0
+                );
+                return Ok(());
+            }
+        }
         let client = open_session(&self.config)?;
         *self.client.write().unwrap_or_else(|p| p.into_inner()) = Some(client);
         self.forward_session_states();
@@ -198,7 +209,11 @@ impl ZkStore {
         .detach();
     }
 
-    /// Forwards a one-shot watcher's event to `tx`.
+    /// Forwards a one-shot watcher's event to `tx`. A watch ended by its session's end
+    /// says nothing: the session's subscribers hear of the expiry once
+    /// ([`ZkStore::forward_session_states`]). Forwarding it from every watch, too, told a
+    /// broker with N watches N times, and each told it to renew a session it had just
+    /// renewed — closing the new one, whose registration then vanished: a storm.
     fn forward(watcher: zk::OneshotWatcher, tx: Sender<WatchEvent>) {
         smol::spawn(async move {
             let event = watcher.changed().await;
@@ -208,7 +223,7 @@ impl ZkStore {
                 zk::EventType::NodeDeleted => WatchEvent::NodeDeleted(path),
                 zk::EventType::NodeDataChanged => WatchEvent::NodeDataChanged(path),
                 zk::EventType::NodeChildrenChanged => WatchEvent::NodeChildrenChanged(path),
-                zk::EventType::Session => WatchEvent::SessionExpired,
+                zk::EventType::Session => return,
             };
             let _ = tx.send(mapped);
         })

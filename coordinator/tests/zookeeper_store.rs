@@ -84,6 +84,8 @@ fn run_zookeeper(dir: &std::path::Path, port: u16) -> Child {
     loop {
         use std::io::{Read, Write};
         if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            // A server still starting may accept and not answer: never wait on it for ever.
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
             let _ = s.write_all(b"srvr");
             let mut out = String::new();
             let _ = s.read_to_string(&mut out);

@@ -50,7 +50,7 @@ pub fn handle(
                             .collect();
                         records.push((OffsetsKey::Group { group: id.clone() }, None));
                         match coordinator.append(broker, &id, records) {
-                            Ok(()) => {
+                            Ok(_) => {
                                 groups.remove(&id);
                                 coordinator.mirror(MirrorOp::GroupDeleted { group: id.clone() });
                                 0

@@ -1,5 +1,7 @@
 //! Fetch: read whole batches below the high watermark (or the last stable offset for
 //! read_committed — equal while there are no transactions) and send them with sendfile.
+//! A follower (replica id >= 0) reads up to the log end, and its fetch offset tells the
+//! leader how far it got (the high watermark and ISR follow, see the replica manager).
 //!
 //! If fewer than `min_bytes` are available and `max_wait_ms` > 0, the fetch becomes a
 //! delayed operation in the fetch purgatory, watched by each requested partition: a produce
@@ -21,7 +23,10 @@ use kbroker_storage::manager::lock;
 use kbroker_storage::TopicPartition;
 
 use super::fetch_writer::{self, FetchResponseData, PartitionData, Records, TopicData};
-use super::{decode, lookup_error_code, storage_error_code, HandlerResult, RequestContext};
+use super::{
+    decode, leader_epoch_error, lookup_error_code, storage_error_code, HandlerResult,
+    RequestContext,
+};
 use crate::broker::Broker;
 
 /// Longest wait a client may ask for (Kafka bounds it by the request timeout).
@@ -35,6 +40,9 @@ struct FetchSpec {
     max_bytes: usize,
     min_bytes: usize,
     read_committed: bool,
+    /// A follower's broker id (it reads up to the log end, not the high watermark); -1
+    /// for consumers.
+    replica_id: i32,
     session_error: i16,
     partitions: Vec<(String, Vec<PartitionFetch>)>,
 }
@@ -66,6 +74,7 @@ pub fn handle(
         max_bytes: request.max_bytes.max(0) as usize,
         min_bytes: request.min_bytes.max(0) as usize,
         read_committed: request.isolation_level == READ_COMMITTED,
+        replica_id: request.replica_id.0.max(-1),
         session_error,
         partitions: request
             .topics
@@ -92,6 +101,9 @@ pub fn handle(
         .iter()
         .flat_map(|(t, ps)| ps.iter().map(move |p| TopicPartition::new(t, p.partition)))
         .collect();
+    if spec.replica_id >= 0 {
+        record_follower_fetches(broker, &spec);
+    }
     let (data, bytes, errors) = read(broker, &spec);
     if max_wait_ms == 0
         || bytes >= spec.min_bytes.max(1)
@@ -182,19 +194,20 @@ fn read_partition(
         Ok(view) => (view.log, view.leader_epoch),
         Err(e) => return PartitionData::error(partition, lookup_error_code(e)),
     };
-    if current_leader_epoch >= 0 && current_leader_epoch != leader_epoch {
-        let code = if current_leader_epoch < leader_epoch {
-            ResponseError::FencedLeaderEpoch
-        } else {
-            ResponseError::UnknownLeaderEpoch
-        };
-        return PartitionData::error(partition, code.code());
+    if let Some(code) = leader_epoch_error(current_leader_epoch, leader_epoch) {
+        return PartitionData::error(partition, code);
     }
     let log = match lock(&log) {
         Ok(log) => log,
         Err(e) => return PartitionData::error(partition, storage_error_code(&e)),
     };
     let high_watermark = log.high_watermark();
+    // A follower copies everything the leader has; consumers see what is committed.
+    let upper = if spec.replica_id >= 0 {
+        log.log_end_offset()
+    } else {
+        high_watermark
+    };
     let mut data = PartitionData {
         index: partition,
         error_code: 0,
@@ -205,7 +218,7 @@ fn read_partition(
         preferred_read_replica: -1,
         records: Records::Empty,
     };
-    match log.read(offset, high_watermark, max_bytes, min_one) {
+    match log.read(offset, upper, max_bytes, min_one) {
         Ok(read) => {
             if let Some(region) = read.region {
                 data.records = Records::Region(region);
@@ -214,6 +227,27 @@ fn read_partition(
         Err(e) => data.error_code = storage_error_code(&e),
     }
     data
+}
+
+/// A follower's fetch offsets are its log end offsets: the leader's view of its progress,
+/// the high watermark and the ISR move on them (once per request, not per re-read).
+fn record_follower_fetches(broker: &Broker, spec: &FetchSpec) {
+    let now = crate::broker::now_ms();
+    for (topic, partitions) in &spec.partitions {
+        for f in partitions {
+            let tp = TopicPartition::new(topic, f.partition);
+            if let Err(e) =
+                broker
+                    .replicas
+                    .record_follower_fetch(&tp, spec.replica_id, f.offset, now)
+            {
+                log::debug!(
+                    "fetch of {tp} by replica {}: {e:?} (answered in the response)",
+                    spec.replica_id
+                );
+            }
+        }
+    }
 }
 
 struct DelayedFetch {

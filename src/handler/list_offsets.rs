@@ -1,6 +1,7 @@
 //! ListOffsets: earliest (-2), latest (-1: the high watermark, or the last stable offset for
 //! read_committed) and by timestamp (the first offset whose timestamp is >= the target,
-//! through the time index). v0 answers in its old form: a list of offsets.
+//! through the time index). v0 answers in its old form: a list of offsets. A follower's
+//! latest is the log end offset.
 
 use bytes::Bytes;
 use kafka_protocol::messages::list_offsets_response::{
@@ -12,7 +13,8 @@ use kbroker_reactor::Responder;
 use kbroker_storage::manager::lock;
 
 use super::{
-    decode, lookup_error_code, respond, storage_error_code, HandlerResult, RequestContext,
+    decode, leader_epoch_error, lookup_error_code, respond, storage_error_code, HandlerResult,
+    RequestContext,
 };
 use crate::broker::Broker;
 
@@ -26,6 +28,8 @@ pub fn handle(
     responder: Responder,
 ) -> HandlerResult {
     let (request, responder) = decode::<ListOffsetsRequest>(&mut body, ctx.version, responder)?;
+    // A follower (replica id >= 0) asks for the leader's log end, not its high watermark.
+    let from_follower = request.replica_id.0 >= 0;
     let topics = request
         .topics
         .iter()
@@ -42,6 +46,7 @@ pub fn handle(
                         p.partition_index,
                         p.timestamp,
                         p.current_leader_epoch,
+                        from_follower,
                     )
                 })
                 .collect();
@@ -64,6 +69,7 @@ fn list_partition(
     partition: i32,
     timestamp: i64,
     current_leader_epoch: i32,
+    from_follower: bool,
 ) -> ListOffsetsPartitionResponse {
     // Fields a version lacks stay at their defaults (the encoder refuses anything else).
     let mut r = ListOffsetsPartitionResponse::default().with_partition_index(partition);
@@ -74,13 +80,8 @@ fn list_partition(
             return r;
         }
     };
-    if current_leader_epoch >= 0 && current_leader_epoch != leader_epoch {
-        r.error_code = if current_leader_epoch < leader_epoch {
-            ResponseError::FencedLeaderEpoch
-        } else {
-            ResponseError::UnknownLeaderEpoch
-        }
-        .code();
+    if let Some(code) = leader_epoch_error(current_leader_epoch, leader_epoch) {
+        r.error_code = code;
         return r;
     }
     let log = match lock(&log).and_then(|l| l.check_online().map(|()| l)) {
@@ -91,6 +92,7 @@ fn list_partition(
         }
     };
     let found = match timestamp {
+        LATEST_TIMESTAMP if from_follower => Ok(Some((log.log_end_offset(), -1))),
         LATEST_TIMESTAMP => Ok(Some((log.high_watermark(), -1))),
         EARLIEST_TIMESTAMP => Ok(Some((log.log_start_offset(), -1))),
         t if t < 0 => {

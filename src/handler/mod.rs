@@ -31,6 +31,8 @@ mod metadata;
 mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
+mod offset_for_leader_epoch;
+mod partition_reassignments;
 mod produce;
 mod stop_replica;
 pub mod sync_group;
@@ -138,6 +140,9 @@ impl RequestHandler for KafkaHandler {
             ApiKey::OffsetCommit => offset_commit::handle(broker, &ctx, body, responder),
             ApiKey::OffsetFetch => offset_fetch::handle(broker, &ctx, body, responder),
             ApiKey::OffsetDelete => offset_delete::handle(broker, &ctx, body, responder),
+            ApiKey::OffsetForLeaderEpoch => {
+                offset_for_leader_epoch::handle(broker, &ctx, body, responder)
+            }
             ApiKey::DescribeGroups => describe_groups::handle(broker, &ctx, body, responder),
             ApiKey::ListGroups => list_groups::handle(broker, &ctx, body, responder),
             ApiKey::DeleteGroups => delete_groups::handle(broker, &ctx, body, responder),
@@ -148,6 +153,12 @@ impl RequestHandler for KafkaHandler {
                 controlled_shutdown::handle(broker, &ctx, body, responder)
             }
             ApiKey::ElectLeaders => elect_leaders::handle(broker, &ctx, body, responder),
+            ApiKey::AlterPartitionReassignments => {
+                partition_reassignments::handle_alter(broker, &ctx, body, responder)
+            }
+            ApiKey::ListPartitionReassignments => {
+                partition_reassignments::handle_list(broker, &ctx, body, responder)
+            }
             _ => Err(HandlerError::Unsupported(responder)),
         };
         match outcome {
@@ -305,6 +316,19 @@ pub fn respond<T: Encodable>(
         }
     }
     Ok(())
+}
+
+/// KIP-320's fencing of a request that names the leader epoch it expects: FENCED_LEADER_EPOCH
+/// if the client's is older than the leader's, UNKNOWN_LEADER_EPOCH if newer (-1: not
+/// checked, as old versions send).
+pub fn leader_epoch_error(current_leader_epoch: i32, leader_epoch: i32) -> Option<i16> {
+    use std::cmp::Ordering::*;
+    match current_leader_epoch.cmp(&leader_epoch) {
+        _ if current_leader_epoch < 0 => None,
+        Equal => None,
+        Less => Some(ResponseError::FencedLeaderEpoch.code()),
+        Greater => Some(ResponseError::UnknownLeaderEpoch.code()),
+    }
 }
 
 pub fn lookup_error_code(e: LookupError) -> i16 {

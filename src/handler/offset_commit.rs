@@ -1,6 +1,9 @@
 //! OffsetCommit: validate the member and generation, append the offsets to the group's
-//! `__consumer_offsets` partition, then acknowledge. v0 writes Kafka 0.8's ZooKeeper paths
+//! `__consumer_offsets` partition, then acknowledge once the partition's ISR has them (the
+//! cache is updated then, too). v0 writes Kafka 0.8's ZooKeeper paths
 //! `/consumers/{group}/offsets/{topic}/{partition}` instead, as Kafka's v0 did.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::offset_commit_response::{
@@ -15,7 +18,7 @@ use kbroker_reactor::Responder;
 use super::find_coordinator::check_coordinator;
 use super::{decode, respond, respond_later, HandlerResult, RequestContext};
 use crate::broker::{now_ms, Broker};
-use crate::groups::{group_error_code, GroupEntry, MirrorOp};
+use crate::groups::{group_error_code, GroupCoordinator, GroupEntry, MirrorOp};
 use kbroker_coordinator::MetadataStore;
 
 /// Kafka's `offset.metadata.max.bytes` default.
@@ -108,19 +111,28 @@ pub fn handle(
                 })
                 .collect();
             match coordinator.append(broker, &group_id, records) {
-                Ok(()) => {
-                    for (t, p, _, v) in &plan {
-                        if let Some(v) = v {
-                            entry.offsets.insert((t.clone(), *p), v.clone());
-                            coordinator.mirror(MirrorOp::Offset {
-                                group: group_id.clone(),
-                                topic: t.clone(),
-                                partition: *p,
-                                offset: v.offset,
-                            });
-                        }
-                    }
+                Ok(Some(appended)) => {
+                    drop(groups);
+                    // Kafka's acks=-1 for offsets: the cache and the answer wait until the
+                    // offsets partition's ISR has the records.
+                    let send = respond_later::<OffsetCommitResponse>(ctx, responder);
+                    let coordinator = Arc::clone(coordinator);
+                    appended.when_replicated(
+                        broker,
+                        Box::new(move |code| {
+                            if code == 0 {
+                                remember(&coordinator, &group_id, &plan);
+                            } else {
+                                log::warn!(
+                                    "offset commit group={group_id} not replicated: error {code}"
+                                );
+                            }
+                            send(response(plan, (code != 0).then_some(code)));
+                        }),
+                    );
+                    return Ok(());
                 }
+                Ok(None) => {}
                 Err(e) => {
                     log::warn!("offset commit group={group_id} failed: {e}");
                     group_error = Some(ResponseError::CoordinatorNotAvailable.code());
@@ -129,6 +141,25 @@ pub fn handle(
         }
     }
     respond(ctx, responder, &response(plan, group_error))
+}
+
+/// Committed offsets go into the cache (and the metadata mirror) once replicated.
+fn remember(coordinator: &GroupCoordinator, group_id: &str, plan: &Plan) {
+    let mut groups = coordinator.lock();
+    let entry = groups
+        .entry(group_id.to_string())
+        .or_insert_with(|| GroupEntry::new(group_id));
+    for (t, p, _, v) in plan {
+        if let Some(v) = v {
+            entry.offsets.insert((t.clone(), *p), v.clone());
+            coordinator.mirror(MirrorOp::Offset {
+                group: group_id.to_string(),
+                topic: t.clone(),
+                partition: *p,
+                offset: v.offset,
+            });
+        }
+    }
 }
 
 type Plan = Vec<(String, i32, i16, Option<OffsetValue>)>;

@@ -85,7 +85,7 @@ pub fn handle(
         })
         .collect();
     match coordinator.append(broker, &group_id, records) {
-        Ok(()) => {
+        Ok(_) => {
             for k in &deleted {
                 entry.offsets.remove(k);
             }

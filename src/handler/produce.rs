@@ -7,11 +7,17 @@
 //! well-formed ones a client may not write with INVALID_RECORD. Nothing invalid reaches the
 //! log. A disk error answers KAFKA_STORAGE_ERROR for that partition only.
 //!
-//! acks=1 and acks=-1 answer after the leader's append; on a partition whose ISR is only
-//! its leader (every partition of a single node) that is also when -1 is satisfied, and
-//! `min.insync.replicas` is checked against the ISR. acks=0 sends nothing back — unless a
-//! partition failed, in which case the connection is closed, as Kafka does, so the producer
-//! notices. Each append wakes fetches waiting on that partition.
+//! acks=1 answers after the leader's append. acks=-1 first checks `min.insync.replicas`
+//! against the ISR (NOT_ENOUGH_REPLICAS, nothing appended), then waits in the produce
+//! purgatory until the high watermark passes the appended records — every ISR member has
+//! them — or `timeout_ms` passes (REQUEST_TIMED_OUT: the records may still commit, as in
+//! Kafka). On a partition whose ISR is its leader alone (every partition of a single node)
+//! that is at once. acks=0 sends nothing back — unless a partition failed, in which case
+//! the connection is closed, as Kafka does, so the producer notices. Each append wakes
+//! fetches waiting on that partition.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -19,6 +25,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use kbroker_reactor::{Responder, Response};
+use kbroker_replication::purgatory::DelayedOperation;
 use kbroker_storage::batch::{BatchError, BatchHeader};
 use kbroker_storage::compression::ZSTD;
 use kbroker_storage::manager::lock;
@@ -26,9 +33,25 @@ use kbroker_storage::validate::{validate_client_records, ProduceRules};
 use kbroker_storage::{StorageError, TopicPartition};
 
 use super::{
-    decode, lookup_error_code, respond, storage_error_code, HandlerResult, RequestContext,
+    decode, lookup_error_code, respond, respond_later, storage_error_code, HandlerResult,
+    RequestContext,
 };
 use crate::broker::{now_ms, Broker};
+use crate::replica_manager::ReplicaManager;
+
+/// Longest acks=-1 wait a client may ask for.
+pub const PRODUCE_TIMEOUT_MS_MAX: i32 = 300_000;
+
+/// An acks=-1 partition append waiting for the high watermark.
+struct Pending {
+    /// Where its answer goes: (topic index, partition index) in the response.
+    at: (usize, usize),
+    tp: TopicPartition,
+    leader_epoch: i32,
+    /// The high watermark that covers the appended records.
+    required: i64,
+    min_isr: i32,
+}
 
 pub fn handle(
     broker: &Broker,
@@ -49,11 +72,12 @@ pub fn handle(
         );
     }
     let mut any_error = false;
+    let mut pending = Vec::new();
     let mut responses = Vec::with_capacity(request.topic_data.len());
-    for topic in &request.topic_data {
+    for (ti, topic) in request.topic_data.iter().enumerate() {
         let name = topic.name.0.to_string();
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
-        for p in &topic.partition_data {
+        for (pi, p) in topic.partition_data.iter().enumerate() {
             let mut r = PartitionProduceResponse::default()
                 .with_index(p.index)
                 .with_base_offset(-1)
@@ -61,16 +85,19 @@ pub fn handle(
                 .with_log_start_offset(-1);
             if !matches!(acks, -1..=1) {
                 r.error_code = ResponseError::InvalidRequiredAcks.code();
-            } else {
-                append(
-                    broker,
-                    ctx.version,
-                    &name,
-                    p.index,
-                    p.records.as_ref(),
-                    acks,
-                    &mut r,
-                );
+            } else if let Some(wait) = append(
+                broker,
+                ctx.version,
+                &name,
+                p.index,
+                p.records.as_ref(),
+                acks,
+                &mut r,
+            ) {
+                pending.push(Pending {
+                    at: (ti, pi),
+                    ..wait
+                });
             }
             any_error |= r.error_code != 0;
             partitions.push(r);
@@ -89,11 +116,68 @@ pub fn handle(
         });
         return Ok(());
     }
-    respond(
-        ctx,
-        responder,
-        &ProduceResponse::default().with_responses(responses),
-    )
+    let response = ProduceResponse::default().with_responses(responses);
+    if pending.is_empty() {
+        return respond(ctx, responder, &response);
+    }
+    let keys: Vec<TopicPartition> = pending.iter().map(|p| p.tp.clone()).collect();
+    let timeout = request.timeout_ms.clamp(0, PRODUCE_TIMEOUT_MS_MAX) as u64;
+    let op = DelayedProduce {
+        replicas: Arc::clone(&broker.replicas),
+        pending,
+        answer: Mutex::new(Some((response, Box::new(respond_later(ctx, responder))))),
+    };
+    broker.replicas.produce_purgatory.try_complete_else_watch(
+        Box::new(op),
+        &keys,
+        Duration::from_millis(timeout),
+    );
+    Ok(())
+}
+
+type Answer = (ProduceResponse, Box<dyn FnOnce(ProduceResponse) + Send>);
+
+/// Kafka's `DelayedProduce`: completes when every waiting partition is replicated or
+/// failed; on expiry the rest answer REQUEST_TIMED_OUT.
+struct DelayedProduce {
+    replicas: Arc<ReplicaManager>,
+    pending: Vec<Pending>,
+    answer: Mutex<Option<Answer>>,
+}
+
+impl DelayedProduce {
+    fn status(&self, p: &Pending) -> Option<i16> {
+        self.replicas
+            .produce_status(&p.tp, p.leader_epoch, p.required, p.min_isr)
+    }
+}
+
+impl DelayedOperation for DelayedProduce {
+    fn can_complete(&self) -> bool {
+        self.pending.iter().all(|p| self.status(p).is_some())
+    }
+
+    fn complete(&self, _expired: bool) {
+        let Some((mut response, send)) =
+            self.answer.lock().unwrap_or_else(|p| p.into_inner()).take()
+        else {
+            return;
+        };
+        for p in &self.pending {
+            let code = self
+                .status(p)
+                .unwrap_or(ResponseError::RequestTimedOut.code());
+            let (ti, pi) = p.at;
+            if let Some(r) = response
+                .responses
+                .get_mut(ti)
+                .and_then(|t| t.partition_responses.get_mut(pi))
+            {
+                r.error_code = code;
+            }
+        }
+        send(response);
+    }
 }
 
 /// Kafka's `ProduceRequest.validateRecords`: what each Produce version may carry.
@@ -121,12 +205,12 @@ fn append(
     records: Option<&Bytes>,
     acks: i16,
     r: &mut PartitionProduceResponse,
-) {
+) -> Option<Pending> {
     let view = match broker.replicas.leader_log(topic, partition) {
         Ok(found) => found,
         Err(e) => {
             r.error_code = lookup_error_code(e);
-            return;
+            return None;
         }
     };
     let (log, leader_epoch) = (&view.log, view.leader_epoch);
@@ -135,19 +219,13 @@ fn append(
         r.error_message = Some(StrBytes::from_static_str(
             "a produce request needs one record batch per partition",
         ));
-        return;
+        return None;
     };
-    if acks == -1 {
-        let min_isr = view
-            .config
-            .overrides
-            .get("min.insync.replicas")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(broker.config.min_insync_replicas);
-        if (view.isr.len() as i32) < min_isr {
-            r.error_code = ResponseError::NotEnoughReplicas.code();
-            return;
-        }
+    let min_isr =
+        ReplicaManager::min_insync_replicas(&view.config, broker.config.min_insync_replicas);
+    if acks == -1 && (view.isr.len() as i32) < min_isr {
+        r.error_code = ResponseError::NotEnoughReplicas.code();
+        return None;
     }
     let rules = ProduceRules {
         max_message_bytes: view.config.log_config.max_message_bytes,
@@ -161,7 +239,7 @@ fn append(
             log::debug!("produce to {topic}-{partition} refused: {e}");
             r.error_code = storage_error_code(&StorageError::InvalidBatch(e));
             r.error_message = Some(StrBytes::from_string(e.to_string()));
-            return;
+            return None;
         }
     };
     let tp = TopicPartition::new(topic, partition);
@@ -179,6 +257,15 @@ fn append(
                     info.first_offset
                 );
             }
+            if acks == -1 {
+                return Some(Pending {
+                    at: (0, 0),
+                    tp,
+                    leader_epoch,
+                    required: info.last_offset + 1,
+                    min_isr,
+                });
+            }
         }
         Err(StorageError::Producer(e)) => {
             // Kafka: no error message, and the log start offset (clients use it).
@@ -192,6 +279,7 @@ fn append(
             r.error_message = Some(StrBytes::from_string(e.to_string()));
         }
     }
+    None
 }
 
 /// True if a partition's first batch has the transactional bit (Kafka checks the first).

@@ -25,10 +25,10 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use crate::batch::BatchHeader;
+use crate::batch::{BatchError, BatchHeader};
 use crate::disk::DirHealth;
 use crate::producer_state::{Origin, ProducerEntry, ProducerStateManager};
-use crate::segment::{FileRegion, Segment};
+use crate::segment::{Assign, FileRegion, Segment};
 use crate::validate::{ValidatedBatch, ValidatedRecords};
 use crate::StorageError;
 
@@ -537,15 +537,14 @@ impl Log {
         let first_offset = self.log_end_offset();
         let interval = self.config.index_interval_bytes;
         let log_append_time = self.config.log_append_time.then_some(now_ms);
-        let next = self.active_mut().append(
-            bytes,
-            batches,
+        let assign = Assign {
             first_offset,
             leader_epoch,
-            interval,
             log_append_time,
-            now_ms,
-        );
+        };
+        let next = self
+            .active_mut()
+            .append(bytes, batches, Some(assign), interval, now_ms);
         let mut offset = first_offset;
         for b in batches {
             let last = offset + b.header.last_offset_delta as i64;
@@ -560,17 +559,7 @@ impl Log {
         );
         self.producers.set_map_end_offset(next);
         let count: i64 = batches.iter().map(|b| b.header.records_count as i64).sum();
-        self.unflushed_messages += count;
-        if self.unflushed_messages >= self.config.flush_messages {
-            // The records are appended and readable; a failed flush is retried later.
-            if let Err(e) = self.flush() {
-                log::error!(
-                    "flush failed partition={}-{}: {e}",
-                    self.topic,
-                    self.partition
-                );
-            }
-        }
+        self.count_unflushed(count);
         Ok(AppendInfo {
             first_offset,
             last_offset: next - 1,
@@ -580,6 +569,182 @@ impl Log {
             bytes: bytes.len(),
             duplicate: false,
         })
+    }
+
+    /// Appends what a follower fetched from its leader, batch by batch, keeping the leader's
+    /// offsets, epochs and timestamps; producer state and the leader-epoch cache follow the
+    /// batches. The first batch must start at or after the log end offset.
+    pub fn append_as_follower(
+        &mut self,
+        records: &ValidatedRecords<'_>,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        self.check_online()?;
+        let first_offset = records
+            .batches()
+            .first()
+            .map_or(self.log_end_offset(), |b| b.header.base_offset);
+        if first_offset < self.log_end_offset() {
+            return Err(StorageError::InvalidBatch(BatchError::Invalid(
+                "a replicated batch starts below the log end offset",
+            )));
+        }
+        let appended = self.append_replicated(records, now_ms);
+        self.note_write(appended)
+    }
+
+    /// `log.flush.interval.messages`: flushes once that many records are unflushed. The
+    /// records are appended and readable either way; a failed flush is retried later.
+    fn count_unflushed(&mut self, records: i64) {
+        self.unflushed_messages += records;
+        if self.unflushed_messages >= self.config.flush_messages {
+            if let Err(e) = self.flush() {
+                log::error!(
+                    "flush failed partition={}-{}: {e}",
+                    self.topic,
+                    self.partition
+                );
+            }
+        }
+    }
+
+    fn append_replicated(
+        &mut self,
+        records: &ValidatedRecords<'_>,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        let bytes = records.bytes();
+        let first_offset = self.log_end_offset();
+        let mut count = 0i64;
+        for b in records.batches() {
+            let size = b.header.total_size();
+            let whole = &bytes[b.position..b.position + size];
+            let one = ValidatedBatch { position: 0, ..*b };
+            let offsets = b.header.next_offset() - self.log_end_offset();
+            self.maybe_roll(size, offsets, now_ms)?;
+            if self.active().is_empty() && self.active().base_offset < b.header.base_offset {
+                // A new segment starts where its first batch does (compacted logs have gaps).
+                self.rebase_empty_active(b.header.base_offset)?;
+            }
+            self.active_mut().reserve(size, 1)?;
+            let epoch = b.header.partition_leader_epoch;
+            if epoch >= 0 && self.latest_epoch().is_none_or(|e| epoch > e) {
+                self.assign_epoch(epoch, b.header.base_offset)?;
+            }
+            let interval = self.config.index_interval_bytes;
+            let next =
+                self.active_mut()
+                    .append(whole, std::slice::from_ref(&one), None, interval, now_ms);
+            self.producers.record(
+                &b.header,
+                b.header.base_offset,
+                next - 1,
+                b.max_timestamp,
+                Origin::Replication,
+            );
+            self.producers.set_map_end_offset(next);
+            count += i64::from(b.header.records_count.max(0));
+        }
+        self.count_unflushed(count);
+        Ok(AppendInfo {
+            first_offset,
+            last_offset: self.log_end_offset() - 1,
+            log_append_time: -1,
+            log_start_offset: self.log_start_offset,
+            records: count,
+            bytes: bytes.len(),
+            duplicate: false,
+        })
+    }
+
+    /// Replaces an empty active segment by one based at `base` (> its base).
+    fn rebase_empty_active(&mut self, base: i64) -> Result<(), StorageError> {
+        let old = self.active().base_offset;
+        debug_assert!(self.active().is_empty() && base > old);
+        if let Some(s) = self.segments.remove(&old) {
+            s.delete()?;
+        }
+        let segment = Segment::create(
+            &self.dir,
+            base,
+            self.config.segment_bytes,
+            self.config.segment_index_bytes,
+        )?;
+        self.segments.insert(base, segment);
+        Ok(())
+    }
+
+    /// Kafka's `LeaderEpochFileCache.endOffsetFor`: the end offset of `epoch` in this log —
+    /// the log end offset for the latest epoch, else the start offset of the first later
+    /// epoch — and the largest epoch at or below `epoch`. `(-1, -1)` if `epoch` is later
+    /// than any this log has.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        if epoch < 0 {
+            return (-1, -1);
+        }
+        if self.latest_epoch() == Some(epoch) {
+            return (epoch, self.log_end_offset());
+        }
+        let Some(&(_, higher_start)) = self.leader_epochs.iter().find(|(e, _)| *e > epoch) else {
+            return (-1, -1);
+        };
+        match self.leader_epochs.iter().rev().find(|(e, _)| *e <= epoch) {
+            Some(&(floor, _)) => (floor, higher_start),
+            None => (epoch, higher_start),
+        }
+    }
+
+    /// The first offset of `epoch` in this log, if it has that epoch.
+    pub fn epoch_start(&self, epoch: i32) -> Option<i64> {
+        self.leader_epochs
+            .iter()
+            .find(|(e, _)| *e == epoch)
+            .map(|(_, start)| *start)
+    }
+
+    /// Starts the log leading a partition at `leader_epoch`: the epoch begins at the log end
+    /// offset (Kafka assigns it when the leader is elected, before any append).
+    pub fn begin_leader_epoch(&mut self, leader_epoch: i32) -> Result<(), StorageError> {
+        if leader_epoch >= 0 && self.latest_epoch().is_none_or(|e| leader_epoch > e) {
+            let start = self.log_end_offset();
+            self.assign_epoch(leader_epoch, start)?;
+        }
+        Ok(())
+    }
+
+    /// Empties the log and restarts it at `offset` (a follower whose log ends before its
+    /// leader's log start): every segment, epoch and producer goes.
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), StorageError> {
+        self.check_online()?;
+        let bases: Vec<i64> = self.segments.keys().copied().collect();
+        for base in bases {
+            if let Some(s) = self.segments.remove(&base) {
+                s.delete()?;
+            }
+        }
+        for snapshot in self.producer_snapshots()? {
+            self.delete_producer_snapshot(snapshot)?;
+        }
+        let segment = Segment::create(
+            &self.dir,
+            offset,
+            self.config.segment_bytes,
+            self.config.segment_index_bytes,
+        )?;
+        self.segments.insert(offset, segment);
+        self.log_start_offset = offset;
+        self.high_watermark = offset;
+        self.recovery_point = offset;
+        self.leader_epochs.clear();
+        write_leader_epochs(&self.dir, &self.leader_epochs)?;
+        self.last_snapshot_offset = offset;
+        self.producers.reset(offset);
+        log::info!(
+            "truncated partition {}-{} fully; it starts at offset {offset}",
+            self.topic,
+            self.partition
+        );
+        Ok(())
     }
 
     /// Rolls before an append of `incoming` bytes holding `offsets` offsets when the active

@@ -40,6 +40,14 @@ pub fn file_name(base_offset: i64, extension: &str) -> String {
     format!("{base_offset:020}.{extension}")
 }
 
+/// How a leader stamps the batches it appends.
+#[derive(Debug, Clone, Copy)]
+pub struct Assign {
+    pub first_offset: i64,
+    pub leader_epoch: i32,
+    pub log_append_time: Option<i64>,
+}
+
 pub struct Segment {
     pub base_offset: i64,
     log_path: PathBuf,
@@ -310,18 +318,17 @@ impl Segment {
             .is_some_and(|m| self.size + bytes <= m.len())
     }
 
-    /// Appends validated batches (positions relative to `records`), assigning offsets from
-    /// `first_offset`; `log_append_time` stamps them with the broker's time. The caller has
-    /// checked [`Segment::fits`] and called [`Segment::reserve`]. Returns the next offset.
-    #[allow(clippy::too_many_arguments)]
+    /// Appends validated batches (positions relative to `records`). As leader (`assign`
+    /// given) their offsets are assigned from `first_offset`, their leader epoch set, and
+    /// with `log_append_time` they are stamped with the broker's time; as a follower (None)
+    /// they are stored exactly as the leader wrote them. The caller has checked
+    /// [`Segment::fits`] and called [`Segment::reserve`]. Returns the next offset.
     pub fn append(
         &mut self,
         records: &[u8],
         batches: &[ValidatedBatch],
-        first_offset: i64,
-        leader_epoch: i32,
+        assign: Option<Assign>,
         index_interval_bytes: usize,
-        log_append_time: Option<i64>,
         now_ms: i64,
     ) -> i64 {
         assert!(
@@ -332,26 +339,43 @@ impl Segment {
             self.size + records.len() <= self.reserved,
             "append must be preceded by a reservation"
         );
-        assert!(first_offset >= self.next_offset);
+        let first = assign.map_or_else(
+            || {
+                batches
+                    .first()
+                    .map_or(self.next_offset, |b| b.header.base_offset)
+            },
+            |a| a.first_offset,
+        );
+        assert!(first >= self.next_offset, "offsets only grow");
         let start = self.size;
         let mmap = self.mmap.as_mut().expect("active segment is mapped");
         mmap[start..start + records.len()].copy_from_slice(records);
-        let mut offset = first_offset;
+        let mut offset = first;
         for b in batches {
             let at = start + b.position;
             let header = &b.header;
             let bytes = &mut mmap[at..at + header.total_size()];
-            batch::patch_base_offset(bytes, offset);
-            batch::patch_leader_epoch(bytes, leader_epoch);
-            let max_timestamp = match log_append_time {
-                Some(t) => {
-                    batch::patch_max_timestamp(bytes, t, true);
-                    t
+            let max_timestamp = match assign {
+                Some(a) => {
+                    batch::patch_base_offset(bytes, offset);
+                    batch::patch_leader_epoch(bytes, a.leader_epoch);
+                    match a.log_append_time {
+                        Some(t) => {
+                            batch::patch_max_timestamp(bytes, t, true);
+                            t
+                        }
+                        None => {
+                            if b.max_timestamp != header.max_timestamp {
+                                batch::patch_max_timestamp(bytes, b.max_timestamp, false);
+                            }
+                            b.max_timestamp
+                        }
+                    }
                 }
                 None => {
-                    if b.max_timestamp != header.max_timestamp {
-                        batch::patch_max_timestamp(bytes, b.max_timestamp, false);
-                    }
+                    assert!(header.base_offset >= offset, "replicated offsets only grow");
+                    offset = header.base_offset;
                     b.max_timestamp
                 }
             };

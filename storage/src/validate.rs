@@ -133,6 +133,45 @@ pub fn validate_internal_records(bytes: &[u8]) -> Result<ValidatedRecords<'_>, B
     Ok(ValidatedRecords { bytes, batches })
 }
 
+/// Validates what a follower copies from its leader: whole batches with valid headers and
+/// CRCs, offsets increasing from batch to batch; records are not parsed (the leader did).
+/// An incomplete batch at the end (a fetch cut at its size limit) is left out; `None` if
+/// no whole batch remains.
+pub fn validate_replica_records(bytes: &[u8]) -> Result<Option<ValidatedRecords<'_>>, BatchError> {
+    let mut batches: Vec<ValidatedBatch> = Vec::new();
+    let mut iter = BatchIter::new(bytes, true);
+    for (position, header) in iter.by_ref() {
+        if header.last_offset_delta < 0 || header.records_count < 0 {
+            return Err(BatchError::Invalid("a batch with a negative offset range"));
+        }
+        if let Some(prev) = batches.last() {
+            if header.base_offset < prev.header.next_offset() {
+                return Err(BatchError::Invalid(
+                    "replicated batches out of offset order",
+                ));
+            }
+        }
+        batches.push(ValidatedBatch {
+            position,
+            max_timestamp: header.max_timestamp,
+            uncompressed_bytes: header.total_size() as u64,
+            header,
+        });
+    }
+    match iter.error() {
+        None | Some(BatchError::Incomplete) => {}
+        Some(e) => return Err(e),
+    }
+    if batches.is_empty() {
+        return Ok(None);
+    }
+    let end = iter.position();
+    Ok(Some(ValidatedRecords {
+        bytes: &bytes[..end],
+        batches,
+    }))
+}
+
 fn check_client_header(h: &BatchHeader) -> Result<(), BatchError> {
     if h.base_offset != 0 {
         return Err(BatchError::Invalid(

@@ -238,6 +238,38 @@ fn populated_bodies(api: ApiKey) -> Vec<Box<dyn Fn(i16) -> Option<Bytes>>> {
                     .with_partition_indexes(vec![0, 1]),
             ])
         })],
+        ApiKey::AlterPartitionReassignments => vec![enc(|| {
+            use alter_partition_reassignments_request::*;
+            AlterPartitionReassignmentsRequest::default()
+                .with_timeout_ms(1000)
+                .with_topics(vec![ReassignableTopic::default()
+                    .with_name(topic("t"))
+                    .with_partitions(vec![
+                        ReassignablePartition::default()
+                            .with_partition_index(0)
+                            .with_replicas(Some(vec![BrokerId(1), BrokerId(2)])),
+                        ReassignablePartition::default().with_partition_index(1),
+                    ])])
+        })],
+        ApiKey::ListPartitionReassignments => vec![enc(|| {
+            use list_partition_reassignments_request::*;
+            ListPartitionReassignmentsRequest::default()
+                .with_timeout_ms(1000)
+                .with_topics(Some(vec![ListPartitionReassignmentsTopics::default()
+                    .with_name(topic("t"))
+                    .with_partition_indexes(vec![0, 1])]))
+        })],
+        ApiKey::OffsetForLeaderEpoch => vec![enc(|| {
+            use offset_for_leader_epoch_request::*;
+            OffsetForLeaderEpochRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![OffsetForLeaderTopic::default()
+                    .with_topic(topic("t"))
+                    .with_partitions(vec![OffsetForLeaderPartition::default()
+                        .with_partition(0)
+                        .with_current_leader_epoch(0)
+                        .with_leader_epoch(0)])])
+        })],
         // Controller-to-broker requests: one body in the pre-grouping layout (old versions)
         // and one grouped by topic (new versions); each encodes where it can.
         ApiKey::LeaderAndIsr => {
@@ -411,6 +443,15 @@ fn default_body(api: ApiKey, version: i16) -> Option<Bytes> {
         ApiKey::DeleteRecords => DeleteRecordsRequest::default().encode(&mut buf, version),
         ApiKey::InitProducerId => InitProducerIdRequest::default().encode(&mut buf, version),
         ApiKey::DescribeProducers => DescribeProducersRequest::default().encode(&mut buf, version),
+        ApiKey::OffsetForLeaderEpoch => {
+            OffsetForLeaderEpochRequest::default().encode(&mut buf, version)
+        }
+        ApiKey::AlterPartitionReassignments => {
+            AlterPartitionReassignmentsRequest::default().encode(&mut buf, version)
+        }
+        ApiKey::ListPartitionReassignments => {
+            ListPartitionReassignmentsRequest::default().encode(&mut buf, version)
+        }
         ApiKey::LeaderAndIsr => LeaderAndIsrRequest::default().encode(&mut buf, version),
         ApiKey::UpdateMetadata => UpdateMetadataRequest::default().encode(&mut buf, version),
         ApiKey::StopReplica => StopReplicaRequest::default().encode(&mut buf, version),

@@ -1,0 +1,582 @@
+//! Follower fetchers — Kafka's `ReplicaFetcherManager` and `ReplicaFetcherThread`.
+//!
+//! For each leader this broker follows, `num.replica.fetchers` threads (a partition goes to
+//! thread `hash % n`) each keep one connection to the leader's inter-broker listener and
+//! loop: partitions that just started following ask the leader where their latest epoch
+//! ends (OffsetForLeaderEpoch, KIP-101/279) and truncate a divergent suffix; the rest are
+//! fetched (Fetch with this broker's replica id, `replica.fetch.*` limits) and what comes
+//! back is appended as the leader wrote it; the follower's high watermark follows the
+//! leader's. A leader answering OFFSET_OUT_OF_RANGE has deleted what the follower needs
+//! next: the follower starts again at the leader's log start. Partitions whose leader
+//! refuses them (not leader, fenced or unknown epoch) back off `replica.fetch.backoff.ms`
+//! until the controller's next LeaderAndIsr moves them.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
+    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+};
+use kafka_protocol::ResponseError;
+use kbroker_storage::manager::lock;
+use kbroker_storage::TopicPartition;
+
+use crate::handler::topic_name;
+use crate::inter_broker::BrokerConnection;
+use crate::replica_manager::ReplicaManager;
+
+const FETCH_VERSION: i16 = 11;
+const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 3;
+const LIST_OFFSETS_VERSION: i16 = 4;
+const EARLIEST: i64 = -2;
+const LATEST: i64 = -1;
+/// How long an idle fetcher (no partitions) sleeps between looks.
+const IDLE: Duration = Duration::from_millis(50);
+
+/// `replica.fetch.*` and friends.
+#[derive(Debug, Clone)]
+pub struct FetcherConfig {
+    pub broker_id: i32,
+    pub num_fetchers: usize,
+    pub partition_max_bytes: i32,
+    pub response_max_bytes: i32,
+    pub wait_max_ms: i32,
+    pub min_bytes: i32,
+    pub backoff: Duration,
+    pub socket_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct FetchState {
+    leader_epoch: i32,
+    fetch_offset: i64,
+    /// Asks the leader where its epoch ends before fetching.
+    truncating: bool,
+    /// Backing off after an error until then.
+    delayed_until: Option<Instant>,
+}
+
+type States = Arc<Mutex<HashMap<TopicPartition, FetchState>>>;
+
+struct Fetcher {
+    addr: String,
+    states: States,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+pub struct ReplicaFetcherManager {
+    config: FetcherConfig,
+    replicas: Weak<ReplicaManager>,
+    /// (leader, fetcher index) → its thread.
+    fetchers: Mutex<HashMap<(i32, usize), Fetcher>>,
+}
+
+impl ReplicaFetcherManager {
+    pub fn new(config: FetcherConfig, replicas: Weak<ReplicaManager>) -> ReplicaFetcherManager {
+        ReplicaFetcherManager {
+            config,
+            replicas,
+            fetchers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn index_of(&self, tp: &TopicPartition) -> usize {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        tp.hash(&mut h);
+        (h.finish() % self.config.num_fetchers.max(1) as u64) as usize
+    }
+
+    /// Starts following `tp` from `leader` (at `addr`, its inter-broker endpoint) in
+    /// `leader_epoch`, beginning with the epoch check.
+    pub fn add(&self, tp: &TopicPartition, leader: i32, addr: &str, leader_epoch: i32) {
+        self.remove(std::slice::from_ref(tp));
+        let key = (leader, self.index_of(tp));
+        let mut fetchers = self.fetchers.lock().unwrap_or_else(|p| p.into_inner());
+        if fetchers.get(&key).is_some_and(|f| f.addr != addr) {
+            // The leader moved to another address: a new thread.
+            if let Some(old) = fetchers.remove(&key) {
+                stop_fetcher(old);
+            }
+        }
+        let fetcher = fetchers.entry(key).or_insert_with(|| {
+            let states: States = Arc::new(Mutex::new(HashMap::new()));
+            let stop = Arc::new(AtomicBool::new(false));
+            let worker = Worker {
+                config: self.config.clone(),
+                replicas: self.replicas.clone(),
+                leader,
+                states: Arc::clone(&states),
+                stop: Arc::clone(&stop),
+                conn: BrokerConnection::new(
+                    addr.to_string(),
+                    format!(
+                        "replica-fetcher-{}-from-{leader}-{}",
+                        self.config.broker_id, key.1
+                    ),
+                    self.config.socket_timeout,
+                ),
+                failing: false,
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("kb-fetch-{leader}-{}", key.1))
+                .spawn(move || worker.run())
+                .expect("spawning a replica fetcher thread");
+            Fetcher {
+                addr: addr.to_string(),
+                states,
+                stop,
+                thread: Some(thread),
+            }
+        });
+        fetcher
+            .states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                tp.clone(),
+                FetchState {
+                    leader_epoch,
+                    fetch_offset: -1,
+                    truncating: true,
+                    delayed_until: None,
+                },
+            );
+    }
+
+    /// Stops fetching `tps` (this broker leads them now, or stopped hosting them). Idle
+    /// fetcher threads are stopped.
+    pub fn remove(&self, tps: &[TopicPartition]) {
+        let mut fetchers = self.fetchers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = Vec::new();
+        for (key, f) in fetchers.iter() {
+            let mut states = f.states.lock().unwrap_or_else(|p| p.into_inner());
+            for tp in tps {
+                states.remove(tp);
+            }
+            if states.is_empty() {
+                idle.push(*key);
+            }
+        }
+        for key in idle {
+            if let Some(f) = fetchers.remove(&key) {
+                stop_fetcher(f);
+            }
+        }
+    }
+
+    /// Partitions being fetched, by leader (for metrics and tests).
+    pub fn fetching(&self) -> usize {
+        self.fetchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|f| f.states.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
+    pub fn shutdown(&self) {
+        let all: Vec<Fetcher> = self
+            .fetchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, f)| f)
+            .collect();
+        for f in all {
+            stop_fetcher(f);
+        }
+    }
+}
+
+fn stop_fetcher(mut f: Fetcher) {
+    f.stop.store(true, Ordering::Release);
+    if let Some(t) = f.thread.take() {
+        // A fetch in flight ends within replica.fetch.wait.max.ms (or the socket timeout).
+        let _ = t.join();
+    }
+}
+
+struct Worker {
+    config: FetcherConfig,
+    replicas: Weak<ReplicaManager>,
+    leader: i32,
+    states: States,
+    stop: Arc<AtomicBool>,
+    conn: BrokerConnection,
+    /// The last exchange failed (logged once per episode).
+    failing: bool,
+}
+
+impl Worker {
+    fn run(mut self) {
+        while !self.stop.load(Ordering::Acquire) {
+            let Some(replicas) = self.replicas.upgrade() else {
+                return;
+            };
+            let now = Instant::now();
+            let ready: Vec<(TopicPartition, FetchState)> = self
+                .states
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|(_, s)| s.delayed_until.is_none_or(|t| t <= now))
+                .map(|(tp, s)| (tp.clone(), s.clone()))
+                .collect();
+            if ready.is_empty() {
+                drop(replicas);
+                std::thread::sleep(IDLE);
+                continue;
+            }
+            let (truncating, fetching): (Vec<_>, Vec<_>) =
+                ready.into_iter().partition(|(_, s)| s.truncating);
+            let result = if !truncating.is_empty() {
+                self.truncate(&replicas, &truncating)
+            } else {
+                self.fetch(&replicas, &fetching)
+            };
+            match result {
+                Ok(()) => {
+                    if self.failing {
+                        log::info!("replica fetcher from broker {} recovered", self.leader);
+                    }
+                    self.failing = false;
+                }
+                Err(e) => {
+                    if !self.failing {
+                        log::warn!(
+                            "replica fetcher from broker {} at {}: {e}; retrying every {:?}",
+                            self.leader,
+                            self.conn.addr(),
+                            self.config.backoff
+                        );
+                    }
+                    self.failing = true;
+                    drop(replicas);
+                    self.sleep(self.config.backoff);
+                }
+            }
+        }
+    }
+
+    fn sleep(&self, d: Duration) {
+        let until = Instant::now() + d;
+        while Instant::now() < until && !self.stop.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(20).min(d));
+        }
+    }
+
+    fn update(&self, tp: &TopicPartition, epoch: i32, f: impl FnOnce(&mut FetchState)) {
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = states.get_mut(tp).filter(|s| s.leader_epoch == epoch) {
+            f(s);
+        }
+    }
+
+    fn back_off(&self, tp: &TopicPartition, epoch: i32) {
+        let until = Instant::now() + self.config.backoff;
+        self.update(tp, epoch, |s| s.delayed_until = Some(until));
+    }
+
+    /// KIP-279: asks the leader where this replica's latest epoch ends and truncates the
+    /// log to the offset both share; then fetching starts at the log end.
+    fn truncate(
+        &mut self,
+        replicas: &ReplicaManager,
+        parts: &[(TopicPartition, FetchState)],
+    ) -> Result<(), String> {
+        let mut asks = Vec::new();
+        for (tp, s) in parts {
+            let Some(log) = replicas.follower_log(tp, s.leader_epoch) else {
+                continue;
+            };
+            let latest = lock(&log).ok().and_then(|l| l.latest_epoch());
+            match latest {
+                Some(epoch) => asks.push((tp.clone(), s.leader_epoch, epoch)),
+                None => {
+                    // No epoch yet (an empty or pre-epoch log): keep what is below the high
+                    // watermark, as Kafka does, and fetch from there.
+                    let end = lock(&log).map_err(|e| e.to_string()).and_then(|mut l| {
+                        let hw = l.high_watermark();
+                        l.truncate_to(hw).map_err(|e| e.to_string())?;
+                        Ok(l.log_end_offset())
+                    });
+                    match end {
+                        Ok(end) => self.update(tp, s.leader_epoch, |st| {
+                            st.truncating = false;
+                            st.fetch_offset = end;
+                        }),
+                        Err(e) => {
+                            log::warn!("truncating {tp} failed: {e}");
+                            self.back_off(tp, s.leader_epoch);
+                        }
+                    }
+                }
+            }
+        }
+        if asks.is_empty() {
+            return Ok(());
+        }
+        let mut by_topic: HashMap<String, Vec<OffsetForLeaderPartition>> = HashMap::new();
+        for (tp, current, epoch) in &asks {
+            by_topic.entry(tp.topic.clone()).or_default().push(
+                OffsetForLeaderPartition::default()
+                    .with_partition(tp.partition)
+                    .with_current_leader_epoch(*current)
+                    .with_leader_epoch(*epoch),
+            );
+        }
+        let request = OffsetForLeaderEpochRequest::default()
+            .with_replica_id(BrokerId(self.config.broker_id))
+            .with_topics(
+                by_topic
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        OffsetForLeaderTopic::default()
+                            .with_topic(topic_name(&t))
+                            .with_partitions(ps)
+                    })
+                    .collect(),
+            );
+        let response: OffsetForLeaderEpochResponse = self.conn.send(
+            ApiKey::OffsetForLeaderEpoch,
+            OFFSET_FOR_LEADER_EPOCH_VERSION,
+            &request,
+        )?;
+        for t in &response.topics {
+            for p in &t.partitions {
+                let tp = TopicPartition::new(&t.topic.0, p.partition);
+                let Some((_, current, asked)) = asks.iter().find(|(x, _, _)| *x == tp) else {
+                    continue;
+                };
+                if p.error_code != 0 {
+                    log::debug!("OffsetForLeaderEpoch {tp}: error {}", p.error_code);
+                    self.back_off(&tp, *current);
+                    continue;
+                }
+                let Some(log) = replicas.follower_log(&tp, *current) else {
+                    continue;
+                };
+                let truncated = lock(&log).map_err(|e| e.to_string()).and_then(|mut l| {
+                    let end = l.log_end_offset();
+                    let to = if p.end_offset < 0 {
+                        // The leader knows no such epoch: keep what was committed.
+                        l.high_watermark()
+                    } else if p.leader_epoch == *asked {
+                        p.end_offset.min(end)
+                    } else {
+                        // The leader's epoch is older: cut at the end of that epoch here too.
+                        let (_, mine) = l.end_offset_for_epoch(p.leader_epoch);
+                        let mine = if mine < 0 { end } else { mine };
+                        p.end_offset.min(mine).min(end)
+                    };
+                    if to < end {
+                        log::info!(
+                            "truncating {tp} from {end} to {to}: the leader's epoch {} ends at {}",
+                            p.leader_epoch,
+                            p.end_offset
+                        );
+                        l.truncate_to(to).map_err(|e| e.to_string())?;
+                    }
+                    Ok(l.log_end_offset())
+                });
+                match truncated {
+                    Ok(end) => self.update(&tp, *current, |st| {
+                        st.truncating = false;
+                        st.fetch_offset = end;
+                    }),
+                    Err(e) => {
+                        log::warn!("truncating {tp} failed: {e}");
+                        self.back_off(&tp, *current);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn fetch(
+        &mut self,
+        replicas: &ReplicaManager,
+        parts: &[(TopicPartition, FetchState)],
+    ) -> Result<(), String> {
+        let mut by_topic: HashMap<String, Vec<FetchPartition>> = HashMap::new();
+        let mut asked: HashMap<TopicPartition, FetchState> = HashMap::new();
+        for (tp, s) in parts {
+            let Some(log) = replicas.follower_log(tp, s.leader_epoch) else {
+                continue;
+            };
+            let log_start = lock(&log).map_or(-1, |l| l.log_start_offset());
+            by_topic.entry(tp.topic.clone()).or_default().push(
+                FetchPartition::default()
+                    .with_partition(tp.partition)
+                    .with_current_leader_epoch(s.leader_epoch)
+                    .with_fetch_offset(s.fetch_offset)
+                    .with_log_start_offset(log_start)
+                    .with_last_fetched_epoch(-1)
+                    .with_partition_max_bytes(self.config.partition_max_bytes),
+            );
+            asked.insert(tp.clone(), s.clone());
+        }
+        if asked.is_empty() {
+            self.sleep(IDLE);
+            return Ok(());
+        }
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(self.config.broker_id))
+            .with_max_wait_ms(self.config.wait_max_ms)
+            .with_min_bytes(self.config.min_bytes)
+            .with_max_bytes(self.config.response_max_bytes)
+            .with_isolation_level(0)
+            .with_session_id(0)
+            .with_session_epoch(-1)
+            .with_topics(
+                by_topic
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        FetchTopic::default()
+                            .with_topic(topic_name(&t))
+                            .with_partitions(ps)
+                    })
+                    .collect(),
+            );
+        let response: FetchResponse = self.conn.send(ApiKey::Fetch, FETCH_VERSION, &request)?;
+        if response.error_code != 0 {
+            return Err(format!("fetch answered error {}", response.error_code));
+        }
+        for t in &response.responses {
+            for p in &t.partitions {
+                let tp = TopicPartition::new(&t.topic.0, p.partition_index);
+                let Some(s) = asked.get(&tp) else { continue };
+                self.handle_partition(replicas, &tp, s, p)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_partition(
+        &mut self,
+        replicas: &ReplicaManager,
+        tp: &TopicPartition,
+        s: &FetchState,
+        p: &kafka_protocol::messages::fetch_response::PartitionData,
+    ) -> Result<(), String> {
+        let epoch = s.leader_epoch;
+        match ResponseError::try_from_code(p.error_code) {
+            None => {
+                let records = p.records.as_deref().unwrap_or(&[]);
+                match replicas.append_as_follower(
+                    tp,
+                    epoch,
+                    s.fetch_offset,
+                    records,
+                    p.high_watermark,
+                    p.log_start_offset,
+                ) {
+                    Ok(Some(end)) => self.update(tp, epoch, |st| {
+                        if st.fetch_offset == s.fetch_offset {
+                            st.fetch_offset = end;
+                        }
+                    }),
+                    Ok(None) => {}
+                    Err(e) => {
+                        log::warn!("appending fetched records of {tp} failed: {e}");
+                        self.back_off(tp, epoch);
+                    }
+                }
+            }
+            Some(ResponseError::OffsetOutOfRange) => self.reset_out_of_range(replicas, tp, s)?,
+            Some(e) => {
+                log::debug!("fetching {tp} from broker {}: {e:?}", self.leader);
+                self.back_off(tp, epoch);
+            }
+        }
+        Ok(())
+    }
+
+    /// Kafka's `handleOffsetOutOfRange`: a leader whose log ends below this replica's end
+    /// (unclean election) makes it truncate there; one whose log starts above it (retention)
+    /// makes it start over at the leader's log start.
+    fn reset_out_of_range(
+        &mut self,
+        replicas: &ReplicaManager,
+        tp: &TopicPartition,
+        s: &FetchState,
+    ) -> Result<(), String> {
+        let Some(log) = replicas.follower_log(tp, s.leader_epoch) else {
+            return Ok(());
+        };
+        let leader_end = self.leader_offset(tp, s.leader_epoch, LATEST)?;
+        let outcome = lock(&log).map_err(|e| e.to_string()).and_then(|mut l| {
+            if leader_end < l.log_end_offset() {
+                log::warn!(
+                    "{tp}: the leader's log ends at {leader_end}, below this replica's {}; truncating",
+                    l.log_end_offset()
+                );
+                l.truncate_to(leader_end).map_err(|e| e.to_string())?;
+                return Ok(None);
+            }
+            Ok(Some(l.log_end_offset()))
+        })?;
+        let end = match outcome {
+            None => leader_end,
+            Some(end) => {
+                let leader_start = self.leader_offset(tp, s.leader_epoch, EARLIEST)?;
+                if end < leader_start {
+                    lock(&log)
+                        .map_err(|e| e.to_string())?
+                        .truncate_fully_and_start_at(leader_start)
+                        .map_err(|e| e.to_string())?;
+                    leader_start
+                } else {
+                    end
+                }
+            }
+        };
+        self.update(tp, s.leader_epoch, |st| st.fetch_offset = end);
+        Ok(())
+    }
+
+    /// The leader's earliest or latest offset of `tp` (ListOffsets as a replica).
+    fn leader_offset(
+        &mut self,
+        tp: &TopicPartition,
+        epoch: i32,
+        which: i64,
+    ) -> Result<i64, String> {
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(self.config.broker_id))
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(topic_name(&tp.topic))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(tp.partition)
+                    .with_current_leader_epoch(epoch)
+                    .with_timestamp(which)])]);
+        let response: ListOffsetsResponse =
+            self.conn
+                .send(ApiKey::ListOffsets, LIST_OFFSETS_VERSION, &request)?;
+        let p = response
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .find(|p| p.partition_index == tp.partition)
+            .ok_or("ListOffsets answered without the partition")?;
+        if p.error_code != 0 {
+            return Err(format!(
+                "ListOffsets for {tp} answered error {}",
+                p.error_code
+            ));
+        }
+        Ok(p.offset)
+    }
+}

@@ -1,0 +1,414 @@
+"""Replication: followers copy the leader's log, the ISR tracks who is caught up, acks=all
+waits for the ISR, and nothing acknowledged is lost when brokers die.
+
+Three real kbroker processes on a real ZooKeeper (tests/cluster.py); producers and consumers
+from confluent-kafka (librdkafka 2.16); faults are kill -9, SIGSTOP/SIGCONT and restarts.
+Every test reads back what was acknowledged from whichever broker leads afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import TopicPartition as CTP
+from confluent_kafka.admin import NewTopic
+
+import kbatch
+from cluster import Cluster, cluster, zookeeper  # noqa: F401
+from kclients import RDKAFKA_LOGGER, admin_error_code, wait_until
+
+NOT_ENOUGH_REPLICAS = 19
+
+# Short lag and fetch waits keep fault detection within a test's patience.
+FAST = {
+    "replica.lag.time.max.ms": 3000,
+    "replica.fetch.wait.max.ms": 200,
+    "min.insync.replicas": 2,
+    "unclean.leader.election.enable": "false",
+}
+
+
+def create(c: Cluster, name: str, partitions: int = 1, rf: int = 3, assignment=None,
+           config: dict | None = None) -> None:
+    if assignment is not None:
+        t = NewTopic(name, num_partitions=len(assignment), replica_assignment=assignment,
+                     config=config or {})
+    else:
+        t = NewTopic(name, num_partitions=partitions, replication_factor=rf, config=config or {})
+    fs = c.admin(1).create_topics([t], operation_timeout=20, request_timeout=30)
+    err = admin_error_code(fs[name], 40)
+    assert err is None, f"creating {name}: {KafkaError(err)}"
+    c.wait_converged([name])
+
+
+def isr(c: Cluster, topic: str, partition: int = 0) -> list[int]:
+    return sorted(c.zk_topic(topic)[partition]["isr"] or [])
+
+
+def wait_isr(c: Cluster, topic: str, want: list[int], partition: int = 0,
+             timeout: float = 60.0) -> None:
+    wait_until(lambda: isr(c, topic, partition) == sorted(want), timeout,
+               f"{topic}-{partition} ISR == {sorted(want)} (is {isr(c, topic, partition)})")
+
+
+def producer(c: Cluster, **conf) -> Producer:
+    p = {"bootstrap.servers": c.bootstrap(), "acks": "all", "linger.ms": 2,
+         "message.timeout.ms": 120000, "retry.backoff.ms": 200, "logger": RDKAFKA_LOGGER}
+    p.update(conf)
+    return Producer(p)
+
+
+def produce_acked(c: Cluster, topic: str, values: list[bytes], **conf) -> None:
+    p = producer(c, **conf)
+    errors = []
+    for v in values:
+        p.produce(topic, v, on_delivery=lambda e, m: e and errors.append(e))
+    assert p.flush(120) == 0
+    assert not errors, errors[:5]
+
+
+def read_all(c: Cluster, topic: str, partitions: int = 1, timeout: float = 60.0,
+             at_least: int = 0) -> list[bytes]:
+    """Every record value of `topic` up to its high watermark, partition by partition."""
+    return [v for _, _, v in read_records(c, topic, partitions, timeout, at_least)]
+
+
+def read_records(c: Cluster, topic: str, partitions: int = 1, timeout: float = 60.0,
+                 at_least: int = 0) -> list[tuple[int, int, bytes]]:
+    """(partition, offset, value) of every record of `topic` up to its high watermark, read
+    through the current leaders. A new leader's high watermark catches up once its followers
+    fetch (as in Kafka): with `at_least`, waits until the high watermarks cover that many."""
+    consumer = Consumer({"bootstrap.servers": c.bootstrap(), "group.id": f"read-{time.time()}",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                         "logger": RDKAFKA_LOGGER})
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            ends = {p: high_watermark(consumer, topic, p) for p in range(partitions)}
+            if sum(ends.values()) >= at_least or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        consumer.assign([CTP(topic, p, 0) for p in range(partitions)])
+        got: dict[int, list[tuple[int, int, bytes]]] = {p: [] for p in range(partitions)}
+        deadline = time.monotonic() + timeout
+        while any(len(got[p]) < ends[p] for p in got) and time.monotonic() < deadline:
+            m = consumer.poll(0.5)
+            if m is None or m.error() is not None:
+                continue
+            got[m.partition()].append((m.partition(), m.offset(), m.value()))
+        for p in got:
+            assert len(got[p]) == ends[p], f"{topic}-{p}: read {len(got[p])} of {ends[p]}"
+        return [r for p in sorted(got) for r in got[p]]
+    finally:
+        consumer.close()
+
+
+def high_watermark(consumer: Consumer, topic: str, partition: int, timeout: float = 60.0) -> int:
+    """ListOffsets through the leader; retried while metadata still names a former one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return consumer.get_watermark_offsets(CTP(topic, partition), timeout=10)[1]
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def assert_acked_at_their_offsets(load: "Load", stored: list[tuple[int, int, bytes]]) -> None:
+    """Every acknowledged value is stored, at the partition and offset its
+    acknowledgement named (a non-idempotent producer may also have stored duplicates)."""
+    at: dict[bytes, set[tuple[int, int]]] = {}
+    for p, o, v in stored:
+        at.setdefault(v, set()).add((p, o))
+    missing = [v for v in load.acked if v not in at]
+    assert not missing, f"{len(missing)} acknowledged records lost, e.g. {sorted(missing)[:5]}"
+    moved = [v for v, pos in load.positions.items() if pos not in at[v]]
+    assert not moved, f"{len(moved)} acknowledged records not at their offsets, e.g. {moved[:5]}"
+
+
+class Load:
+    """A producer thread writing numbered records with acks=all until stopped; remembers
+    which were acknowledged."""
+
+    def __init__(self, c: Cluster, topic: str, **conf):
+        self.p = producer(c, **conf)
+        self.topic = topic
+        self.acked: set[bytes] = set()
+        # value -> (partition, offset) the acknowledgement named
+        self.positions: dict[bytes, tuple[int, int]] = {}
+        self.failed = 0
+        self.sent = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _on_delivery(self, err, msg):
+        with self._lock:
+            if err is None:
+                self.acked.add(msg.value())
+                self.positions[msg.value()] = (msg.partition(), msg.offset())
+            else:
+                self.failed += 1
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                self.p.produce(self.topic, f"r{self.sent:08d}".encode(), on_delivery=self._on_delivery)
+                self.sent += 1
+            except BufferError:
+                pass
+            self.p.poll(0.002)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def wait_acked(self, more: int, timeout: float = 60.0) -> None:
+        target = len(self.acked) + more
+        wait_until(lambda: len(self.acked) >= target, timeout, f"{target} records acknowledged")
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self.thread.join(30)
+        self.p.flush(120)
+
+
+def test_followers_copy_the_log_and_take_over(cluster):
+    c = cluster(3, overrides=FAST)
+    create(c, "rep", partitions=3)
+    values = [f"v{i}".encode() for i in range(3000)]
+    produce_acked(c, "rep", values)
+    for p in range(3):
+        assert isr(c, "rep", p) == [1, 2, 3]
+    # Every replica holds every partition's log; the leaders' are the ones we read.
+    before = sorted(read_all(c, "rep", 3))
+    assert before == sorted(values)
+    # Stop the leaders one after another: whoever is left still has everything.
+    for victim in (c.leaders("rep")[0], c.leaders("rep")[1]):
+        if not c.brokers[victim].is_running():
+            continue
+        c.brokers[victim].kill9()
+        wait_until(lambda: all(l not in (victim, -1) for l in c.leaders("rep").values()), 60,
+                   f"leaders moved off broker {victim}")
+        assert sorted(read_all(c, "rep", 3, at_least=len(values))) == sorted(values)
+        c.brokers[victim].start()
+        for p in range(3):
+            wait_isr(c, "rep", [1, 2, 3], p)
+    assert sorted(read_all(c, "rep", 3, at_least=len(values))) == sorted(values)
+
+
+def test_acks_all_survives_leader_and_controller_kill9_under_load(cluster):
+    c = cluster(3, overrides=FAST)
+    create(c, "load", partitions=2)
+    with Load(c, "load") as load:
+        load.wait_acked(2000)
+        for round_ in range(3):
+            # A partition leader, the controller, the other partition's leader.
+            victim = c.controller_id() if round_ == 1 else c.leaders("load")[round_ // 2]
+            c.brokers[victim].kill9()
+            load.wait_acked(1000, timeout=90)
+            c.brokers[victim].start()
+            load.wait_acked(1000, timeout=90)
+    acked = set(load.acked)
+    assert len(acked) >= 8000
+    for p in range(2):
+        wait_isr(c, "load", [1, 2, 3], p, timeout=90)
+    assert_acked_at_their_offsets(load, read_records(c, "load", 2, at_least=len(acked)))
+
+
+def test_min_insync_replicas_refuses_acks_all_when_the_isr_is_too_small(cluster):
+    c = cluster(3, overrides=FAST)
+    create(c, "mir", assignment=[[1, 2, 3]])
+    produce_acked(c, "mir", [b"before"])
+    c.brokers[2].kill9()
+    wait_isr(c, "mir", [1, 3])
+    # Two in sync: acks=all still works.
+    err, base, _ = kbatch.produce(c.brokers[1].port, "mir", 0, kbatch.batch([(None, b"two")]), acks=-1)
+    assert (err, base) == (0, 1)
+    c.brokers[3].kill9()
+    wait_isr(c, "mir", [1])
+    records = kbatch.batch([(None, b"alone")])
+    err, _, _ = kbatch.produce(c.brokers[1].port, "mir", 0, records, acks=-1)
+    assert err == NOT_ENOUGH_REPLICAS
+    # acks=1 does not ask for the ISR.
+    err, base, _ = kbatch.produce(c.brokers[1].port, "mir", 0, records, acks=1)
+    assert (err, base) == (0, 2)
+    for b in (2, 3):
+        c.brokers[b].start()
+    wait_isr(c, "mir", [1, 2, 3])
+    assert read_all(c, "mir", at_least=3) == [b"before", b"two", b"alone"]
+
+
+def test_paused_follower_leaves_the_isr_and_returns(cluster):
+    c = cluster(3, overrides=FAST)
+    create(c, "pause", assignment=[[1, 2, 3]])
+    b3 = c.brokers[3]
+    with Load(c, "pause") as load:
+        load.wait_acked(500)
+        os.kill(b3.proc.pid, signal.SIGSTOP)
+        try:
+            # The leader drops it after replica.lag.time.max.ms; acks=all goes on with two.
+            wait_isr(c, "pause", [1, 2], timeout=60)
+            load.wait_acked(1000)
+        finally:
+            os.kill(b3.proc.pid, signal.SIGCONT)
+        wait_isr(c, "pause", [1, 2, 3], timeout=90)
+        load.wait_acked(500)
+    # Broker 3 has everything: make it the only copy left and read.
+    c.brokers[1].kill9()
+    c.brokers[2].kill9()
+    c.brokers[1].start()
+    wait_until(lambda: c.leaders("pause")[0] in (1, 3), 60, "a leader is elected")
+    assert_acked_at_their_offsets(load, read_records(c, "pause", at_least=len(load.acked)))
+
+
+def test_zombie_leader_is_fenced_and_truncates(cluster):
+    """A leader paused past its ZooKeeper session is replaced; when it wakes up it is a
+    follower of the new epoch, and its log matches the new leader's."""
+    c = cluster(3, overrides=FAST)
+    create(c, "zombie", assignment=[[1, 2, 3]])
+    produce_acked(c, "zombie", [f"a{i}".encode() for i in range(100)])
+    old = c.brokers[1]
+    epoch = c.zk_topic("zombie")[0]["leader_epoch"]
+    os.kill(old.proc.pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: c.leaders("zombie")[0] in (2, 3), 60, "a new leader")
+        # Idempotent: a retry of a request the zombie held (and timed out) is no duplicate.
+        produce_acked(c, "zombie", [f"b{i}".encode() for i in range(100)],
+                      **{"enable.idempotence": True})
+    finally:
+        os.kill(old.proc.pid, signal.SIGCONT)
+    assert c.zk_topic("zombie")[0]["leader_epoch"] > epoch
+    wait_isr(c, "zombie", [1, 2, 3], timeout=90)
+    # The old leader's copy is the new leader's: leave it alone with it.
+    new = c.leaders("zombie")[0]
+    other = ({2, 3} - {new}).pop()
+    c.brokers[other].kill9()
+    wait_isr(c, "zombie", sorted([1, new]))
+    c.brokers[new].kill9()
+    wait_until(lambda: c.leaders("zombie")[0] == 1, 60, "broker 1 leads again")
+    assert read_all(c, "zombie", at_least=200) == [f"a{i}".encode() for i in range(100)] + \
+        [f"b{i}".encode() for i in range(100)]
+
+
+def test_whole_isr_gone_stays_offline_without_unclean_election(cluster):
+    c = cluster(3, overrides=FAST)
+    create(c, "gone", assignment=[[2, 3]])
+    produce_acked(c, "gone", [b"x"])
+    c.brokers[3].kill9()
+    wait_isr(c, "gone", [2])
+    c.brokers[2].kill9()
+    wait_until(lambda: c.leaders("gone")[0] == -1, 60, "the partition is offline")
+    c.brokers[3].start()
+    time.sleep(3)
+    # Broker 3 was not in the ISR: it must not lead (it could miss acknowledged records).
+    assert c.leaders("gone")[0] == -1
+    c.brokers[2].start()
+    wait_until(lambda: c.leaders("gone")[0] == 2, 60, "the last in-sync replica leads")
+    wait_isr(c, "gone", [2, 3])
+    assert read_all(c, "gone") == [b"x"]
+
+
+def test_group_offsets_survive_the_offsets_leader(cluster):
+    c = cluster(3, overrides={**FAST, "offsets.topic.num.partitions": 1,
+                              "offsets.topic.replication.factor": 3})
+    create(c, "og", assignment=[[1, 2, 3]])
+    produce_acked(c, "og", [f"m{i}".encode() for i in range(100)])
+    conf = {"bootstrap.servers": c.bootstrap(), "group.id": "og-group",
+            "auto.offset.reset": "earliest", "enable.auto.commit": False,
+            "logger": RDKAFKA_LOGGER}
+    consumer = Consumer(conf)
+    try:
+        consumer.assign([CTP("og", 0, 0)])
+        got = 0
+        deadline = time.monotonic() + 60
+        while got < 40 and time.monotonic() < deadline:
+            m = consumer.poll(0.5)
+            if m is not None and m.error() is None:
+                got += 1
+        assert got == 40
+        consumer.commit(offsets=[CTP("og", 0, 40)], asynchronous=False)
+    finally:
+        consumer.close()
+    wait_isr(c, "__consumer_offsets", [1, 2, 3])
+    leader = c.leaders("__consumer_offsets")[0]
+    c.brokers[leader].kill9()
+    wait_until(lambda: c.leaders("__consumer_offsets")[0] not in (leader, -1), 60,
+               "offsets partition has a new leader")
+    conf["bootstrap.servers"] = c.bootstrap()
+    consumer = Consumer(conf)
+    try:
+        deadline = time.monotonic() + 60
+        committed = None
+        while time.monotonic() < deadline:
+            try:
+                committed = consumer.committed([CTP("og", 0)], timeout=10)[0].offset
+                if committed == 40:
+                    break
+            except Exception:
+                pass
+            time.sleep(0.5)
+        assert committed == 40
+    finally:
+        consumer.close()
+
+
+def test_preferred_leader_returns_after_the_broker_rejoins(cluster):
+    c = cluster(3, overrides={**FAST, "leader.imbalance.check.interval.seconds": 2,
+                              "leader.imbalance.per.broker.percentage": 0})
+    create(c, "pref", assignment=[[1, 2, 3], [2, 3, 1], [3, 1, 2]])
+    produce_acked(c, "pref", [b"p"] * 30)
+    c.brokers[2].kill9()
+    wait_until(lambda: c.leaders("pref")[1] in (3, 1), 60, "partition 1 led elsewhere")
+    produce_acked(c, "pref", [b"q"] * 30)
+    c.brokers[2].start()
+    # Back in the ISR, then the controller's rebalance hands partition 1 back to broker 2.
+    wait_isr(c, "pref", [1, 2, 3], partition=1, timeout=90)
+    wait_until(lambda: c.leaders("pref") == {0: 1, 1: 2, 2: 3}, 60, "preferred leaders")
+    c.wait_converged(["pref"])
+    assert len(read_all(c, "pref", 3, at_least=60)) == 60
+
+
+def test_reassignment_moves_a_partition_to_a_new_broker(cluster):
+    """Kafka's Admin client (Java) moves a partition from brokers 1,2,3 to 2,3,4 under load,
+    then a write of /admin/reassign_partitions (the old tools' way) moves it to 4 alone:
+    the data reaches the new replicas before the old ones are removed, nothing is lost."""
+    import subprocess
+    from pathlib import Path
+    repo = Path(__file__).resolve().parent.parent
+    lib = os.environ.get("KBROKER_JAVA_LIB", str(repo / ".tools/java-lib"))
+    c = cluster(4, overrides={**FAST, "min.insync.replicas": 1})
+    create(c, "move", assignment=[[1, 2, 3]])
+    produce_acked(c, "move", [f"m{i}".encode() for i in range(2000)])
+    with Load(c, "move") as load:
+        load.wait_acked(500)
+        out = subprocess.run(["java", "-cp", f"{lib}/*", str(repo / "tests/java/Reassign.java"),
+                              c.bootstrap(), "move", "0", "2,3,4"],
+                             capture_output=True, text=True, timeout=240)
+        assert out.stdout.strip().endswith("OK"), out.stdout + out.stderr[-3000:]
+        load.wait_acked(500)
+    state = c.zk_topic("move")[0]
+    assert state["replicas"] == [2, 3, 4]
+    assert sorted(state["isr"]) == [2, 3, 4] and state["leader"] in (2, 3, 4)
+    assigned = c.zk_json("/brokers/topics/move")
+    assert assigned["adding_replicas"] == {} and assigned["removing_replicas"] == {}
+    wait_until(lambda: not c.brokers[1].partition_dir("move", 0).exists(), 30,
+               "the removed replica's log is deleted")
+    c.wait_converged(["move"])
+    # The old tools' way: the znode, removed by the controller once done.
+    import json as _json
+    c.zk.create("/admin/reassign_partitions", _json.dumps(
+        {"version": 1, "partitions": [{"topic": "move", "partition": 0, "replicas": [4]}]}).encode())
+    wait_until(lambda: c.zk_topic("move")[0]["replicas"] == [4], 60, "moved to broker 4")
+    wait_until(lambda: not c.zk.exists("/admin/reassign_partitions"), 60, "the znode is removed")
+    assert c.zk_topic("move")[0]["leader"] == 4
+    for b in (1, 2, 3):
+        c.brokers[b].kill9()
+    stored = read_all(c, "move", at_least=2000 + len(load.acked))
+    assert set(f"m{i}".encode() for i in range(2000)) <= set(stored)
+    assert load.acked <= set(stored), f"{len(load.acked - set(stored))} acknowledged records lost"
