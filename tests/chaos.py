@@ -243,7 +243,12 @@ def main() -> int:
         for i in range(args.cycles):
             kind = rng.choice(faults)
             load.start_window()
-            what = fault(c, kind, rng, args.partitions, net)
+            try:
+                what = fault(c, kind, rng, args.partitions, net)
+            except Exception as e:  # a broker that would not restart: report, then stop
+                log.append(f"cycle {i + 1}: {kind} failed: {e!r}"[:2000])
+                print(log[-1], flush=True)
+                break
             healed = time.monotonic()
             try:
                 wait_until(lambda: full_isr(c, args.partitions), 180, "ISR whole again")

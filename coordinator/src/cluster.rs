@@ -158,25 +158,35 @@ pub fn register_broker<S: MetadataStore + ?Sized>(
     registration: &BrokerRegistration,
 ) -> Result<i64, StoreError> {
     let path = layout::broker_id_path(registration.id);
-    match create_recursive(store, &path, &registration.to_json(), CreateMode::Ephemeral) {
-        Ok(_) | Err(StoreError::NodeExists(_)) => {}
-        Err(e) => return Err(e),
-    }
-    match store.exists(&path)? {
-        Some(stat) if stat.ephemeral_owner == store.session_id() => {
-            log::info!(
-                "broker registered broker_id={} broker_epoch={}",
-                registration.id,
-                stat.czxid
-            );
-            Ok(stat.czxid)
+    // A registration of an expiring session may vanish between our create and our look:
+    // then create again (a few times: each vanishing is a session ending).
+    for _ in 0..REGISTER_ATTEMPTS {
+        match create_recursive(store, &path, &registration.to_json(), CreateMode::Ephemeral) {
+            Ok(_) | Err(StoreError::NodeExists(_)) => {}
+            Err(e) => return Err(e),
         }
-        Some(_) => Err(StoreError::BrokerAlreadyRegistered {
-            broker_id: registration.id,
-        }),
-        None => Err(StoreError::NoNode(path)),
+        match store.exists(&path)? {
+            Some(stat) if stat.ephemeral_owner == store.session_id() => {
+                log::info!(
+                    "broker registered broker_id={} broker_epoch={}",
+                    registration.id,
+                    stat.czxid
+                );
+                return Ok(stat.czxid);
+            }
+            Some(_) => {
+                return Err(StoreError::BrokerAlreadyRegistered {
+                    broker_id: registration.id,
+                })
+            }
+            None => continue,
+        }
     }
+    Err(StoreError::NoNode(path))
 }
+
+/// Create-then-look rounds of [`register_broker`] at most.
+const REGISTER_ATTEMPTS: usize = 10;
 
 /// Every registered broker, by id. Registrations that vanish while reading are skipped.
 pub fn read_brokers<S: MetadataStore + ?Sized>(
