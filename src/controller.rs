@@ -141,6 +141,11 @@ impl Context {
             .filter(|b| !self.shutting_down.contains(b))
             .collect()
     }
+    /// The topic's id (nil for topics of versions without one).
+    fn topic_id(&self, topic: &str) -> uuid::Uuid {
+        uuid::Uuid::from_bytes(self.topics.get(topic).map_or([0; 16], |a| a.topic_id))
+    }
+
     fn assignment(&self, tp: &TopicPartition) -> Vec<i32> {
         self.topics
             .get(&tp.topic)
@@ -1631,9 +1636,7 @@ impl State {
                 .map(|(t, states)| {
                     LeaderAndIsrTopicState::default()
                         .with_topic_name(crate::handler::topic_name(&t))
-                        .with_topic_id(uuid::Uuid::from_bytes(
-                            ctx.topics.get(&t).map_or([0; 16], |a| a.topic_id),
-                        ))
+                        .with_topic_id(ctx.topic_id(&t))
                         .with_partition_states(states)
                 })
                 .collect();
@@ -1755,9 +1758,7 @@ impl State {
             .map(|(t, states)| {
                 UpdateMetadataTopicState::default()
                     .with_topic_name(crate::handler::topic_name(&t))
-                    .with_topic_id(uuid::Uuid::from_bytes(
-                        ctx.topics.get(&t).map_or([0; 16], |a| a.topic_id),
-                    ))
+                    .with_topic_id(ctx.topic_id(&t))
                     .with_partition_states(states)
             })
             .collect();

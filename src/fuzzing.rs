@@ -283,7 +283,7 @@ pub fn znode(data: &[u8]) {
             assert_eq!(again.as_ref(), Some(&v), "znode round trip");
         }
     }
-    match which % 16 {
+    match which % 17 {
         0 => round_trip(ClusterId::from_json(bytes).ok(), ClusterId::to_json, |b| {
             ClusterId::from_json(b).ok()
         }),
@@ -349,8 +349,13 @@ pub fn znode(data: &[u8]) {
         14 => {
             let _ = offsets::subscription_topics(bytes);
         }
-        _ => {
+        15 => {
             let _ = offsets::assignment_partitions(bytes);
         }
+        _ => round_trip(
+            decode_reassignment(bytes).ok(),
+            |r| encode_reassignment(r),
+            |b| decode_reassignment(b).ok(),
+        ),
     }
 }

@@ -700,13 +700,11 @@ impl ReplicaManager {
             }
         }
         p.isr_in_flight.store(false, Ordering::Release);
-        let advanced = p
-            .log
-            .as_ref()
-            .and_then(|log| lock(log).ok())
-            .is_some_and(|mut l| self.maybe_advance_high_watermark(&p, &mut l));
-        // The ISR changed either way: waiting produces re-check min.insync.replicas.
-        let _ = advanced;
+        if let Some(mut l) = p.log.as_ref().and_then(|log| lock(log).ok()) {
+            self.maybe_advance_high_watermark(&p, &mut l);
+        }
+        // Whether or not it moved, the ISR changed: waiting produces re-check
+        // min.insync.replicas.
         self.produce_purgatory.check_and_complete(&change.tp);
         self.fetch_purgatory.check_and_complete(&change.tp);
     }

@@ -253,6 +253,11 @@ fn write_seed_corpora() {
                 0, 1, 0, 0, 0, 1, 0, 1, b't', 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0,
             ],
         ),
+        (
+            16,
+            br#"{"version":1,"partitions":[{"topic":"t","partition":0,"replicas":[2,3]}]}"#
+                .to_vec(),
+        ),
     ];
     for (which, bytes) in znodes {
         write(

@@ -554,21 +554,15 @@ pub fn encode_partition_list(partitions: &[(String, i32)]) -> Vec<u8> {
                 .finish_string()
         })
         .collect();
-    JsonObject::new()
-        .number("version", 1)
-        .raw("partitions", &format!("[{}]", list.join(",")))
-        .finish()
+    versioned_partitions(&list)
 }
 
 /// Reads [`encode_partition_list`]'s format (entries that are not topic/partition pairs
 /// are an error).
 pub fn decode_partition_list(bytes: &[u8]) -> Result<Vec<(String, i32)>, StoreError> {
     let json = Json::parse(bytes, "partition list json")?;
-    let list = json
-        .required("partitions")?
-        .as_array()
-        .ok_or_else(|| json.error("\"partitions\" is not a list"))?;
-    list.iter()
+    partitions_array(&json)?
+        .iter()
         .map(|entry| {
             let topic = entry.get("topic").and_then(Value::as_str);
             let partition = entry.get("partition").and_then(to_i32);
@@ -596,21 +590,15 @@ pub fn encode_reassignment(partitions: &[(String, i32, Vec<i32>)]) -> Vec<u8> {
                 .finish_string()
         })
         .collect();
-    JsonObject::new()
-        .number("version", 1)
-        .raw("partitions", &format!("[{}]", list.join(",")))
-        .finish()
+    versioned_partitions(&list)
 }
 
 /// Reads [`encode_reassignment`]'s format (`log_dirs`, if present, is ignored: one log dir
 /// choice per broker here).
 pub fn decode_reassignment(bytes: &[u8]) -> Result<Vec<(String, i32, Vec<i32>)>, StoreError> {
     let json = Json::parse(bytes, "reassignment json")?;
-    let list = json
-        .required("partitions")?
-        .as_array()
-        .ok_or_else(|| json.error("\"partitions\" is not a list"))?;
-    list.iter()
+    partitions_array(&json)?
+        .iter()
         .map(|entry| {
             let topic = entry.get("topic").and_then(Value::as_str);
             let partition = entry.get("partition").and_then(to_i32);
@@ -621,6 +609,21 @@ pub fn decode_reassignment(bytes: &[u8]) -> Result<Vec<(String, i32, Vec<i32>)>,
             }
         })
         .collect()
+}
+
+/// `{"version":1,"partitions":[...]}` around already-encoded entries.
+fn versioned_partitions(entries: &[String]) -> Vec<u8> {
+    JsonObject::new()
+        .number("version", 1)
+        .raw("partitions", &format!("[{}]", entries.join(",")))
+        .finish()
+}
+
+/// The `partitions` list of [`versioned_partitions`]'s format.
+fn partitions_array<'j>(json: &'j Json<'_>) -> Result<&'j Vec<Value>, StoreError> {
+    json.required("partitions")?
+        .as_array()
+        .ok_or_else(|| json.error("\"partitions\" is not a list"))
 }
 
 /// The data of an ISR change notification: the partitions whose ISR changed.
