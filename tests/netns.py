@@ -30,7 +30,10 @@ def available() -> str | None:
     if os.geteuid() != 0:
         return "network namespaces need root"
     probe = f"kbprobe{random.randrange(1 << 16):04x}"
-    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    try:
+        r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    except FileNotFoundError:
+        return "the ip command (iproute2) is not installed"
     if r.returncode != 0:
         return f"ip netns add failed: {r.stderr.strip()}"
     subprocess.run(["ip", "netns", "del", probe], capture_output=True)
