@@ -221,20 +221,25 @@ impl Broker {
             stored.len(),
             replicas.logs.had_clean_shutdown()
         );
-        let groups = Arc::new(GroupCoordinator::new(CoordinatorConfig {
-            group: GroupConfig {
-                min_session_timeout_ms: config.group_min_session_timeout_ms,
-                max_session_timeout_ms: config.group_max_session_timeout_ms,
-                initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
-                max_size: config.group_max_size,
+        let groups = Arc::new(GroupCoordinator::new(
+            CoordinatorConfig {
+                group: GroupConfig {
+                    min_session_timeout_ms: config.group_min_session_timeout_ms,
+                    max_session_timeout_ms: config.group_max_session_timeout_ms,
+                    initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+                    max_size: config.group_max_size,
+                },
+                offsets_partitions: config.offsets_topic_num_partitions,
+                offsets_replication_factor: config.offsets_topic_replication_factor,
+                offsets_segment_bytes: config.offsets_topic_segment_bytes,
+                offsets_retention_ms: config.offsets_retention_ms,
+                offsets_retention_check_interval_ms: config.offsets_retention_check_interval_ms,
+                offsets_commit_timeout_ms: config.offsets_commit_timeout_ms,
+                metadata_dump_path: first_dir.join(".metadata").join(METADATA_DUMP),
             },
-            offsets_partitions: config.offsets_topic_num_partitions,
-            offsets_replication_factor: config.offsets_topic_replication_factor,
-            offsets_segment_bytes: config.offsets_topic_segment_bytes,
-            offsets_retention_ms: config.offsets_retention_ms,
-            offsets_retention_check_interval_ms: config.offsets_retention_check_interval_ms,
-            metadata_dump_path: first_dir.join(".metadata").join(METADATA_DUMP),
-        }));
+            Arc::clone(&replicas) as Arc<dyn crate::groups::OffsetsLog>,
+            Box::new(crate::handler::GroupReplies),
+        ));
         let admin = Admin::start(
             Arc::clone(&store),
             Arc::clone(&metadata),
@@ -290,7 +295,9 @@ impl Broker {
         broker
             .replicas
             .set_leadership_listener(Arc::downgrade(&listener));
-        broker.groups.start_threads(Arc::downgrade(&broker));
+        broker
+            .groups
+            .start_threads(Arc::clone(&broker.store), broker.single_node);
         Ok(broker)
     }
 

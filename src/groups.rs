@@ -12,21 +12,23 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
-use kbroker_coordinator::group::{Group, GroupConfig, GroupError, GroupEvent, Reply};
+use kbroker_coordinator::group::{
+    Group, GroupConfig, GroupError, GroupEvent, JoinResult, Reply, SyncResult,
+};
 use kbroker_coordinator::offsets::{self, GroupValue, OffsetValue, OffsetsKey};
 use kbroker_coordinator::{layout, store, CreateMode, MetadataStore, StoreError};
 use kbroker_reactor::Responder;
 use kbroker_storage::batch::{self, NewRecord};
-use kbroker_storage::manager::{lock, SharedLog};
 use kbroker_storage::TopicPartition;
 
-use crate::admin::TopicSpec;
-use crate::broker::{now_ms, Broker};
+use crate::admin::{Admin, TopicSpec};
+use crate::broker::now_ms;
+use crate::metadata_cache::MetadataCache;
 use crate::replica_manager::LeadershipListener;
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -43,14 +45,11 @@ pub struct PendingReply {
     pub version: i16,
 }
 
-impl PendingReply {
-    pub fn new(ctx: &crate::handler::RequestContext, responder: Responder) -> Self {
-        PendingReply {
-            responder,
-            correlation_id: ctx.header.correlation_id,
-            version: ctx.version,
-        }
-    }
+/// Encodes and sends the replies of parked requests (implemented in `src/handler/`: the
+/// coordinator decides, the handlers speak the protocol).
+pub trait GroupReplies: Send + Sync {
+    fn join(&self, pending: PendingReply, result: &JoinResult);
+    fn sync(&self, pending: PendingReply, result: &SyncResult);
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +60,7 @@ pub struct CoordinatorConfig {
     pub offsets_segment_bytes: usize,
     pub offsets_retention_ms: i64,
     pub offsets_retention_check_interval_ms: i64,
+    pub offsets_commit_timeout_ms: u64,
     pub metadata_dump_path: std::path::PathBuf,
 }
 
@@ -96,6 +96,8 @@ pub enum MirrorOp {
 
 pub struct GroupCoordinator {
     pub config: CoordinatorConfig,
+    log: Arc<dyn OffsetsLog>,
+    replies: Box<dyn GroupReplies>,
     groups: Mutex<HashMap<String, GroupEntry>>,
     /// `__consumer_offsets` partitions this broker leads: true once loaded.
     owned: Mutex<HashMap<i32, bool>>,
@@ -113,19 +115,34 @@ pub struct Appended {
     pub end: i64,
 }
 
-impl Appended {
-    /// Calls `done` with 0 once every in-sync replica has the records, else with Kafka's
-    /// OffsetCommit error for what went wrong (`offsets.commit.timeout.ms` at most).
-    pub fn when_replicated(self, broker: &Broker, done: Box<dyn FnOnce(i16) + Send>) {
-        let timeout = Duration::from_millis(broker.config.offsets_commit_timeout_ms);
-        broker.replicas.when_replicated(
-            self.tp,
-            self.leader_epoch,
-            self.end,
-            timeout,
-            Box::new(move |code| done(commit_error(code))),
-        );
-    }
+/// Receives the key and value of one record read back from the offsets log.
+pub type RecordVisitor<'a> = dyn FnMut(Option<&[u8]>, Option<&[u8]>) + 'a;
+
+/// Called with 0 once appended records are on every in-sync replica, else with the produce
+/// error code of what went wrong.
+pub type ReplicatedCallback = Box<dyn FnOnce(i16) + Send>;
+
+/// What the group coordinator needs of `__consumer_offsets`, and all it touches of it: the
+/// replica manager implements it over the partitions this broker leads (and a test over a
+/// model). The coordinator never sees partition state, high watermarks or purgatories.
+pub trait OffsetsLog: Send + Sync {
+    /// Appends one record batch to this broker's leader log of offsets partition
+    /// `partition`; Err(NotCoordinator) when this broker does not lead it.
+    fn append_batch(
+        &self,
+        partition: i32,
+        batch: &[u8],
+        now_ms: i64,
+    ) -> Result<Appended, CoordinatorError>;
+    /// Calls `done` once `appended` is replicated to the ISR or `timeout` has passed.
+    fn when_replicated(&self, appended: Appended, timeout: Duration, done: ReplicatedCallback);
+    /// Visits the key and value of every record of this broker's log of offsets partition
+    /// `partition` from its start, in offset order; returns how many were visited.
+    fn read_records(
+        &self,
+        partition: i32,
+        visit: &mut RecordVisitor<'_>,
+    ) -> Result<usize, CoordinatorError>;
 }
 
 /// Kafka's `GroupMetadataManager` mapping of a failed offsets append to what the group's
@@ -159,10 +176,16 @@ pub enum CoordinatorError {
 }
 
 impl GroupCoordinator {
-    pub fn new(config: CoordinatorConfig) -> Self {
+    pub fn new(
+        config: CoordinatorConfig,
+        log: Arc<dyn OffsetsLog>,
+        replies: Box<dyn GroupReplies>,
+    ) -> Self {
         let (mirror_tx, mirror_rx) = crossbeam_channel::bounded(MIRROR_QUEUE_MAX);
         GroupCoordinator {
             config,
+            log,
+            replies,
             groups: Mutex::new(HashMap::new()),
             owned: Mutex::new(HashMap::new()),
             mirror_tx,
@@ -182,8 +205,13 @@ impl GroupCoordinator {
 
     /// Queues the creation of `__consumer_offsets` if this broker's metadata does not have
     /// it yet; Err until it exists (clients ask again, as with Kafka).
-    pub fn ensure_offsets_topic(&self, broker: &Broker) -> Result<(), CoordinatorError> {
-        if broker.metadata.topic(OFFSETS_TOPIC).is_some() {
+    pub fn ensure_offsets_topic(
+        &self,
+        metadata: &MetadataCache,
+        admin: &Admin,
+        cluster: bool,
+    ) -> Result<(), CoordinatorError> {
+        if metadata.topic(OFFSETS_TOPIC).is_some() {
             return Ok(());
         }
         let mut configs = BTreeMap::new();
@@ -195,7 +223,7 @@ impl GroupCoordinator {
         // offsets.topic.replication.factor: a cluster refuses to create the topic with fewer
         // live brokers (clients retry FindCoordinator until enough have registered), as
         // Kafka does; a single node caps it at its one replica.
-        let replication_factor = if broker.config.zookeeper_connect.is_some() {
+        let replication_factor = if cluster {
             self.config.offsets_replication_factor
         } else {
             1
@@ -207,7 +235,7 @@ impl GroupCoordinator {
             assignments: BTreeMap::new(),
             configs,
         };
-        broker.admin.create_in_background(spec);
+        admin.create_in_background(spec);
         Err(CoordinatorError::OffsetsTopic(
             "the offsets topic is being created".into(),
         ))
@@ -225,39 +253,11 @@ impl GroupCoordinator {
 
     /// Loads the committed offsets and group generations of one `__consumer_offsets`
     /// partition into memory; returns the records read.
-    fn load_partition(&self, partition: i32, log: &SharedLog) -> Result<usize, CoordinatorError> {
-        let log = lock(log)?;
+    fn load_partition(&self, partition: i32) -> Result<usize, CoordinatorError> {
         let mut loaded: HashMap<String, GroupEntry> = HashMap::new();
-        let mut records = 0usize;
-        let mut offset = log.log_start_offset();
-        let end = log.log_end_offset();
-        while offset < end {
-            let read = log.read(offset, end, 1 << 20, true)?;
-            let Some(region) = read.region else { break };
-            let bytes = log.read_region_bytes(&region)?;
-            let mut next = offset;
-            for (pos, header) in batch::BatchIter::new(&bytes, true) {
-                next = header.next_offset();
-                let Some(recs) =
-                    batch::uncompressed_records(&bytes[pos..pos + header.total_size()])
-                else {
-                    log::warn!(
-                        "skipping an unreadable batch in {OFFSETS_TOPIC}-{partition} at offset {}",
-                        header.base_offset
-                    );
-                    continue;
-                };
-                for r in recs {
-                    records += 1;
-                    apply_record(&mut loaded, r.key, r.value);
-                }
-            }
-            if next <= offset {
-                break;
-            }
-            offset = next;
-        }
-        drop(log);
+        let records = self.log.read_records(partition, &mut |key, value| {
+            apply_record(&mut loaded, key, value)
+        })?;
         loaded.retain(|_, g| !g.offsets.is_empty() || g.group.generation_id() > 0);
         let count = loaded.len();
         let mut groups = self.lock();
@@ -270,10 +270,9 @@ impl GroupCoordinator {
     }
 
     /// Appends records for `group` to its offsets partition; returns once written to the
-    /// leader's log, with where they end (see [`Appended::when_replicated`]).
+    /// leader's log, with where they end (see [`GroupCoordinator::when_replicated`]).
     pub fn append(
         &self,
-        broker: &Broker,
         group: &str,
         records: Vec<(OffsetsKey, Option<Vec<u8>>)>,
     ) -> Result<Option<Appended>, CoordinatorError> {
@@ -284,10 +283,6 @@ impl GroupCoordinator {
         if !self.is_loaded(partition) {
             return Err(CoordinatorError::NotCoordinator);
         }
-        let view = broker
-            .replicas
-            .leader_log(OFFSETS_TOPIC, partition)
-            .map_err(|_| CoordinatorError::NotCoordinator)?;
         let now = now_ms();
         let new: Vec<NewRecord> = records
             .into_iter()
@@ -299,16 +294,18 @@ impl GroupCoordinator {
             })
             .collect();
         let bytes = batch::build_batch(0, &new);
-        let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
-        let end =
-            broker
-                .replicas
-                .append_internal(&tp, &view.log, &bytes, view.leader_epoch, now)?;
-        Ok(Some(Appended {
-            tp,
-            leader_epoch: view.leader_epoch,
-            end,
-        }))
+        self.log.append_batch(partition, &bytes, now).map(Some)
+    }
+
+    /// Calls `done` with 0 once every in-sync replica has `appended`, else with Kafka's
+    /// OffsetCommit error for what went wrong (`offsets.commit.timeout.ms` at most).
+    pub fn when_replicated(&self, appended: Appended, done: ReplicatedCallback) {
+        let timeout = Duration::from_millis(self.config.offsets_commit_timeout_ms);
+        self.log.when_replicated(
+            appended,
+            timeout,
+            Box::new(move |code| done(commit_error(code))),
+        );
     }
 
     pub fn mirror(&self, op: MirrorOp) {
@@ -330,8 +327,8 @@ impl GroupCoordinator {
     pub fn send_replies(&self, replies: Vec<Reply<PendingReply>>) {
         for reply in replies {
             match reply {
-                Reply::Join(p, result) => crate::handler::join_group::send(p, &result),
-                Reply::Sync(p, result) => crate::handler::sync_group::send(p, &result),
+                Reply::Join(p, result) => self.replies.join(p, &result),
+                Reply::Sync(p, result) => self.replies.sync(p, &result),
             }
         }
     }
@@ -353,19 +350,20 @@ impl GroupCoordinator {
         )
     }
 
-    pub fn start_threads(self: &Arc<Self>, broker: Weak<Broker>) {
+    /// Starts the group timer and the metadata mirror (which also keeps the tree dump for
+    /// `kbroker metadata` fresh when `dump_tree`).
+    pub fn start_threads(self: &Arc<Self>, store: Arc<dyn MetadataStore>, dump_tree: bool) {
         let me = Arc::clone(self);
         let stop = Arc::clone(&self.stop);
-        let b = broker.clone();
         let timer = std::thread::Builder::new()
             .name("kb-group-timer".into())
-            .spawn(move || run_timer(me, b, stop))
+            .spawn(move || run_timer(me, stop))
             .expect("spawning the group timer thread");
         let me = Arc::clone(self);
         let stop = Arc::clone(&self.stop);
         let mirror = std::thread::Builder::new()
             .name("kb-zk-mirror".into())
-            .spawn(move || run_mirror(me, broker, stop))
+            .spawn(move || run_mirror(me, store, dump_tree, stop))
             .expect("spawning the metadata mirror thread");
         self.threads
             .lock()
@@ -397,7 +395,7 @@ impl GroupCoordinator {
 /// losing it unloads them (their members are answered NOT_COORDINATOR and rejoin at the
 /// new coordinator). Called on the replica state thread, in order.
 impl LeadershipListener for GroupCoordinator {
-    fn became_leader(&self, tp: &TopicPartition, log: &SharedLog) {
+    fn became_leader(&self, tp: &TopicPartition) {
         if tp.topic != OFFSETS_TOPIC {
             return;
         }
@@ -405,7 +403,7 @@ impl LeadershipListener for GroupCoordinator {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(tp.partition, false);
-        match self.load_partition(tp.partition, log) {
+        match self.load_partition(tp.partition) {
             Ok(_) => {
                 self.owned
                     .lock()
@@ -492,7 +490,7 @@ fn apply_record(
     }
 }
 
-fn run_timer(coordinator: Arc<GroupCoordinator>, broker: Weak<Broker>, stop: Arc<AtomicBool>) {
+fn run_timer(coordinator: Arc<GroupCoordinator>, stop: Arc<AtomicBool>) {
     let mut last_expiry = now_ms();
     while !stop.load(Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(TICK_MS));
@@ -525,47 +523,47 @@ fn run_timer(coordinator: Arc<GroupCoordinator>, broker: Weak<Broker>, stop: Arc
             }
         }
         coordinator.send_replies(replies);
-        if let Some(broker) = broker.upgrade() {
-            for (group, parts) in expired_offsets {
-                let records = parts
-                    .iter()
-                    .map(|(t, p)| {
-                        (
-                            OffsetsKey::Offset {
-                                group: group.clone(),
-                                topic: t.clone(),
-                                partition: *p,
-                            },
-                            None,
-                        )
-                    })
-                    .collect();
-                match coordinator.append(&broker, &group, records) {
-                    Ok(_) => {
-                        if let Some(e) = coordinator.lock().get_mut(&group) {
-                            for k in &parts {
-                                e.offsets.remove(k);
-                            }
+        for (group, parts) in expired_offsets {
+            let records = parts
+                .iter()
+                .map(|(t, p)| {
+                    (
+                        OffsetsKey::Offset {
+                            group: group.clone(),
+                            topic: t.clone(),
+                            partition: *p,
+                        },
+                        None,
+                    )
+                })
+                .collect();
+            match coordinator.append(&group, records) {
+                Ok(_) => {
+                    if let Some(e) = coordinator.lock().get_mut(&group) {
+                        for k in &parts {
+                            e.offsets.remove(k);
                         }
-                        log::info!("expired {} offsets of group={group}", parts.len());
                     }
-                    Err(e) => log::warn!("expiring offsets of group={group} failed: {e}"),
+                    log::info!("expired {} offsets of group={group}", parts.len());
                 }
+                Err(e) => log::warn!("expiring offsets of group={group} failed: {e}"),
             }
         }
     }
 }
 
 /// Applies mirror operations to the metadata store and keeps the tree dump fresh.
-fn run_mirror(coordinator: Arc<GroupCoordinator>, broker: Weak<Broker>, stop: Arc<AtomicBool>) {
+fn run_mirror(
+    coordinator: Arc<GroupCoordinator>,
+    store: Arc<dyn MetadataStore>,
+    dump_tree: bool,
+    stop: Arc<AtomicBool>,
+) {
     let mut owners: HashMap<String, BTreeSet<String>> = HashMap::new();
     let mut last_dump = String::new();
     let mut last_dump_ms = 0i64;
     while !stop.load(Ordering::Acquire) {
-        let Some(broker) = broker.upgrade() else {
-            return;
-        };
-        let store: &dyn MetadataStore = &*broker.store;
+        let store: &dyn MetadataStore = &*store;
         let mut latest_offsets: BTreeMap<(String, String, i32), i64> = BTreeMap::new();
         let first = coordinator
             .mirror_rx
@@ -610,7 +608,7 @@ fn run_mirror(coordinator: Arc<GroupCoordinator>, broker: Weak<Broker>, stop: Ar
         // second and rewrite the dump only when it differs. Only for the embedded store:
         // ZooKeeper's tree is read with ZooKeeper's tools, and walking it would cost a
         // round trip per znode.
-        if broker.single_node && now_ms() - last_dump_ms >= DUMP_INTERVAL_MS {
+        if dump_tree && now_ms() - last_dump_ms >= DUMP_INTERVAL_MS {
             last_dump_ms = now_ms();
             let text = render_tree(store);
             if text != last_dump {
@@ -753,5 +751,192 @@ pub fn group_error_code(e: GroupError) -> i16 {
         GroupError::FencedInstanceId => E::FencedInstanceId.code(),
         GroupError::CoordinatorNotAvailable => E::CoordinatorNotAvailable.code(),
         GroupError::NotCoordinator => E::NotCoordinator.code(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    type Records = Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>;
+
+    /// `__consumer_offsets` as a map of record lists, with the partitions "led" and the
+    /// code `when_replicated` answers set by the test.
+    #[derive(Default)]
+    struct ModelLog {
+        partitions: Mutex<HashMap<i32, Records>>,
+        led: Mutex<HashSet<i32>>,
+        replicated_code: Mutex<i16>,
+    }
+
+    impl OffsetsLog for ModelLog {
+        fn append_batch(
+            &self,
+            partition: i32,
+            bytes: &[u8],
+            _now_ms: i64,
+        ) -> Result<Appended, CoordinatorError> {
+            if !self.led.lock().unwrap().contains(&partition) {
+                return Err(CoordinatorError::NotCoordinator);
+            }
+            let records =
+                batch::uncompressed_records(bytes).expect("a batch the coordinator built");
+            let mut parts = self.partitions.lock().unwrap();
+            let log = parts.entry(partition).or_default();
+            for r in records {
+                log.push((r.key.map(<[u8]>::to_vec), r.value.map(<[u8]>::to_vec)));
+            }
+            Ok(Appended {
+                tp: TopicPartition::new(OFFSETS_TOPIC, partition),
+                leader_epoch: 0,
+                end: log.len() as i64,
+            })
+        }
+
+        fn when_replicated(
+            &self,
+            _appended: Appended,
+            _timeout: Duration,
+            done: ReplicatedCallback,
+        ) {
+            done(*self.replicated_code.lock().unwrap());
+        }
+
+        fn read_records(
+            &self,
+            partition: i32,
+            visit: &mut RecordVisitor<'_>,
+        ) -> Result<usize, CoordinatorError> {
+            let parts = self.partitions.lock().unwrap();
+            let log = parts.get(&partition).map(Vec::as_slice).unwrap_or_default();
+            for (k, v) in log {
+                visit(k.as_deref(), v.as_deref());
+            }
+            Ok(log.len())
+        }
+    }
+
+    fn coordinator(log: &Arc<ModelLog>) -> GroupCoordinator {
+        GroupCoordinator::new(
+            CoordinatorConfig {
+                group: GroupConfig::default(),
+                offsets_partitions: 3,
+                offsets_replication_factor: 1,
+                offsets_segment_bytes: 1 << 20,
+                offsets_retention_ms: 1_000,
+                offsets_retention_check_interval_ms: 1_000,
+                offsets_commit_timeout_ms: 1_000,
+                metadata_dump_path: std::env::temp_dir().join("kbroker-groups-test-dump"),
+            },
+            Arc::clone(log) as Arc<dyn OffsetsLog>,
+            Box::new(NoReplies),
+        )
+    }
+
+    /// No request parks in these tests.
+    struct NoReplies;
+
+    impl GroupReplies for NoReplies {
+        fn join(&self, _: PendingReply, _: &JoinResult) {
+            unreachable!("no JoinGroup is parked")
+        }
+        fn sync(&self, _: PendingReply, _: &SyncResult) {
+            unreachable!("no SyncGroup is parked")
+        }
+    }
+
+    fn commit(group: &str, topic: &str, offset: i64) -> (OffsetsKey, Option<Vec<u8>>) {
+        let value = OffsetValue {
+            offset,
+            leader_epoch: 0,
+            metadata: String::new(),
+            commit_timestamp_ms: 1,
+        };
+        let key = OffsetsKey::Offset {
+            group: group.into(),
+            topic: topic.into(),
+            partition: 0,
+        };
+        (key, Some(value.encode()))
+    }
+
+    fn committed(c: &GroupCoordinator, group: &str, topic: &str) -> Option<i64> {
+        c.lock()
+            .get(group)
+            .and_then(|g| g.offsets.get(&(topic.to_string(), 0)))
+            .map(|v| v.offset)
+    }
+
+    #[test]
+    fn groups_follow_the_offsets_log_through_leadership_changes() {
+        let log = Arc::new(ModelLog::default());
+        let first = coordinator(&log);
+        let p = first.partition_for("g");
+        let tp = TopicPartition::new(OFFSETS_TOPIC, p);
+
+        // Not loaded: nothing is written.
+        assert!(matches!(
+            first.append("g", vec![commit("g", "t", 5)]),
+            Err(CoordinatorError::NotCoordinator)
+        ));
+        log.led.lock().unwrap().insert(p);
+        first.became_leader(&tp);
+        assert!(first.is_loaded(p));
+        let appended = first
+            .append("g", vec![commit("g", "t", 5), commit("g", "u", 7)])
+            .unwrap()
+            .expect("two records appended");
+        assert_eq!((appended.tp.partition, appended.end), (p, 2));
+        // Deleting an offset is a tombstone: the last record for a key wins on load.
+        first
+            .append("g", vec![(commit("g", "u", 0).0, None)])
+            .unwrap();
+
+        // Another broker leading the partition next reads back what was written.
+        let second = coordinator(&log);
+        second.became_leader(&tp);
+        assert_eq!(committed(&second, "g", "t"), Some(5));
+        assert_eq!(committed(&second, "g", "u"), None);
+
+        // Losing leadership unloads the groups and refuses writes.
+        second.stopped_leading(&tp);
+        assert!(!second.is_loaded(p));
+        assert!(second.lock().get("g").is_none());
+        assert!(matches!(
+            second.append("g", vec![commit("g", "t", 9)]),
+            Err(CoordinatorError::NotCoordinator)
+        ));
+        assert_eq!(log.partitions.lock().unwrap()[&p].len(), 3);
+    }
+
+    #[test]
+    fn replication_failures_become_offset_commit_errors() {
+        use kafka_protocol::ResponseError as E;
+        let log = Arc::new(ModelLog::default());
+        let c = coordinator(&log);
+        let p = c.partition_for("g");
+        log.led.lock().unwrap().insert(p);
+        c.became_leader(&TopicPartition::new(OFFSETS_TOPIC, p));
+        for (replica_code, commit_code) in [
+            (0, 0),
+            (E::NotLeaderOrFollower.code(), E::NotCoordinator.code()),
+            (E::RequestTimedOut.code(), E::CoordinatorNotAvailable.code()),
+            (
+                E::NotEnoughReplicasAfterAppend.code(),
+                E::CoordinatorNotAvailable.code(),
+            ),
+            (E::MessageTooLarge.code(), E::InvalidCommitOffsetSize.code()),
+        ] {
+            *log.replicated_code.lock().unwrap() = replica_code;
+            let appended = c.append("g", vec![commit("g", "t", 1)]).unwrap().unwrap();
+            let seen = Arc::new(Mutex::new(None));
+            let s = Arc::clone(&seen);
+            c.when_replicated(
+                appended,
+                Box::new(move |code| *s.lock().unwrap() = Some(code)),
+            );
+            assert_eq!(*seen.lock().unwrap(), Some(commit_code), "{replica_code}");
+        }
     }
 }

@@ -46,6 +46,7 @@ pub mod isr;
 pub mod metadata_cache;
 pub mod metadata_tool;
 pub mod metrics;
+pub mod offsets_log;
 pub mod producer_ids;
 pub mod replica_fetcher;
 pub mod replica_manager;

@@ -121,7 +121,7 @@ pub struct LeaderView {
 /// Called when this broker starts or stops leading a partition (the group coordinator
 /// loads and unloads `__consumer_offsets` partitions).
 pub trait LeadershipListener: Send + Sync {
-    fn became_leader(&self, tp: &TopicPartition, log: &SharedLog);
+    fn became_leader(&self, tp: &TopicPartition);
     fn stopped_leading(&self, tp: &TopicPartition);
 }
 
@@ -857,7 +857,7 @@ impl ReplicaManager {
         }
         if let Some(listener) = self.leadership_listener() {
             match (&partition.log, was_leader, leads) {
-                (Some(log), false, true) => listener.became_leader(tp, log),
+                (Some(_), false, true) => listener.became_leader(tp),
                 (_, true, false) => listener.stopped_leading(tp),
                 _ => {}
             }

@@ -49,7 +49,7 @@ pub fn handle(
                             })
                             .collect();
                         records.push((OffsetsKey::Group { group: id.clone() }, None));
-                        match coordinator.append(broker, &id, records) {
+                        match coordinator.append(&id, records) {
                             Ok(_) => {
                                 groups.remove(&id);
                                 coordinator.mirror(MirrorOp::GroupDeleted { group: id.clone() });

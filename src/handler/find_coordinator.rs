@@ -64,7 +64,11 @@ pub fn handle(
 pub fn coordinator_of(broker: &Broker, group: &str) -> Result<i32, String> {
     broker
         .groups
-        .ensure_offsets_topic(broker)
+        .ensure_offsets_topic(
+            &broker.metadata,
+            &broker.admin,
+            broker.config.zookeeper_connect.is_some(),
+        )
         .map_err(|e| e.to_string())?;
     let info = broker
         .metadata

@@ -20,7 +20,11 @@ pub fn handle(
     responder: Responder,
 ) -> HandlerResult {
     let (request, responder) = decode::<JoinGroupRequest>(&mut body, ctx.version, responder)?;
-    let pending = PendingReply::new(ctx, responder);
+    let pending = PendingReply {
+        responder,
+        correlation_id: ctx.header.correlation_id,
+        version: ctx.version,
+    };
     let group_id = request.group_id.0.to_string();
     if let Some(code) = check_coordinator(broker, &group_id) {
         send_error(pending, code, &request.member_id);

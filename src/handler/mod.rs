@@ -44,6 +44,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::ResponseError;
+use kbroker_coordinator::group::{JoinResult, SyncResult};
 use kbroker_reactor::{Chunk, Request, RequestHandler, Responder, Response};
 
 use crate::admin::AdminError;
@@ -62,6 +63,19 @@ pub struct RequestContext {
 
 pub struct KafkaHandler {
     pub broker: Arc<Broker>,
+}
+
+/// The replies of JoinGroup and SyncGroup requests the group coordinator parked.
+pub struct GroupReplies;
+
+impl crate::groups::GroupReplies for GroupReplies {
+    fn join(&self, pending: crate::groups::PendingReply, result: &JoinResult) {
+        join_group::send(pending, result);
+    }
+
+    fn sync(&self, pending: crate::groups::PendingReply, result: &SyncResult) {
+        sync_group::send(pending, result);
+    }
 }
 
 impl RequestHandler for KafkaHandler {

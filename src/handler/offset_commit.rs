@@ -110,18 +110,18 @@ pub fn handle(
                     })
                 })
                 .collect();
-            match coordinator.append(broker, &group_id, records) {
+            match coordinator.append(&group_id, records) {
                 Ok(Some(appended)) => {
                     drop(groups);
                     // Kafka's acks=-1 for offsets: the cache and the answer wait until the
                     // offsets partition's ISR has the records.
                     let send = respond_later::<OffsetCommitResponse>(ctx, responder);
-                    let coordinator = Arc::clone(coordinator);
-                    appended.when_replicated(
-                        broker,
+                    let shared = Arc::clone(coordinator);
+                    coordinator.when_replicated(
+                        appended,
                         Box::new(move |code| {
                             if code == 0 {
-                                remember(&coordinator, &group_id, &plan);
+                                remember(&shared, &group_id, &plan);
                             } else {
                                 log::warn!(
                                     "offset commit group={group_id} not replicated: error {code}"

@@ -84,7 +84,7 @@ pub fn handle(
             )
         })
         .collect();
-    match coordinator.append(broker, &group_id, records) {
+    match coordinator.append(&group_id, records) {
         Ok(_) => {
             for k in &deleted {
                 entry.offsets.remove(k);

@@ -20,7 +20,11 @@ pub fn handle(
     responder: Responder,
 ) -> HandlerResult {
     let (request, responder) = decode::<SyncGroupRequest>(&mut body, ctx.version, responder)?;
-    let pending = PendingReply::new(ctx, responder);
+    let pending = PendingReply {
+        responder,
+        correlation_id: ctx.header.correlation_id,
+        version: ctx.version,
+    };
     let group_id = request.group_id.0.to_string();
     if let Some(code) = check_coordinator(broker, &group_id) {
         send_code(
@@ -72,7 +76,7 @@ pub fn handle(
         (replies, entry.group.drain_events(), record)
     };
     if let Some(record) = record {
-        if let Err(e) = coordinator.append(broker, &group_id, vec![record]) {
+        if let Err(e) = coordinator.append(&group_id, vec![record]) {
             log::warn!("recording the generation of group={group_id} failed: {e}");
         }
     }
