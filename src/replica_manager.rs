@@ -551,6 +551,7 @@ impl ReplicaManager {
         tp: &TopicPartition,
         replica: i32,
         fetch_offset: i64,
+        current_leader_epoch: i32,
         now_ms: i64,
     ) -> Result<(), LookupError> {
         let p = self
@@ -562,6 +563,14 @@ impl ReplicaManager {
             || replica == self.broker_id
         {
             return Err(LookupError::NotLeader);
+        }
+        if current_leader_epoch >= 0 && current_leader_epoch != role.leader_epoch {
+            // Kafka validates the epoch before it updates the follower's state: a fetch
+            // from before the last leadership change (one in flight while the controller
+            // took the replica out of the ISR for a controlled shutdown, say) must not
+            // count, or it would put a replica that is going away back into the ISR. The
+            // response answers FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH.
+            return Ok(());
         }
         let log = p.log.clone().ok_or(LookupError::Offline)?;
         let (advanced, expand) = {

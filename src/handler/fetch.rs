@@ -236,11 +236,13 @@ fn record_follower_fetches(broker: &Broker, spec: &FetchSpec) {
     for (topic, partitions) in &spec.partitions {
         for f in partitions {
             let tp = TopicPartition::new(topic, f.partition);
-            if let Err(e) =
-                broker
-                    .replicas
-                    .record_follower_fetch(&tp, spec.replica_id, f.offset, now)
-            {
+            if let Err(e) = broker.replicas.record_follower_fetch(
+                &tp,
+                spec.replica_id,
+                f.offset,
+                f.current_leader_epoch,
+                now,
+            ) {
                 log::debug!(
                     "fetch of {tp} by replica {}: {e:?} (answered in the response)",
                     spec.replica_id

@@ -221,12 +221,18 @@ fn append(
         ));
         return None;
     };
-    let min_isr =
-        ReplicaManager::min_insync_replicas(&view.config, broker.config.min_insync_replicas);
-    if acks == -1 && (view.isr.len() as i32) < min_isr {
-        r.error_code = ResponseError::NotEnoughReplicas.code();
-        return None;
-    }
+    // `min.insync.replicas` matters to acks=-1 only (a map lookup per partition).
+    let min_isr = if acks == -1 {
+        let min_isr =
+            ReplicaManager::min_insync_replicas(&view.config, broker.config.min_insync_replicas);
+        if (view.isr.len() as i32) < min_isr {
+            r.error_code = ResponseError::NotEnoughReplicas.code();
+            return None;
+        }
+        min_isr
+    } else {
+        0
+    };
     let rules = ProduceRules {
         max_message_bytes: view.config.log_config.max_message_bytes,
         compacted: view.config.log_config.cleanup_compact,
