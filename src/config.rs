@@ -120,6 +120,8 @@ pub struct Config {
     pub log_retention_check_interval_ms: u64,
     pub log_index_size_max_bytes: usize,
     pub log_index_interval_bytes: usize,
+    /// kbroker's: bytes of each active segment mapped at a time (docs/tuning.md).
+    pub log_segment_map_window_bytes: usize,
     pub log_flush_interval_messages: i64,
     pub log_flush_interval_ms: i64,
     pub log_flush_offset_checkpoint_interval_ms: u64,
@@ -206,6 +208,7 @@ pub const KNOWN: &[(&str, &str)] = &[
     ("log.retention.check.interval.ms", "300000"),
     ("log.index.size.max.bytes", "10485760"),
     ("log.index.interval.bytes", "4096"),
+    ("log.segment.map.window.bytes", "8388608"),
     ("log.flush.interval.messages", "9223372036854775807"),
     ("log.flush.interval.ms", ""),
     ("log.flush.scheduler.interval.ms", "9223372036854775807"),
@@ -467,6 +470,10 @@ impl Config {
                 as u64,
             log_index_size_max_bytes: int_size_min("log.index.size.max.bytes", 4)?,
             log_index_interval_bytes: int_size_min("log.index.interval.bytes", 0)?,
+            log_segment_map_window_bytes: int_size_min(
+                "log.segment.map.window.bytes",
+                kbroker_storage::window::MIN_WINDOW_BYTES as i64,
+            )?,
             log_flush_interval_messages: at_least(
                 "log.flush.interval.messages",
                 num("log.flush.interval.messages")?,
@@ -592,6 +599,7 @@ impl Config {
             segment_ms: self.log_roll_ms,
             segment_index_bytes: self.log_index_size_max_bytes,
             index_interval_bytes: self.log_index_interval_bytes,
+            map_window_bytes: self.log_segment_map_window_bytes,
             retention_ms: self.log_retention_ms,
             retention_bytes: self.log_retention_bytes,
             max_message_bytes: self.message_max_bytes,

@@ -23,6 +23,7 @@ import argparse
 import os
 import random
 import signal
+import struct
 import sys
 import tempfile
 import threading
@@ -169,6 +170,39 @@ def fault(c: Cluster, kind: str, rng: random.Random, partitions: int, net=None) 
     return f"{kind} broker {victim} (partition {p}'s leader was {leader})"
 
 
+def batch_headers(log_dir: Path, partition: int) -> list[dict]:
+    """Every batch header of one replica's log of `chaos-<partition>`, read from its files."""
+    out = []
+    for seg in sorted((log_dir / f"{TOPIC}-{partition}").glob("*.log")):
+        data = seg.read_bytes()
+        pos = 0
+        while pos + 61 <= len(data):
+            base, length, leader_epoch = struct.unpack_from(">qii", data, pos)
+            if length <= 0:
+                break  # preallocated zeros after the last batch of the active segment
+            last_delta, = struct.unpack_from(">i", data, pos + 23)
+            pid, pepoch, seq = struct.unpack_from(">qhi", data, pos + 43)
+            out.append({"base": base, "last": base + last_delta, "leader_epoch": leader_epoch,
+                        "producer_id": pid, "producer_epoch": pepoch, "base_sequence": seq})
+            pos += 12 + length
+    return out
+
+
+def describe_copies(c: Cluster, where: list[tuple[int, int]]) -> str:
+    """The batches holding each stored copy: leader epoch, producer id and epoch, sequence."""
+    parts = []
+    for p, offset in where:
+        for b in c.brokers.values():
+            found = [h for h in batch_headers(b.log_dir, p) if h["base"] <= offset <= h["last"]]
+            if found:
+                h = found[0]
+                parts.append(f"offset {offset}: leader epoch {h['leader_epoch']}, producer "
+                             f"{h['producer_id']} epoch {h['producer_epoch']} sequence "
+                             f"{h['base_sequence'] + offset - h['base']}")
+                break
+    return "; ".join(parts)
+
+
 def read_back(c: Cluster, partitions: int) -> dict[int, list[tuple[int, bytes]]]:
     consumer = Consumer({"bootstrap.servers": c.bootstrap(), "group.id": "chaos-reader",
                          "enable.auto.commit": False, "auto.offset.reset": "earliest",
@@ -265,15 +299,16 @@ def main() -> int:
             print(log[-1], flush=True)
         undelivered = load.stop()
         stored = read_back(c, args.partitions)
+        where: dict[bytes, list[tuple[int, int]]] = {}
+        for p, records in stored.items():
+            for offset, value in records:
+                where.setdefault(value, []).append((p, offset))
+        copies = {v: describe_copies(c, at) for v, at in list(where.items()) if len(at) > 1}
     finally:
         c.stop()
         zk.stop()
         if net:
             net.close()
-    where: dict[bytes, list[tuple[int, int]]] = {}
-    for p, records in stored.items():
-        for offset, value in records:
-            where.setdefault(value, []).append((p, offset))
     lost = [v for v in load.acked if v not in where]
     duplicated = [v for v, at in where.items() if len(at) > 1]
     # librdkafka reports some deliveries without an offset (a retry it resolved itself,
@@ -324,7 +359,7 @@ def main() -> int:
                           f"{by_position.get(load.acked[v])!r}), stored at {where[v]}")
     for v in sorted(duplicated)[:5]:
         report.insert(-1, f"Duplicated: {v!r} stored at {where[v]}, acknowledged at "
-                          f"{load.acked.get(v)}")
+                          f"{load.acked.get(v)} ({copies.get(v, 'batches not found')})")
     text = "\n".join(report)
     print(text)
     out = Path(args.out)

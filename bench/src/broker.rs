@@ -183,16 +183,21 @@ impl Drop for BrokerProcess {
     }
 }
 
-fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+/// User and system CPU seconds of a process so far.
+pub fn proc_cpu_user_system(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after "(comm)": state is field 3, utime 14, stime 15.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    Some((utime + stime) / if ticks > 0 { ticks as f64 } else { 100.0 })
+    let ticks = if ticks > 0 { ticks as f64 } else { 100.0 };
+    Some((utime / ticks, stime / ticks))
+}
+
+fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+    proc_cpu_user_system(pid).map(|(u, s)| u + s)
 }
 
 fn proc_peak_rss_bytes(pid: u32) -> Option<u64> {

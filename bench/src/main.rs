@@ -25,6 +25,7 @@ mod broker;
 mod ceiling;
 mod cluster;
 mod latency;
+mod memory;
 mod rdk;
 mod report;
 mod validation;
@@ -48,6 +49,9 @@ usage: kbroker-bench [--sweep] [options]
   --cluster-partitions P,..  partition counts of the cluster mode [1000,10000]
   --replication        3 brokers on a real ZooKeeper: 1 KiB produce throughput and latency to
                        RF 1 and RF 3 (acks=1, acks=all) topics of --partitions partitions
+  --memory             only the resident-memory run: 2 GB to 8 partitions with 1 GiB
+                       segments, with the default mapped window and with one as large
+                       as the segment (the whole-segment map kbroker used before)
   --threads NxM        num.network.threads x num.io.threads for the default mode [3x8]
   --grid N,..xM,..     sweep grid [1,2,4x1,2,4,8]
   --repeat R           sweep rounds; each cell reports its median run [1]
@@ -69,6 +73,7 @@ struct Options {
     sweep: bool,
     cluster: bool,
     replication: bool,
+    memory: bool,
     cluster_partitions: Vec<usize>,
     threads: (usize, usize),
     grid: (Vec<usize>, Vec<usize>),
@@ -101,6 +106,7 @@ fn parse_args() -> Result<Options, String> {
         sweep: false,
         cluster: false,
         replication: false,
+        memory: false,
         cluster_partitions: vec![1000, 10_000],
         threads: (3, 8),
         grid: (vec![1, 2, 4], vec![1, 2, 4, 8]),
@@ -123,6 +129,7 @@ fn parse_args() -> Result<Options, String> {
             "--sweep" => o.sweep = true,
             "--cluster" => o.cluster = true,
             "--replication" => o.replication = true,
+            "--memory" => o.memory = true,
             "--cluster-partitions" => o.cluster_partitions = parse_list(&value()?)?,
             "--threads" => {
                 let v = value()?;
@@ -180,6 +187,8 @@ fn main() {
     latency::now_ns(); // start the shared clock
     let result = if let Some(dir) = &options.plot_from {
         plot_from(&options, dir)
+    } else if options.memory {
+        memory_mode(&options)
     } else if options.replication {
         replication_mode(&options)
     } else if options.cluster {
@@ -856,17 +865,19 @@ fn quick(options: &Options) -> Result<(), String> {
     let ceilings = ceilings.max(measure_ceilings(options)?);
     eprintln!("  produce validation cost (in process) ...");
     let validation = validation::measure(Duration::from_secs(1))?;
+    let memory = memory_runs(options)?;
     let raw_cpu_per_gb = runs
         .iter()
         .find(|r| r.workload == Workload::RawProduce.name() && r.mb_per_s > 0.0)
         .map(|r| r.broker_cpu_s / (r.mb_per_s * r.wall_s / 1e3));
     let text = format!(
-        "# kbroker bench — {n}×{m}\n\n{}\n{}\n## Stage breakdown\n\n{}\n## Against the machine\n\n{}\n\n{}\nNotes:\n{}\nTotal bench time {:.0} s.\n",
+        "# kbroker bench — {n}×{m}\n\n{}\n{}\n## Stage breakdown\n\n{}\n## Against the machine\n\n{}\n\n{}\n{}\nNotes:\n{}\nTotal bench time {:.0} s.\n",
         header(options, "quick", &load_at_start),
         report::results_table(&runs),
         report::stages_table(&runs),
         summary(&runs, &ceilings, n, m),
         validation::section(&validation, raw_cpu_per_gb),
+        memory::section(&memory),
         runs.iter().map(|r| format!("- {}: {}\n", r.workload, r.note)).collect::<String>(),
         started.elapsed().as_secs_f64(),
     );
@@ -878,6 +889,37 @@ fn quick(options: &Options) -> Result<(), String> {
         &ceilings_text(&ceilings),
     )?;
     Ok(())
+}
+
+/// The resident-memory run with the default window and with a whole-segment window.
+fn memory_runs(options: &Options) -> Result<Vec<memory::MemoryRun>, String> {
+    let mut runs = Vec::new();
+    for (label, window) in [
+        ("8 MiB (default)", None),
+        ("1 GiB (whole segment, as before)", Some(1usize << 30)),
+    ] {
+        eprintln!("  memory: 2 GB to 8 partitions, window {label} ...");
+        let mut overrides = options.overrides.clone();
+        if let Some(w) = window {
+            overrides.push(format!("log.segment.map.window.bytes={w}"));
+        }
+        let run = memory::measure(&options.broker, label, &overrides)?;
+        eprintln!(
+            "    peak VmRSS {:.0} MB, RssAnon {:.0} MB",
+            run.peak_rss_mb, run.peak_anon_mb
+        );
+        runs.push(run);
+    }
+    Ok(runs)
+}
+
+fn memory_mode(options: &Options) -> Result<(), String> {
+    let text = format!(
+        "# kbroker bench — memory\n\n{}",
+        memory::section(&memory_runs(options)?)
+    );
+    println!("{text}");
+    write_file(&options.out.join("memory.md"), &text)
 }
 
 /// The sweep's plot: four panels, one line per N over M.

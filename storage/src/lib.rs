@@ -31,6 +31,7 @@ pub mod manager;
 pub mod producer_state;
 pub mod segment;
 pub mod validate;
+pub mod window;
 
 use std::path::Path;
 

@@ -65,6 +65,9 @@ pub struct LogConfig {
     pub delete_retention_ms: i64,
     /// `producer.id.expiration.ms` (broker-wide): idle producers are forgotten after it
     pub producer_id_expiration_ms: i64,
+    /// `log.segment.map.window.bytes` (broker-wide, kbroker's): bytes of the active
+    /// segment mapped at a time
+    pub map_window_bytes: usize,
 }
 
 impl Default for LogConfig {
@@ -84,6 +87,7 @@ impl Default for LogConfig {
             log_append_time: false,
             delete_retention_ms: 86_400_000,
             producer_id_expiration_ms: 86_400_000,
+            map_window_bytes: crate::window::DEFAULT_WINDOW_BYTES,
         }
     }
 }
@@ -195,11 +199,16 @@ impl Log {
                 base,
                 log.config.segment_bytes,
                 log.config.segment_index_bytes,
+                log.config.map_window_bytes,
             )?;
             log.segments.insert(base, segment);
         } else {
-            let (cap, index_bytes) = (log.config.segment_bytes, log.config.segment_index_bytes);
-            log.active_mut().activate(cap, index_bytes)?;
+            let (cap, index_bytes, window) = (
+                log.config.segment_bytes,
+                log.config.segment_index_bytes,
+                log.config.map_window_bytes,
+            );
+            log.active_mut().activate(cap, index_bytes, window)?;
         }
         let first_base = log.first_segment().base_offset;
         log.log_start_offset = log
@@ -386,6 +395,11 @@ impl Log {
     pub fn size_bytes(&self) -> u64 {
         self.segments.values().map(|s| s.size() as u64).sum()
     }
+    /// Bytes of the active segment mapped now (its window, and the next one if prepared).
+    pub fn mapped_bytes(&self) -> usize {
+        self.active().mapped_bytes()
+    }
+
     pub fn segment_bases(&self) -> Vec<i64> {
         self.segments.keys().copied().collect()
     }
@@ -669,6 +683,7 @@ impl Log {
             base,
             self.config.segment_bytes,
             self.config.segment_index_bytes,
+            self.config.map_window_bytes,
         )?;
         self.segments.insert(base, segment);
         Ok(())
@@ -730,6 +745,7 @@ impl Log {
             offset,
             self.config.segment_bytes,
             self.config.segment_index_bytes,
+            self.config.map_window_bytes,
         )?;
         self.segments.insert(offset, segment);
         self.log_start_offset = offset;
@@ -770,13 +786,14 @@ impl Log {
         }
         if active.is_empty() {
             // An empty active segment that cannot hold the records: grow it rather than roll.
-            let (cap, index_bytes) = (
+            let (cap, index_bytes, window) = (
                 self.config.segment_bytes.max(incoming),
                 self.config.segment_index_bytes,
+                self.config.map_window_bytes,
             );
             let active = self.active_mut();
             active.deactivate()?;
-            return active.activate(cap, index_bytes);
+            return active.activate(cap, index_bytes, window);
         }
         self.roll()
     }
@@ -790,6 +807,7 @@ impl Log {
             next,
             self.config.segment_bytes,
             self.config.segment_index_bytes,
+            self.config.map_window_bytes,
         )?;
         log::info!(
             "rolled log topic={} partition={} new_segment_base={}",
@@ -978,14 +996,19 @@ impl Log {
                 offset,
                 self.config.segment_bytes,
                 self.config.segment_index_bytes,
+                self.config.map_window_bytes,
             )?;
             self.segments.insert(offset, segment);
         }
         let needs_activation = !self.active().is_active();
-        let (cap, index_bytes) = (self.config.segment_bytes, self.config.segment_index_bytes);
+        let (cap, index_bytes, window) = (
+            self.config.segment_bytes,
+            self.config.segment_index_bytes,
+            self.config.map_window_bytes,
+        );
         self.active_mut().truncate_to(offset)?;
         if needs_activation {
-            self.active_mut().activate(cap, index_bytes)?;
+            self.active_mut().activate(cap, index_bytes, window)?;
         }
         self.high_watermark = self.high_watermark.min(self.log_end_offset());
         self.recovery_point = self.recovery_point.min(self.log_end_offset());

@@ -17,7 +17,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use memmap2::MmapMut;
+use crate::window::ActiveMap;
 
 use crate::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
 use crate::index::{remove_if_exists, OffsetIndex, TimeIndex};
@@ -52,7 +52,8 @@ pub struct Segment {
     pub base_offset: i64,
     log_path: PathBuf,
     file: Arc<File>,
-    mmap: Option<MmapMut>,
+    /// The mapped window of the active segment (None once rolled: read with `pread`).
+    map: Option<ActiveMap>,
     size: usize,
     next_offset: i64,
     index: OffsetIndex,
@@ -88,6 +89,7 @@ impl Segment {
         base_offset: i64,
         capacity: usize,
         index_bytes: usize,
+        window_bytes: usize,
     ) -> Result<Segment, StorageError> {
         let log_path = dir.join(file_name(base_offset, "log"));
         let file = open_file(&log_path, true)?;
@@ -95,7 +97,7 @@ impl Segment {
             remove_if_exists(&dir.join(file_name(base_offset, ext)))?;
         }
         let mut segment = Segment::from_parts(dir, base_offset, log_path, file, 0, 0)?;
-        segment.activate(capacity, index_bytes)?;
+        segment.activate(capacity, index_bytes, window_bytes)?;
         Ok(segment)
     }
 
@@ -146,7 +148,7 @@ impl Segment {
             base_offset,
             log_path,
             file: Arc::new(file),
-            mmap: None,
+            map: None,
             size,
             next_offset: base_offset,
             index,
@@ -171,7 +173,7 @@ impl Segment {
         self.next_offset
     }
     pub fn is_active(&self) -> bool {
-        self.mmap.is_some()
+        self.map.is_some()
     }
     pub fn max_timestamp(&self) -> i64 {
         self.max_timestamp
@@ -204,8 +206,12 @@ impl Segment {
     pub fn index_full(&self) -> bool {
         self.index.is_full() || self.time_index.is_full()
     }
+    /// Bytes mapped for appends now (0 once rolled).
+    pub fn mapped_bytes(&self) -> usize {
+        self.map.as_ref().map_or(0, ActiveMap::mapped_bytes)
+    }
     pub fn capacity(&self) -> usize {
-        self.mmap.as_ref().map_or(self.size, |m| m.len())
+        self.map.as_ref().map_or(self.size, ActiveMap::capacity)
     }
     /// True if `offset` is expressible relative to this segment's base (as Kafka's indexes
     /// store it: a non-negative 32-bit delta).
@@ -223,20 +229,24 @@ impl Segment {
         self.next_offset = next;
     }
 
-    /// Grows the file to `capacity` (sparse) and maps it for appends.
-    pub fn activate(&mut self, capacity: usize, index_bytes: usize) -> Result<(), StorageError> {
-        assert!(self.mmap.is_none());
+    /// Grows the file to `capacity` (sparse) and makes it appendable through a mapped
+    /// window of `window_bytes` (see `window.rs`).
+    pub fn activate(
+        &mut self,
+        capacity: usize,
+        index_bytes: usize,
+        window_bytes: usize,
+    ) -> Result<(), StorageError> {
+        assert!(self.map.is_none());
         let capacity = capacity.max(self.size);
         self.file.set_len(capacity as u64).map_err(|e| {
             StorageError::io(format!("preallocating {}", self.log_path.display()), e)
         })?;
-        if capacity > 0 {
-            // SAFETY: the segment owns this file; it is only resized through this segment and
-            // only while no map is held (deactivate drops the map first).
-            let mmap = unsafe { MmapMut::map_mut(&*self.file) }
-                .map_err(|e| StorageError::io(format!("mapping {}", self.log_path.display()), e))?;
-            self.mmap = Some(mmap);
-        }
+        self.map = Some(ActiveMap::new(
+            Arc::clone(&self.file),
+            capacity,
+            window_bytes,
+        ));
         self.reserved = self.size;
         self.index.resize(index_bytes)?;
         self.time_index.resize(index_bytes)?;
@@ -268,6 +278,14 @@ impl Segment {
                 },
             )?;
         }
+        if let Some(map) = self.map.as_mut() {
+            if self.size + bytes <= map.capacity() {
+                map.make_writable(self.size, self.size + bytes)
+                    .map_err(|e| {
+                        StorageError::io(format!("mapping {}", self.log_path.display()), e)
+                    })?;
+            }
+        }
         self.index.reserve(batches)?;
         self.time_index.reserve(batches + 1)
     }
@@ -276,14 +294,8 @@ impl Segment {
     /// tried; the first error is returned.
     pub fn deactivate(&mut self) -> Result<(), StorageError> {
         let mut first_error = None;
-        if let Some(m) = self.mmap.take() {
-            if let Err(e) = m.flush_async() {
-                first_error.get_or_insert(StorageError::io(
-                    format!("flushing {}", self.log_path.display()),
-                    e,
-                ));
-            }
-        }
+        // Unmapped before the file is trimmed (the written pages stay in the page cache).
+        drop(self.map.take());
         if self.max_timestamp >= 0 && self.time_index.has_slot() {
             if self.time_index.make_room_for_final() {
                 self.time_index
@@ -313,9 +325,9 @@ impl Segment {
 
     /// True if `bytes` more fit in the mapped capacity.
     pub fn fits(&self, bytes: usize) -> bool {
-        self.mmap
+        self.map
             .as_ref()
-            .is_some_and(|m| self.size + bytes <= m.len())
+            .is_some_and(|m| self.size + bytes <= m.capacity())
     }
 
     /// Appends validated batches (positions relative to `records`). As leader (`assign`
@@ -349,13 +361,14 @@ impl Segment {
         );
         assert!(first >= self.next_offset, "offsets only grow");
         let start = self.size;
-        let mmap = self.mmap.as_mut().expect("active segment is mapped");
-        mmap[start..start + records.len()].copy_from_slice(records);
+        let map = self.map.as_mut().expect("active segment is mapped");
+        let window = map.slice_mut(start, start + records.len());
+        window.copy_from_slice(records);
         let mut offset = first;
         for b in batches {
             let at = start + b.position;
             let header = &b.header;
-            let bytes = &mut mmap[at..at + header.total_size()];
+            let bytes = &mut window[b.position..b.position + header.total_size()];
             let max_timestamp = match assign {
                 Some(a) => {
                     batch::patch_base_offset(bytes, offset);
@@ -396,6 +409,7 @@ impl Segment {
             offset = last + 1;
         }
         self.size += records.len();
+        map.wrote_up_to(self.size);
         self.next_offset = offset;
         self.first_append_ms.get_or_insert(now_ms);
         self.flushed = false;
@@ -408,9 +422,13 @@ impl Segment {
             return Ok(0);
         }
         let n = buf.len().min(self.size - position);
-        match &self.mmap {
-            Some(m) => {
-                buf[..n].copy_from_slice(&m[position..position + n]);
+        match self
+            .map
+            .as_ref()
+            .and_then(|m| m.slice(position, position + n))
+        {
+            Some(mapped) => {
+                buf[..n].copy_from_slice(mapped);
                 Ok(n)
             }
             None => {
@@ -656,8 +674,21 @@ impl Segment {
 
     fn truncate_bytes(&mut self, position: usize) -> Result<(), StorageError> {
         assert!(position <= self.size);
-        if let Some(m) = self.mmap.as_mut() {
-            m[position..self.size].fill(0);
+        if self.map.is_some() {
+            // The file stays preallocated while active: zeros mark where the log ends (what
+            // recovery after a crash looks for). Through the file: the range may lie
+            // outside the mapped window; the page cache is the same.
+            let zeros = [0u8; 64 * 1024];
+            let mut at = position;
+            while at < self.size {
+                let n = zeros.len().min(self.size - at);
+                self.file
+                    .write_all_at(&zeros[..n], at as u64)
+                    .map_err(|e| {
+                        StorageError::io(format!("truncating {}", self.log_path.display()), e)
+                    })?;
+                at += n;
+            }
         } else {
             self.file.set_len(position as u64).map_err(|e| {
                 StorageError::io(format!("truncating {}", self.log_path.display()), e)
@@ -695,15 +726,10 @@ impl Segment {
 
     /// Writes the valid bytes and both indexes to disk.
     pub fn flush(&mut self) -> Result<(), StorageError> {
-        match &self.mmap {
-            Some(m) if self.size > 0 => m.flush_range(0, self.size).map_err(|e| {
-                StorageError::io(format!("flushing {}", self.log_path.display()), e)
-            })?,
-            _ => self
-                .file
-                .sync_data()
-                .map_err(|e| StorageError::io(format!("syncing {}", self.log_path.display()), e))?,
-        }
+        // Every dirty page of the file, written through this window or an earlier one.
+        self.file
+            .sync_data()
+            .map_err(|e| StorageError::io(format!("syncing {}", self.log_path.display()), e))?;
         self.index.flush()?;
         self.time_index.flush()?;
         self.flushed = true;
@@ -722,10 +748,10 @@ impl Segment {
         let Segment {
             index,
             time_index,
-            mmap,
+            map,
             ..
         } = self;
-        drop(mmap);
+        drop(map);
         index.delete()?;
         time_index.delete()
     }
@@ -736,10 +762,10 @@ impl Segment {
             log_path,
             index,
             time_index,
-            mmap,
+            map,
             ..
         } = self;
-        drop(mmap);
+        drop(map);
         index.delete()?;
         time_index.delete()?;
         remove_if_exists(&log_path)

@@ -1,0 +1,275 @@
+//! The active segment's sliding mapped window.
+//!
+//! An active segment's file is `segment.bytes` long (sparse), but only a window of it is
+//! mapped at a time: the bytes around the write position. Once the writer has filled half
+//! of its window, the next window — starting at the page of the write position, so the two
+//! overlap and no batch ever straddles two maps — is mapped and pre-faulted writable
+//! (`MADV_POPULATE_WRITE`) by the `kb-prefault` thread, off the produce path and without
+//! the log lock. When an append no longer fits the current window the writer switches to
+//! the prepared one (or, if it is not ready, maps one itself) and the old map is dropped.
+//! So the pages a broker has mapped — its resident set, as the kernel and container limits
+//! count it — are at most about two windows per partition being written, not every byte of
+//! every active segment: written pages live on in the page cache, shared with `sendfile`.
+//!
+//! The prefault thread never touches the mapped memory; a window whose segment was
+//! deactivated (and its file trimmed) meanwhile is only unmapped. `MADV_POPULATE_WRITE`
+//! reports a failure (a trimmed file, a full file system) as an error, never a SIGBUS; the
+//! writer only ever stores into bytes it reserved blocks for first.
+
+use std::fs::File;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use memmap2::{Advice, MmapMut, MmapOptions};
+
+/// Window starts and sizes are multiples of this: 2 MiB, so the kernel can map the page
+/// cache's large folios with one page-table entry per 2 MiB (a window at an unaligned file
+/// offset is faulted 4 KiB at a time: twice the system CPU per byte, measured).
+pub const WINDOW_ALIGN: usize = 2 * 1024 * 1024;
+/// Default bytes mapped per active segment (`log.segment.map.window.bytes`); see
+/// docs/tuning.md for how it was chosen.
+pub const DEFAULT_WINDOW_BYTES: usize = 8 * 1024 * 1024;
+/// The smallest window accepted.
+pub const MIN_WINDOW_BYTES: usize = 2 * WINDOW_ALIGN;
+
+/// Counters of the windows mapped by this process (for the metrics and the bench).
+pub struct WindowStats {
+    /// Windows the prefault thread mapped and populated ahead of the writer.
+    pub prefaulted: AtomicU64,
+    /// Bytes it populated.
+    pub prefaulted_bytes: AtomicU64,
+    /// Windows the writer had to map itself (the prepared one was not ready or too small).
+    pub mapped_inline: AtomicU64,
+}
+
+pub static STATS: WindowStats = WindowStats {
+    prefaulted: AtomicU64::new(0),
+    prefaulted_bytes: AtomicU64::new(0),
+    mapped_inline: AtomicU64::new(0),
+};
+
+/// Cleared once the kernel refuses `MADV_POPULATE_WRITE` (before Linux 5.14): windows are
+/// then mapped ahead but faulted by the writer.
+static POPULATE_SUPPORTED: AtomicBool = AtomicBool::new(true);
+
+fn align_down(n: usize) -> usize {
+    n - n % WINDOW_ALIGN
+}
+
+fn align_up(n: usize) -> usize {
+    n.div_ceil(WINDOW_ALIGN) * WINDOW_ALIGN
+}
+
+/// One mapped range `[start, start + len)` of a segment file.
+struct Window {
+    start: usize,
+    map: MmapMut,
+}
+
+impl Window {
+    fn map(file: &File, start: usize, len: usize) -> io::Result<Window> {
+        debug_assert!(start.is_multiple_of(WINDOW_ALIGN) && len > 0);
+        // SAFETY: the segment owns this file and only resizes it (trim on deactivate,
+        // growth on activate) after dropping its windows; a window still being prepared by
+        // the prefault thread is never dereferenced, only advised and unmapped.
+        let map = unsafe {
+            MmapOptions::new()
+                .offset(start as u64)
+                .len(len)
+                .map_mut(file)?
+        };
+        Ok(Window { start, map })
+    }
+
+    fn end(&self) -> usize {
+        self.start + self.map.len()
+    }
+
+    fn covers(&self, from: usize, to: usize) -> bool {
+        from >= self.start && to <= self.end()
+    }
+}
+
+/// A window requested from the prefault thread.
+struct Prepared {
+    start: usize,
+    len: usize,
+    file: Arc<File>,
+    cancelled: AtomicBool,
+    result: Mutex<Option<io::Result<Window>>>,
+}
+
+fn prefault_queue() -> &'static Mutex<Sender<Arc<Prepared>>> {
+    static QUEUE: OnceLock<Mutex<Sender<Arc<Prepared>>>> = OnceLock::new();
+    QUEUE.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Arc<Prepared>>();
+        std::thread::Builder::new()
+            .name("kb-prefault".into())
+            .spawn(move || {
+                for job in rx {
+                    prepare(&job);
+                }
+            })
+            .expect("spawning the prefault thread");
+        Mutex::new(tx)
+    })
+}
+
+fn prepare(job: &Prepared) {
+    if job.cancelled.load(Ordering::Acquire) {
+        return;
+    }
+    let result = Window::map(&job.file, job.start, job.len);
+    if let Ok(w) = &result {
+        if POPULATE_SUPPORTED.load(Ordering::Relaxed) && !job.cancelled.load(Ordering::Acquire) {
+            match w.map.advise(Advice::PopulateWrite) {
+                Ok(()) => {
+                    STATS.prefaulted.fetch_add(1, Ordering::Relaxed);
+                    STATS
+                        .prefaulted_bytes
+                        .fetch_add(job.len as u64, Ordering::Relaxed);
+                }
+                Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
+                    log::info!("MADV_POPULATE_WRITE unsupported here ({e}); windows fault lazily");
+                    POPULATE_SUPPORTED.store(false, Ordering::Relaxed);
+                }
+                // A trimmed file or a full file system: the writer finds out for itself
+                // when it reserves blocks.
+                Err(e) => log::debug!("prefaulting a segment window: {e}"),
+            }
+        }
+    }
+    *job.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+}
+
+/// The mapped part of an active segment.
+pub struct ActiveMap {
+    file: Arc<File>,
+    /// The file's length while active: nothing is mapped past it.
+    capacity: usize,
+    window_bytes: usize,
+    current: Option<Window>,
+    next: Option<Arc<Prepared>>,
+}
+
+impl ActiveMap {
+    /// Maps nothing yet: the first window is mapped by the first [`ActiveMap::writable`].
+    pub fn new(file: Arc<File>, capacity: usize, window_bytes: usize) -> ActiveMap {
+        ActiveMap {
+            file,
+            capacity,
+            window_bytes: align_up(window_bytes.max(MIN_WINDOW_BYTES)),
+            current: None,
+            next: None,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Bytes mapped now (the current window and a prepared one), for tests and the bench.
+    pub fn mapped_bytes(&self) -> usize {
+        let prepared = self.next.as_ref().map_or(0, |p| {
+            let ready = p.result.lock().unwrap_or_else(|e| e.into_inner());
+            if matches!(*ready, Some(Ok(_))) {
+                p.len
+            } else {
+                0
+            }
+        });
+        self.current.as_ref().map_or(0, |w| w.map.len()) + prepared
+    }
+
+    /// Makes `[from, to)` mapped, sliding the window if it is not; `to` must be within the
+    /// capacity. Called before any byte is copied, so a failed map is an error.
+    pub fn make_writable(&mut self, from: usize, to: usize) -> io::Result<()> {
+        assert!(
+            from <= to && to <= self.capacity,
+            "writes stay within the file"
+        );
+        if to == from || self.current.as_ref().is_some_and(|w| w.covers(from, to)) {
+            return Ok(());
+        }
+        if let Some(next) = self.next.take() {
+            let ready = next.result.lock().unwrap_or_else(|p| p.into_inner()).take();
+            match ready {
+                Some(Ok(w)) if w.covers(from, to) => {
+                    self.current = Some(w);
+                    return Ok(());
+                }
+                Some(_) => {}
+                // Not ready yet: the thread maps it for nobody; drop it.
+                None => next.cancelled.store(true, Ordering::Release),
+            }
+        }
+        let start = align_down(from);
+        let len = (self.window_bytes.max(align_up(to) - start)).min(self.capacity - start);
+        // The old window goes first: at most one window and one prepared stay mapped.
+        self.current = None;
+        self.current = Some(Window::map(&self.file, start, len)?);
+        STATS.mapped_inline.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The mapped bytes `[from, to)` (after [`ActiveMap::make_writable`] for that range).
+    pub fn slice_mut(&mut self, from: usize, to: usize) -> &mut [u8] {
+        let w = self
+            .current
+            .as_mut()
+            .filter(|w| w.covers(from, to))
+            .expect("the range was made writable");
+        &mut w.map[from - w.start..to - w.start]
+    }
+
+    /// The mapped bytes `[from, to)` if the current window holds them.
+    pub fn slice(&self, from: usize, to: usize) -> Option<&[u8]> {
+        let w = self.current.as_ref().filter(|w| w.covers(from, to))?;
+        Some(&w.map[from - w.start..to - w.start])
+    }
+
+    /// Called after a write ending at `position`: past the middle of the current window,
+    /// asks the prefault thread for the next one, from the page of `position` on.
+    pub fn wrote_up_to(&mut self, position: usize) {
+        let Some(w) = &self.current else { return };
+        if self.next.is_some() || position < w.start + w.map.len() / 2 || w.end() >= self.capacity {
+            return;
+        }
+        // The next window overlaps the end of this one by a quarter of a window, so a batch
+        // starting in that last quarter fits the next window whole; pages of the overlap are
+        // mapped twice (cheap: they are in the page cache by then), the rest once.
+        let start = align_down(position.max(w.end() - self.window_bytes / 4));
+        let len = self.window_bytes.min(self.capacity - start);
+        let job = Arc::new(Prepared {
+            start,
+            len,
+            file: Arc::clone(&self.file),
+            cancelled: AtomicBool::new(false),
+            result: Mutex::new(None),
+        });
+        let sent = prefault_queue()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(Arc::clone(&job));
+        if sent.is_ok() {
+            self.next = Some(job);
+        }
+    }
+
+    /// Unmaps everything (a prepared window still being made is dropped by its thread).
+    pub fn close(&mut self) {
+        if let Some(next) = self.next.take() {
+            next.cancelled.store(true, Ordering::Release);
+            next.result.lock().unwrap_or_else(|p| p.into_inner()).take();
+        }
+        self.current = None;
+    }
+}
+
+impl Drop for ActiveMap {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

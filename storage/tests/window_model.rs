@@ -1,0 +1,203 @@
+//! Property test of the sliding mapped window: a log whose active segment is written
+//! through windows much smaller than the segment (and than some batches) equals a `Vec`
+//! model under random appends, truncations, rolls and reopens (clean, and unclean as after
+//! kill -9), read back both from the mapped window and from the file; and what it keeps
+//! mapped stays bounded by the window, not by what was written.
+
+use kbroker_storage::batch::{self, NewRecord};
+use kbroker_storage::window::{MIN_WINDOW_BYTES, WINDOW_ALIGN};
+use kbroker_storage::{Log, LogConfig};
+use proptest::prelude::*;
+
+const WINDOW: usize = MIN_WINDOW_BYTES;
+
+#[derive(Debug, Clone)]
+enum Action {
+    /// Records of these sizes in 4 KiB units (0 = a few bytes), one batch.
+    Append(Vec<u8>),
+    Roll,
+    Truncate(u16),
+    Reopen {
+        clean: bool,
+    },
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        10 => proptest::collection::vec(0u8..200, 1..8).prop_map(Action::Append),
+        1 => Just(Action::Roll),
+        1 => any::<u16>().prop_map(Action::Truncate),
+        2 => any::<bool>().prop_map(|clean| Action::Reopen { clean }),
+    ]
+}
+
+fn config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 64 * 1024 * 1024,
+        index_interval_bytes: 4096,
+        segment_index_bytes: 64 * 1024,
+        max_message_bytes: 8 << 20,
+        map_window_bytes: WINDOW,
+        ..LogConfig::default()
+    }
+}
+
+fn value(offset: i64, units: u8) -> Vec<u8> {
+    let len = if units == 0 {
+        7
+    } else {
+        units as usize * 4096 - 3
+    };
+    (0..len).map(|i| (offset as usize * 31 + i) as u8).collect()
+}
+
+/// Every record from the log start as (offset, value), `max_bytes` per read.
+fn read_all(log: &Log, max_bytes: usize) -> Vec<(i64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    loop {
+        let read = log
+            .read(offset, log.log_end_offset(), max_bytes, true)
+            .expect("read");
+        let Some(region) = read.region else { break };
+        let bytes = log.read_region_bytes(&region).expect("region bytes");
+        let mut last = offset;
+        for (pos, header) in batch::BatchIter::new(&bytes, true) {
+            let records = batch::uncompressed_records(&bytes[pos..pos + header.total_size()])
+                .expect("decode");
+            for r in records {
+                out.push((r.offset, r.value.map(|v| v.to_vec()).unwrap_or_default()));
+            }
+            last = header.next_offset();
+        }
+        assert!(last > offset, "reads make progress");
+        offset = last;
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+    #[test]
+    fn windowed_log_matches_vec_model(actions in proptest::collection::vec(action(), 1..50), seed in any::<u32>()) {
+        let dir = std::env::temp_dir().join(format!("kb-window-{}-{seed}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut log = Log::open(&dir, "t", 0, config(), 0, 0, true, 0).expect("open");
+        let mut model: Vec<(i64, Vec<u8>)> = Vec::new();
+        let mut largest_batch = 0usize;
+        let mut now = 1_000;
+        for a in actions {
+            now += 10;
+            match a {
+                Action::Append(sizes) => {
+                    let first = model.len() as i64;
+                    let records: Vec<NewRecord> = sizes.iter().enumerate().map(|(i, s)| NewRecord {
+                        value: Some(value(first + i as i64, *s)), timestamp: now, ..NewRecord::default()
+                    }).collect();
+                    let bytes = batch::build_batch(0, &records);
+                    largest_batch = largest_batch.max(bytes.len());
+                    let info = log.append_internal(&bytes, 0, now).expect("append");
+                    prop_assert_eq!(info.first_offset, first);
+                    for (i, s) in sizes.iter().enumerate() {
+                        model.push((first + i as i64, value(first + i as i64, *s)));
+                    }
+                    let end = log.log_end_offset();
+                    log.set_high_watermark(end);
+                }
+                Action::Roll => {
+                    if log.log_end_offset() > log.segment_bases().last().copied().unwrap_or(0) {
+                        log.roll().expect("roll");
+                    }
+                }
+                Action::Truncate(n) => {
+                    let target = n as i64 % (model.len() as i64 + 1);
+                    let read = log.read(0, log.log_end_offset(), usize::MAX, true).expect("read");
+                    let mut boundary = log.log_end_offset();
+                    if let Some(region) = read.region {
+                        let bytes = log.read_region_bytes(&region).expect("bytes");
+                        for (_, h) in batch::BatchIter::new(&bytes, false) {
+                            if h.base_offset >= target { boundary = h.base_offset; break; }
+                        }
+                    }
+                    log.truncate_to(boundary).expect("truncate");
+                    model.truncate(boundary as usize);
+                }
+                Action::Reopen { clean } => {
+                    if clean { log.close().expect("close"); }
+                    let rp = log.recovery_point();
+                    // Unclean: dropped as by kill -9 — the file still preallocated, the
+                    // bytes after the last batch zeros; recovery finds the end.
+                    drop(log);
+                    log = Log::open(&dir, "t", 0, config(), if clean { rp } else { 0 }, 0, clean, now).expect("reopen");
+                    let end = log.log_end_offset();
+                    log.set_high_watermark(end);
+                }
+            }
+            prop_assert_eq!(log.log_end_offset(), model.len() as i64);
+            // Whole reads (mostly through the file) and small ones (the tail through the map).
+            prop_assert_eq!(read_all(&log, usize::MAX), model.clone());
+            prop_assert_eq!(read_all(&log, 1), model.clone());
+            let bound = 2 * WINDOW + largest_batch + WINDOW_ALIGN;
+            prop_assert!(log.mapped_bytes() <= bound, "{} mapped, bound {bound}", log.mapped_bytes());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn the_window_slides_ahead_of_the_writer_and_mapped_memory_stays_bounded() {
+    use kbroker_storage::window::STATS;
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+    let dir = std::env::temp_dir().join(format!("kb-window-slide-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut log = Log::open(&dir, "t", 0, config(), 0, 0, true, 0).expect("open");
+    let slides =
+        || STATS.mapped_inline.load(Ordering::Relaxed) + STATS.prefaulted.load(Ordering::Relaxed);
+    let before = slides();
+    let prefaulted_before = STATS.prefaulted.load(Ordering::Relaxed);
+    // 64 MiB (the whole segment) in 256 KiB batches through a 4 MiB window.
+    let batches = 255;
+    for offset in 0..batches {
+        let records = vec![NewRecord {
+            value: Some(value(offset, 64)),
+            timestamp: 1,
+            ..NewRecord::default()
+        }];
+        let info = log
+            .append_internal(&batch::build_batch(0, &records), 0, 1)
+            .expect("append");
+        assert_eq!(info.first_offset, offset);
+        assert!(
+            log.mapped_bytes() <= 2 * WINDOW,
+            "{} mapped",
+            log.mapped_bytes()
+        );
+        if offset == 10 {
+            // Past the middle of the first window: the next one is being prepared; wait
+            // for the prefault thread (not a timing assertion: it only has to happen).
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while STATS.prefaulted.load(Ordering::Relaxed) == prefaulted_before {
+                assert!(
+                    Instant::now() < deadline,
+                    "the next window was never prepared"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+    // 64 MiB through 4 MiB windows advancing by at least a quarter of one each time.
+    assert!(
+        slides() - before >= 16,
+        "the window slid {} times",
+        slides() - before
+    );
+    let end = log.log_end_offset();
+    log.set_high_watermark(end);
+    let all = read_all(&log, 1 << 20);
+    assert_eq!(all.len(), batches as usize);
+    for (o, v) in all {
+        assert_eq!(v, value(o, 64), "offset {o}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
