@@ -240,6 +240,8 @@ def main() -> int:
     ap.add_argument("--netns", action="store_true",
                     help="brokers in network namespaces; adds partition faults (root)")
     ap.add_argument("--out", default="bench-results/chaos.md")
+    ap.add_argument("--faults", default=None,
+                    help="comma-separated fault kinds to draw from (default: all)")
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
@@ -254,6 +256,14 @@ def main() -> int:
             return 2
         net = Net()
         faults += NETNS_FAULTS
+    if args.faults:
+        chosen = [f.strip() for f in args.faults.split(",") if f.strip()]
+        unknown = [f for f in chosen if f not in faults]
+        if unknown:
+            print(f"--faults: unknown or unavailable {unknown}; choose from {faults}",
+                  file=sys.stderr)
+            return 2
+        faults = chosen
     zk = ZkNode(work / "zk", host=net.gateway if net else "127.0.0.1")
     c = Cluster(work / "cluster", zk.connect, 3, OVERRIDES)
     gaps: dict[str, float] = {}
@@ -293,9 +303,10 @@ def main() -> int:
             cycles += 1
             # Acknowledgements resume once the ISR is whole at the latest; a little more.
             time.sleep(1.0)
-            gaps[kind] = max(gaps.get(kind, 0.0), load.window())
+            window = load.window()
+            gaps[kind] = max(gaps.get(kind, 0.0), window)
             log.append(f"cycle {i + 1}: {what}; ISR whole {time.monotonic() - healed:.1f} s later, "
-                       f"{len(load.acked)} acknowledged so far")
+                       f"longest gap {window:.1f} s, {len(load.acked)} acknowledged so far")
             print(log[-1], flush=True)
         undelivered = load.stop()
         stored = read_back(c, args.partitions)
