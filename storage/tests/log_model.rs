@@ -5,6 +5,9 @@ use kbroker_storage::batch::{self, NewRecord};
 use kbroker_storage::{Log, LogConfig};
 use proptest::prelude::*;
 
+mod common;
+use common::{batch_boundary, read_all, reopen};
+
 #[derive(Debug, Clone)]
 enum Action {
     Append(Vec<u8>),
@@ -29,31 +32,6 @@ fn config() -> LogConfig {
         segment_index_bytes: 4096,
         ..LogConfig::default()
     }
-}
-
-/// Reads every record of the log from its start as (offset, value).
-fn read_all(log: &Log) -> Vec<(i64, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut offset = log.log_start_offset();
-    loop {
-        let read = log
-            .read(offset, log.log_end_offset(), 1 << 20, true)
-            .expect("read");
-        let Some(region) = read.region else { break };
-        let bytes = log.read_region_bytes(&region).expect("region bytes");
-        let mut last = offset;
-        for (pos, header) in batch::BatchIter::new(&bytes, true) {
-            let records = batch::uncompressed_records(&bytes[pos..pos + header.total_size()])
-                .expect("decode");
-            for r in records {
-                out.push((r.offset, r.value.map(|v| v.to_vec()).unwrap_or_default()));
-            }
-            last = header.next_offset();
-        }
-        assert!(last > offset, "reads make progress");
-        offset = last;
-    }
-    out
 }
 
 proptest! {
@@ -86,32 +64,15 @@ proptest! {
                     }
                 }
                 Action::Truncate(n) => {
-                    // Truncate at a batch boundary: find the batch that starts at or after n.
-                    let target = n as i64 % (model.len() as i64 + 1);
-                    let all = read_all(&log);
-                    let _ = all;
-                    let bytes_read = log.read(0, log.log_end_offset(), usize::MAX, true).expect("read");
-                    let mut boundary = log.log_end_offset();
-                    if let Some(region) = bytes_read.region {
-                        let bytes = log.read_region_bytes(&region).expect("bytes");
-                        for (_, h) in batch::BatchIter::new(&bytes, false) {
-                            if h.base_offset >= target { boundary = h.base_offset; break; }
-                        }
-                    }
+                    // Truncate at a batch boundary: the batch that starts at or after n.
+                    let boundary = batch_boundary(&log, n as i64 % (model.len() as i64 + 1));
                     log.truncate_to(boundary).expect("truncate");
                     model.truncate(boundary as usize);
                 }
-                Action::Reopen { clean } => {
-                    if clean { log.close().expect("close"); }
-                    let rp = log.recovery_point();
-                    drop(log);
-                    log = Log::open(&dir, "t", 0, config(), if clean { rp } else { 0 }, 0, clean, now).expect("reopen");
-                    let end = log.log_end_offset();
-                    log.set_high_watermark(end);
-                }
+                Action::Reopen { clean } => log = reopen(log, &dir, config(), clean, now),
             }
             prop_assert_eq!(log.log_end_offset(), model.len() as i64);
-            prop_assert_eq!(read_all(&log), model.clone());
+            prop_assert_eq!(read_all(&log, 1 << 20), model.clone());
         }
         for (i, (offset, _)) in model.iter().enumerate().step_by(7) {
             let found = log.offset_for_timestamp(0).expect("ts");

@@ -9,6 +9,9 @@ use kbroker_storage::window::{MIN_WINDOW_BYTES, WINDOW_ALIGN};
 use kbroker_storage::{Log, LogConfig};
 use proptest::prelude::*;
 
+mod common;
+use common::{batch_boundary, read_all, reopen};
+
 const WINDOW: usize = MIN_WINDOW_BYTES;
 
 #[derive(Debug, Clone)]
@@ -51,31 +54,6 @@ fn value(offset: i64, units: u8) -> Vec<u8> {
     (0..len).map(|i| (offset as usize * 31 + i) as u8).collect()
 }
 
-/// Every record from the log start as (offset, value), `max_bytes` per read.
-fn read_all(log: &Log, max_bytes: usize) -> Vec<(i64, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut offset = log.log_start_offset();
-    loop {
-        let read = log
-            .read(offset, log.log_end_offset(), max_bytes, true)
-            .expect("read");
-        let Some(region) = read.region else { break };
-        let bytes = log.read_region_bytes(&region).expect("region bytes");
-        let mut last = offset;
-        for (pos, header) in batch::BatchIter::new(&bytes, true) {
-            let records = batch::uncompressed_records(&bytes[pos..pos + header.total_size()])
-                .expect("decode");
-            for r in records {
-                out.push((r.offset, r.value.map(|v| v.to_vec()).unwrap_or_default()));
-            }
-            last = header.next_offset();
-        }
-        assert!(last > offset, "reads make progress");
-        offset = last;
-    }
-    out
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(16))]
     #[test]
@@ -110,28 +88,13 @@ proptest! {
                     }
                 }
                 Action::Truncate(n) => {
-                    let target = n as i64 % (model.len() as i64 + 1);
-                    let read = log.read(0, log.log_end_offset(), usize::MAX, true).expect("read");
-                    let mut boundary = log.log_end_offset();
-                    if let Some(region) = read.region {
-                        let bytes = log.read_region_bytes(&region).expect("bytes");
-                        for (_, h) in batch::BatchIter::new(&bytes, false) {
-                            if h.base_offset >= target { boundary = h.base_offset; break; }
-                        }
-                    }
+                    let boundary = batch_boundary(&log, n as i64 % (model.len() as i64 + 1));
                     log.truncate_to(boundary).expect("truncate");
                     model.truncate(boundary as usize);
                 }
-                Action::Reopen { clean } => {
-                    if clean { log.close().expect("close"); }
-                    let rp = log.recovery_point();
-                    // Unclean: dropped as by kill -9 — the file still preallocated, the
-                    // bytes after the last batch zeros; recovery finds the end.
-                    drop(log);
-                    log = Log::open(&dir, "t", 0, config(), if clean { rp } else { 0 }, 0, clean, now).expect("reopen");
-                    let end = log.log_end_offset();
-                    log.set_high_watermark(end);
-                }
+                // Unclean: dropped as by kill -9 — the file still preallocated, the bytes
+                // after the last batch zeros; recovery finds the end.
+                Action::Reopen { clean } => log = reopen(log, &dir, config(), clean, now),
             }
             prop_assert_eq!(log.log_end_offset(), model.len() as i64);
             // Whole reads (mostly through the file) and small ones (the tail through the map).

@@ -1,0 +1,65 @@
+//! Helpers shared by the log property tests.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use kbroker_storage::batch;
+use kbroker_storage::{Log, LogConfig};
+
+/// Every record from the log start as (offset, value), `max_bytes` per read.
+pub fn read_all(log: &Log, max_bytes: usize) -> Vec<(i64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    loop {
+        let read = log
+            .read(offset, log.log_end_offset(), max_bytes, true)
+            .expect("read");
+        let Some(region) = read.region else { break };
+        let bytes = log.read_region_bytes(&region).expect("region bytes");
+        let mut last = offset;
+        for (pos, header) in batch::BatchIter::new(&bytes, true) {
+            let records = batch::uncompressed_records(&bytes[pos..pos + header.total_size()])
+                .expect("decode");
+            for r in records {
+                out.push((r.offset, r.value.map(|v| v.to_vec()).unwrap_or_default()));
+            }
+            last = header.next_offset();
+        }
+        assert!(last > offset, "reads make progress");
+        offset = last;
+    }
+    out
+}
+
+/// The base offset of the first batch at or after `target` (the log end if none).
+pub fn batch_boundary(log: &Log, target: i64) -> i64 {
+    let read = log
+        .read(0, log.log_end_offset(), usize::MAX, true)
+        .expect("read");
+    if let Some(region) = read.region {
+        let bytes = log.read_region_bytes(&region).expect("bytes");
+        for (_, h) in batch::BatchIter::new(&bytes, false) {
+            if h.base_offset >= target {
+                return h.base_offset;
+            }
+        }
+    }
+    log.log_end_offset()
+}
+
+/// Closes (clean) or just drops (unclean: as after kill -9) the log and opens it again,
+/// high watermark at the log end.
+pub fn reopen(log: Log, dir: &Path, config: LogConfig, clean: bool, now: i64) -> Log {
+    let mut log = log;
+    if clean {
+        log.close().expect("close");
+    }
+    let rp = log.recovery_point();
+    drop(log);
+    let recovery_point = if clean { rp } else { 0 };
+    let mut log = Log::open(dir, "t", 0, config, recovery_point, 0, clean, now).expect("reopen");
+    let end = log.log_end_offset();
+    log.set_high_watermark(end);
+    log
+}
