@@ -1,16 +1,18 @@
 //! One log segment: `<base offset>.log` plus its `.index` and `.timeindex`.
 //!
 //! The active segment's `.log` is preallocated to `segment.bytes` by setting its length
-//! (sparse) and memory-mapped; blocks are reserved with `fallocate` in chunks just ahead of
-//! the writer ([`Segment::reserve`], before any byte is copied), so a full disk is an error
-//! and never a SIGBUS. Appends copy the producer's batches into the map and patch their base
-//! offset and leader epoch in place (and the max timestamp, with the CRC, only where the
-//! header's claim is wrong or the topic uses LogAppendTime). The page cache is
-//! shared between the map and the file descriptor, so readers `sendfile` straight from the
-//! fd. On roll and on clean shutdown the map is dropped and the file trimmed to its valid
-//! length. After a crash the tail may hold zeros (preallocation) or a torn batch: `recover`
-//! rescans, validates every batch (length, magic, CRC32C, increasing offsets), truncates at
-//! the first invalid byte and rebuilds both indexes. Owned by one `Log`, behind its mutex.
+//! (sparse) and written through a sliding memory-mapped window of it (`window.rs`, mapped
+//! ahead of the writer by the prefault thread); blocks are reserved with `fallocate` in
+//! chunks just ahead of the writer ([`Segment::reserve`], before any byte is copied), so a
+//! full disk is an error and never a SIGBUS. Appends copy the producer's batches into the
+//! map and patch their base offset and leader epoch in place (and the max timestamp, with
+//! the CRC, only where the header's claim is wrong or the topic uses LogAppendTime). The
+//! page cache is shared between the map and the file descriptor, so readers `sendfile`
+//! straight from the fd. On roll and on clean shutdown the map is dropped and the file
+//! trimmed to its valid length. After a crash the tail may hold zeros (preallocation) or a
+//! torn batch: `recover` rescans, validates every batch (length, magic, CRC32C, increasing
+//! offsets), truncates at the first invalid byte and rebuilds both indexes. Owned by one
+//! `Log`, behind its mutex.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
