@@ -14,11 +14,11 @@
 //! ```
 //!
 //! The reactor hands every completed request's timestamps to [`Instrumented::on_complete`]
-//! on the processor thread. Local and remote are told apart by when the broker's `handle`
-//! returned: a response given after that was completed by someone else (a purgatory timer,
-//! another request's handler), so the time from `handle` returning to the response is
-//! remote. [`InFlightTable`] carries that instant (and the Fetch classification) from the
-//! handler thread to the processor thread.
+//! on the processor thread, with what the request itself recorded: when the broker's
+//! `handle` returned, if before the response (a response given after that was completed by
+//! someone else — a purgatory timer, another request's handler — so the time from `handle`
+//! returning to the response is remote), and whether the Fetch handler marked it a
+//! follower's. No frame is parsed and no table is kept here.
 //!
 //! Histograms have fixed log-scale buckets ([`BUCKET_BOUNDS_NS`], 10 µs to 60 s) of
 //! `AtomicU64`s; recording is a binary search and two relaxed `fetch_add`s per stage. The
@@ -42,14 +42,12 @@ use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::ApiKey;
-use kbroker_reactor::{
-    ConnectionId, ReactorStats, Request, RequestHandler, RequestTimings, Responder,
-};
+use kbroker_reactor::{ReactorStats, Request, RequestHandler, RequestTimings, Responder};
 
 use crate::broker::Broker;
 
@@ -87,8 +85,6 @@ const UNKNOWN_SLOT: usize = API_KEY_SLOTS + 1;
 const SLOTS: usize = API_KEY_SLOTS + 2;
 /// Stripes of the request histograms; processors beyond this share stripes.
 pub const STRIPES_MAX: usize = 16;
-/// Slots of the handler → processor table of requests in flight (a power of two).
-pub const IN_FLIGHT_SLOTS: usize = 4096;
 /// Longest HTTP request head the endpoint reads.
 pub const HTTP_REQUEST_BYTES_MAX: usize = 8 * 1024;
 /// Read and write timeout of one scrape connection.
@@ -99,7 +95,6 @@ const ACCEPT_POLL_MS: u64 = 20;
 const IDLE_SAMPLE_INTERVAL_MS: u64 = 1_000;
 const IDLE_WINDOW_SAMPLES_MAX: usize = 61;
 
-const _: () = assert!(IN_FLIGHT_SLOTS.is_power_of_two());
 const _: () = assert!(HTTP_IO_TIMEOUT_MS > ACCEPT_POLL_MS);
 const _: () = assert!(BUCKET_BOUNDS_NS[0] > 0);
 
@@ -361,154 +356,27 @@ fn slot_name(slot: usize) -> String {
     }
 }
 
-/// The `replica_id` of a Fetch request frame (v4–v14 carry it first in the body), or `None`
-/// if the frame is not a Fetch or is too short. Reads the header only; never trusts a length
-/// beyond the frame.
-pub fn fetch_replica_id(frame: &[u8]) -> Option<i32> {
-    let be16 = |at: usize| {
-        frame
-            .get(at..at + 2)
-            .map(|b| i16::from_be_bytes([b[0], b[1]]))
-    };
-    if be16(0)? != ApiKey::Fetch as i16 {
-        return None;
-    }
-    let version = be16(2)?;
-    let client_id_len = be16(8)?;
-    let mut at = 10 + usize::try_from(client_id_len).unwrap_or(0);
-    if version >= 12 {
-        // Request header v2: tagged fields (count, then tag, size, bytes each).
-        let count = read_unsigned_varint(frame, &mut at)?;
-        for _ in 0..count {
-            read_unsigned_varint(frame, &mut at)?;
-            let size = read_unsigned_varint(frame, &mut at)?;
-            at = at.checked_add(usize::try_from(size).ok()?)?;
-        }
-    }
-    let b = frame.get(at..at.checked_add(4)?)?;
-    Some(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-}
-
-fn read_unsigned_varint(frame: &[u8], at: &mut usize) -> Option<u32> {
-    let mut value: u32 = 0;
-    for shift in (0..35).step_by(7) {
-        let byte = *frame.get(*at)?;
-        *at += 1;
-        value |= u32::from(byte & 0x7f).checked_shl(shift)?;
-        if byte & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    None
-}
-
-// ---------------------------------------------------------------------------------------
-// Handler → processor hand-off of "when did handle return"
-
-/// What the handler thread knew about a request, for its completion on the processor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct InFlight {
-    connection: ConnectionId,
-    dequeued_at: Instant,
-    fetch_from_follower: bool,
-    handle_returned_at: Option<Instant>,
-}
-
-/// A fixed table from connection to its request in flight (one per connection, so the
-/// connection and the request's dequeue instant name it). Two connections that hash to
-/// the same slot while both in flight lose the older entry: that request is then counted
-/// as a consumer fetch with zero remote time. Bounded memory, short uncontended locks.
-#[derive(Debug)]
-pub struct InFlightTable {
-    slots: Box<[Mutex<Option<InFlight>>]>,
-}
-
-impl Default for InFlightTable {
-    fn default() -> Self {
-        InFlightTable {
-            slots: (0..IN_FLIGHT_SLOTS).map(|_| Mutex::new(None)).collect(),
-        }
-    }
-}
-
-impl InFlightTable {
-    fn slot(&self, connection: ConnectionId) -> std::sync::MutexGuard<'_, Option<InFlight>> {
-        let key = (u64::from(connection.slot) << 16) | u64::from(connection.processor);
-        // Fibonacci hashing: the top bits of key × 2^64/φ.
-        let index = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize % IN_FLIGHT_SLOTS;
-        self.slots[index].lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Handler thread, before `handle`.
-    pub fn begin(&self, connection: ConnectionId, dequeued_at: Instant, fetch_from_follower: bool) {
-        *self.slot(connection) = Some(InFlight {
-            connection,
-            dequeued_at,
-            fetch_from_follower,
-            handle_returned_at: None,
-        });
-    }
-
-    /// Handler thread, after `handle` returned.
-    pub fn handle_returned(&self, connection: ConnectionId, dequeued_at: Instant, at: Instant) {
-        let mut slot = self.slot(connection);
-        if let Some(entry) = slot.as_mut() {
-            if entry.connection == connection && entry.dequeued_at == dequeued_at {
-                entry.handle_returned_at = Some(at);
-            }
-        }
-    }
-
-    /// Processor thread, at completion: (from a follower, when `handle` returned).
-    pub fn finish(
-        &self,
-        connection: ConnectionId,
-        dequeued_at: Instant,
-    ) -> (bool, Option<Instant>) {
-        let mut slot = self.slot(connection);
-        match *slot {
-            Some(entry) if entry.connection == connection && entry.dequeued_at == dequeued_at => {
-                *slot = None;
-                (entry.fetch_from_follower, entry.handle_returned_at)
-            }
-            _ => (false, None),
-        }
-    }
-}
-
 /// Wraps the broker's [`RequestHandler`] and records every request's stages.
 pub struct Instrumented<H> {
     inner: H,
     requests: Arc<RequestMetrics>,
-    in_flight: InFlightTable,
 }
 
 impl<H: RequestHandler> Instrumented<H> {
     pub fn new(inner: H, requests: Arc<RequestMetrics>) -> Instrumented<H> {
-        Instrumented {
-            inner,
-            requests,
-            in_flight: InFlightTable::default(),
-        }
+        Instrumented { inner, requests }
     }
 }
 
 impl<H: RequestHandler> RequestHandler for Instrumented<H> {
     fn handle(&self, request: Request, responder: Responder) {
-        let (connection, dequeued_at) = (request.connection, request.dequeued_at);
-        let follower = fetch_replica_id(&request.frame).is_some_and(|id| id >= 0);
-        self.in_flight.begin(connection, dequeued_at, follower);
         self.inner.handle(request, responder);
-        self.in_flight
-            .handle_returned(connection, dequeued_at, Instant::now());
     }
 
     fn on_complete(&self, timings: &RequestTimings) {
-        let (follower, returned_at) = self
-            .in_flight
-            .finish(timings.connection, timings.dequeued_at);
-        let stages = StageTimes::split(timings, returned_at);
-        self.requests.record(timings, follower, &stages);
+        let stages = StageTimes::split(timings, timings.handle_returned_at);
+        self.requests
+            .record(timings, timings.from_follower, &stages);
         self.inner.on_complete(timings);
     }
 }
@@ -979,9 +847,7 @@ fn respond(stream: &mut TcpStream, status: &str, body: &str, head_only: bool) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::BytesMut;
-    use kafka_protocol::messages::{BrokerId, FetchRequest, RequestHeader};
-    use kafka_protocol::protocol::{Encodable, StrBytes};
+    use kbroker_reactor::ConnectionId;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -1006,6 +872,8 @@ mod tests {
             responded_at,
             send_started_at,
             completed_at: send_started_at + ms(send),
+            handle_returned_at: None,
+            from_follower: false,
         }
     }
 
@@ -1105,66 +973,6 @@ mod tests {
         assert_eq!(snapshot[0].stages[5].count(), 3);
         assert_eq!(snapshot[0].stages[1].sum_ns, 3_000_000);
         assert_eq!(snapshot[2].requests, 1);
-    }
-
-    fn fetch_frame(version: i16, replica_id: i32, client_id: Option<&str>) -> Vec<u8> {
-        let header = RequestHeader::default()
-            .with_request_api_key(ApiKey::Fetch as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(42)
-            .with_client_id(client_id.map(|c| StrBytes::from_string(c.to_string())));
-        let body = FetchRequest::default()
-            .with_replica_id(BrokerId(replica_id))
-            .with_max_wait_ms(500);
-        let mut buf = BytesMut::new();
-        header
-            .encode(&mut buf, ApiKey::Fetch.request_header_version(version))
-            .expect("header");
-        body.encode(&mut buf, version).expect("body");
-        buf.to_vec()
-    }
-
-    #[test]
-    fn fetch_replica_id_is_read_from_every_supported_version() {
-        for version in 4..=12 {
-            for (replica_id, client_id) in [(-1, Some("rdkafka")), (3, None), (0, Some(""))] {
-                let frame = fetch_frame(version, replica_id, client_id);
-                assert_eq!(fetch_replica_id(&frame), Some(replica_id), "v{version}");
-            }
-        }
-        let frame = fetch_frame(11, 5, Some("x"));
-        // Header of v11 with client id "x": 2 + 2 + 4 + 2 + 1 bytes, then the replica id.
-        for cut in 0..15 {
-            assert_eq!(fetch_replica_id(&frame[..cut]), None, "cut at {cut}");
-        }
-        assert_eq!(fetch_replica_id(&frame[..15]), Some(5));
-        let mut produce = frame.clone();
-        produce[1] = 0;
-        assert_eq!(fetch_replica_id(&produce), None);
-    }
-
-    #[test]
-    fn in_flight_table_hands_over_only_the_same_request() {
-        let table = InFlightTable::default();
-        let c = ConnectionId {
-            processor: 1,
-            slot: 9,
-            generation: 3,
-        };
-        let t0 = Instant::now();
-        table.begin(c, t0, true);
-        table.handle_returned(c, t0, t0 + ms(1));
-        assert_eq!(table.finish(c, t0), (true, Some(t0 + ms(1))));
-        assert_eq!(table.finish(c, t0), (false, None), "taken once");
-        // Completed before handle returned: no return instant, classification kept.
-        table.begin(c, t0 + ms(5), true);
-        assert_eq!(table.finish(c, t0 + ms(5)), (true, None));
-        table.handle_returned(c, t0 + ms(5), t0 + ms(6));
-        // A stale entry does not leak into the next request on that connection.
-        assert_eq!(table.finish(c, t0 + ms(9)), (false, None));
-        let reused = ConnectionId { generation: 4, ..c };
-        table.begin(c, t0, false);
-        assert_eq!(table.finish(reused, t0), (false, None));
     }
 
     /// Checks the text format line by line; returns (name with labels, value) samples.

@@ -412,3 +412,24 @@ def test_reassignment_moves_a_partition_to_a_new_broker(cluster):
     stored = read_all(c, "move", at_least=2000 + len(load.acked))
     assert set(f"m{i}".encode() for i in range(2000)) <= set(stored)
     assert load.acked <= set(stored), f"{len(load.acked - set(stored))} acknowledged records lost"
+
+
+def test_follower_fetches_are_counted_apart_in_the_metrics(cluster):
+    """The Fetch handler marks a follower's fetch on the request itself; the metrics count
+    it as Kafka's FetchFollower, and consumer fetches as FetchConsumer."""
+    from conftest import free_port
+    from test_metrics import scrape
+    c = cluster(3, overrides=FAST, start=False)
+    ports = {bid: free_port() for bid in c.brokers}
+    for bid, b in c.brokers.items():
+        b.overrides["metrics.port"] = str(ports[bid])
+    c.start()
+    create(c, "metered", partitions=1)
+    values = [f"m{i}".encode() for i in range(500)]
+    produce_acked(c, "metered", values)
+    assert sorted(read_all(c, "metered", 1)) == sorted(values)
+    leader = c.leaders("metered")[0]
+    m = scrape(ports[leader])
+    key = 'kafka_network_requests_total{request="%s"}'
+    assert m.get(key % "FetchFollower", 0) > 0, "the followers' fetches"
+    assert m.get(key % "FetchConsumer", 0) > 0, "the consumer's fetches"

@@ -79,9 +79,14 @@ fn handle_one(context: &HandlerContext, envelope: RequestEnvelope, dequeued_at: 
         responded_at: dequeued_at,
         send_started_at: dequeued_at,
         completed_at: dequeued_at,
+        handle_returned_at: None,
+        from_follower: false,
     };
     let handler = &context.handler;
-    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| handler.handle(request, responder))) {
+    let marks = responder.marks();
+    let handled = catch_unwind(AssertUnwindSafe(|| handler.handle(request, responder)));
+    marks.handle_returned(Instant::now());
+    if let Err(payload) = handled {
         log::error!(
             "request handler panicked, closing connection handler={} connection={connection} api_key={api_key} panic={}",
             context.index,

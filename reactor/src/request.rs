@@ -17,7 +17,8 @@
 
 use std::fs::File;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -122,6 +123,12 @@ pub struct RequestTimings {
     pub send_started_at: Instant,
     /// Last byte written (for `NoResponse`: picked up).
     pub completed_at: Instant,
+    /// When `RequestHandler::handle` returned, if it had by `responded_at`: a response
+    /// given later was completed by someone else (a purgatory timer, another request), and
+    /// the time from here to `responded_at` is Kafka's remote time.
+    pub handle_returned_at: Option<Instant>,
+    /// The broker said this was a follower's Fetch ([`Responder::mark_follower_fetch`]).
+    pub from_follower: bool,
 }
 
 impl RequestTimings {
@@ -170,26 +177,62 @@ pub trait RequestHandler: Send + Sync + 'static {
     }
 }
 
+/// A request's timestamps, and what is learnt about it while it is handled, shared by its
+/// [`Responder`] and the handler thread that called `handle` (behind one pointer, so a
+/// `Responder` stays small: handlers pass it back in their error results).
+#[derive(Debug)]
+pub(crate) struct RequestMarks {
+    request_bytes: usize,
+    received_at: Instant,
+    dequeued_at: Instant,
+    /// Nanoseconds after [`marks_epoch`] when `handle` returned, plus one; 0 while running.
+    handle_returned_ns: AtomicU64,
+    from_follower: AtomicBool,
+}
+
+fn marks_epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+impl RequestMarks {
+    pub(crate) fn handle_returned(&self, at: Instant) {
+        let ns = at.saturating_duration_since(marks_epoch()).as_nanos();
+        let ns = u64::try_from(ns).unwrap_or(u64::MAX - 1) + 1;
+        self.handle_returned_ns.store(ns, Ordering::Release);
+    }
+
+    fn returned_at(&self) -> Option<Instant> {
+        match self.handle_returned_ns.load(Ordering::Acquire) {
+            0 => None,
+            ns => Some(marks_epoch() + Duration::from_nanos(ns - 1)),
+        }
+    }
+}
+
 /// The one-shot way back to the connection a request came on.
 #[derive(Debug)]
 pub struct Responder {
     reply: Option<ReplyTo>,
+    marks: Arc<RequestMarks>,
     connection: ConnectionId,
     api_key: i16,
-    request_bytes: usize,
-    received_at: Instant,
-    dequeued_at: Instant,
 }
 
 impl Responder {
     pub(crate) fn new(reply: ReplyTo, request: &Request) -> Responder {
+        marks_epoch();
         Responder {
             reply: Some(reply),
+            marks: Arc::new(RequestMarks {
+                request_bytes: request.frame.len(),
+                received_at: request.received_at,
+                dequeued_at: request.dequeued_at,
+                handle_returned_ns: AtomicU64::new(0),
+                from_follower: AtomicBool::new(false),
+            }),
             connection: request.connection,
             api_key: request.api_key(),
-            request_bytes: request.frame.len(),
-            received_at: request.received_at,
-            dequeued_at: request.dequeued_at,
         }
     }
 
@@ -207,6 +250,16 @@ impl Responder {
         self.connection
     }
 
+    /// Records that this request is a follower's Fetch (metrics count those apart, as
+    /// Kafka's `FetchFollower`).
+    pub fn mark_follower_fetch(&self) {
+        self.marks.from_follower.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn marks(&self) -> Arc<RequestMarks> {
+        Arc::clone(&self.marks)
+    }
+
     /// The request's api key (first two frame bytes).
     pub fn api_key(&self) -> i16 {
         self.api_key
@@ -214,25 +267,27 @@ impl Responder {
 
     /// When the request's frame was complete.
     pub fn received_at(&self) -> Instant {
-        self.received_at
+        self.marks.received_at
     }
 
     /// When a handler thread took the request.
     pub fn dequeued_at(&self) -> Instant {
-        self.dequeued_at
+        self.marks.dequeued_at
     }
 
     fn timings(&self, responded_at: Instant) -> RequestTimings {
         RequestTimings {
             connection: self.connection,
             api_key: self.api_key,
-            request_bytes: self.request_bytes,
+            request_bytes: self.marks.request_bytes,
             response_bytes: 0,
-            received_at: self.received_at,
-            dequeued_at: self.dequeued_at,
+            received_at: self.marks.received_at,
+            dequeued_at: self.marks.dequeued_at,
             responded_at,
             send_started_at: responded_at,
             completed_at: responded_at,
+            handle_returned_at: self.marks.returned_at(),
+            from_follower: self.marks.from_follower.load(Ordering::Acquire),
         }
     }
 }

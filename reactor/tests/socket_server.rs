@@ -53,6 +53,49 @@ fn frames_round_trip_with_stage_timings() {
 }
 
 #[test]
+fn a_request_records_when_its_handler_returned_and_what_it_was() {
+    let handler = Arc::new(TestHandler::default());
+    let (server, addr) = start(config(), &handler);
+    let mut parked = connect(addr);
+    let mut other = connect(addr);
+    // Answered inside `handle`: no return instant (all of it is local time).
+    echo_round_trip(&mut other, 1, b"now");
+    // Parked, then answered by another request's handler after its own handle returned.
+    send(&mut parked, API_HOLD, 2, b"");
+    wait_until("held", || handler.held() == 1);
+    send(&mut other, API_RELEASE_HELD, 3, b"go");
+    expect_response(&mut other, 3, b"go");
+    assert_eq!(
+        read_response(&mut parked).unwrap().map(|(_, b)| b),
+        Some(b"late".to_vec())
+    );
+    send(&mut other, API_FOLLOWER, 4, b"f");
+    expect_response(&mut other, 4, b"f");
+    wait_until("four completions", || handler.completed() == 4);
+    let completions = handler.completions.lock().unwrap().clone();
+    let by_api = |api| {
+        completions
+            .iter()
+            .find(|t| t.api_key == api)
+            .copied()
+            .unwrap()
+    };
+    let now = by_api(API_ECHO);
+    assert_eq!(now.handle_returned_at, None);
+    assert!(!now.from_follower);
+    let late = by_api(API_HOLD);
+    let returned = late
+        .handle_returned_at
+        .expect("handle returned before the answer");
+    assert!(late.dequeued_at <= returned && returned <= late.responded_at);
+    assert!(!late.from_follower);
+    let follower = by_api(API_FOLLOWER);
+    assert!(follower.from_follower);
+    assert_eq!(follower.handle_returned_at, None);
+    server.shutdown();
+}
+
+#[test]
 fn pipelined_requests_are_answered_in_order_one_at_a_time() {
     let handler = Arc::new(TestHandler {
         delay: Duration::from_millis(1),

@@ -63,6 +63,10 @@ pub fn handle(
     responder: Responder,
 ) -> HandlerResult {
     let (request, responder) = decode::<FetchRequest>(&mut body, ctx.version, responder)?;
+    if request.replica_id.0 >= 0 {
+        // Counted as Kafka's FetchFollower in the request metrics.
+        responder.mark_follower_fetch();
+    }
     let session_error = if request.session_id != 0 {
         ResponseError::FetchSessionIdNotFound.code()
     } else {

@@ -38,6 +38,8 @@ pub const API_HOLD: i16 = 6;
 pub const API_RELEASE_HELD: i16 = 7;
 /// Answer with a size prefix that does not match.
 pub const API_BAD_SIZE: i16 = 8;
+/// Mark the request a follower's fetch, then echo.
+pub const API_FOLLOWER: i16 = 9;
 
 /// A gate handlers wait at while it is closed.
 #[derive(Default)]
@@ -106,6 +108,10 @@ impl RequestHandler for TestHandler {
         self.in_handle.lock().unwrap().remove(&request.connection);
         match api_key {
             API_ECHO => responder.respond(Response::Send(echo(correlation, &body))),
+            API_FOLLOWER => {
+                responder.mark_follower_fetch();
+                responder.respond(Response::Send(echo(correlation, &body)));
+            }
             API_NO_RESPONSE => responder.respond(Response::NoResponse),
             API_CLOSE => responder.respond(Response::Close),
             API_DROP => drop(responder),
