@@ -6,7 +6,9 @@
 //! wins the right to complete an operation (an atomic flag), whether by completion or by
 //! expiry, so a response is sent once. Thread safe; the timer runs on its own thread
 //! (`kb-purgatory`). At most `max_operations` are in flight: past that, new operations are
-//! completed at once (a bounded purgatory never grows without limit).
+//! completed at once (a bounded purgatory never grows without limit). An operation completed
+//! before its deadline leaves the timer's heap soon after: the timer drops finished entries
+//! whenever they outnumber the waiting ones, so the heap stays within twice what waits.
 
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::Hash;
@@ -71,6 +73,8 @@ pub struct Purgatory<K: Eq + Hash + Clone + Send + 'static> {
     name: &'static str,
     watchers: Mutex<HashMap<K, Vec<Arc<Entry>>>>,
     in_flight: Arc<AtomicUsize>,
+    /// Entries in the timer's heap (waiting, or finished and not yet dropped).
+    timed: Arc<AtomicUsize>,
     max_operations: usize,
     timer_tx: Sender<TimerMsg>,
     timer: Mutex<Option<JoinHandle<()>>>,
@@ -81,15 +85,17 @@ impl<K: Eq + Hash + Clone + Send + 'static> Purgatory<K> {
         assert!(max_operations > 0);
         let (timer_tx, timer_rx) = crossbeam_channel::unbounded();
         let in_flight = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&in_flight);
+        let timed = Arc::new(AtomicUsize::new(0));
+        let (counter, heap_len) = (Arc::clone(&in_flight), Arc::clone(&timed));
         let timer = std::thread::Builder::new()
             .name("kb-purgatory".into())
-            .spawn(move || run_timer(timer_rx, counter))
+            .spawn(move || run_timer(timer_rx, counter, heap_len))
             .expect("spawning the purgatory timer thread");
         Purgatory {
             name,
             watchers: Mutex::new(HashMap::new()),
             in_flight,
+            timed,
             max_operations,
             timer_tx,
             timer: Mutex::new(Some(timer)),
@@ -102,6 +108,11 @@ impl<K: Eq + Hash + Clone + Send + 'static> Purgatory<K> {
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Entries the timer holds now, finished ones not yet dropped included.
+    pub fn timer_entries(&self) -> usize {
+        self.timed.load(Ordering::Acquire)
     }
 
     /// Completes `op` now if it can (or if the purgatory is full), else watches it under
@@ -207,7 +218,10 @@ impl<K: Eq + Hash + Clone + Send + 'static> Purgatory<K> {
     }
 }
 
-fn run_timer(rx: Receiver<TimerMsg>, in_flight: Arc<AtomicUsize>) {
+/// Finished entries the heap may hold before it is compacted regardless of the ratio.
+const HEAP_SLACK: usize = 64;
+
+fn run_timer(rx: Receiver<TimerMsg>, in_flight: Arc<AtomicUsize>, heap_len: Arc<AtomicUsize>) {
     let mut heap: BinaryHeap<Timed> = BinaryHeap::new();
     let expire = |t: Timed| {
         if t.entry.claim() {
@@ -225,6 +239,12 @@ fn run_timer(rx: Receiver<TimerMsg>, in_flight: Arc<AtomicUsize>) {
                 expire(t);
             }
         }
+        // Operations completed early sit in the heap until their deadline reaches the top:
+        // drop them once they outnumber the waiting ones (amortised O(1) per operation).
+        if heap.len() > 2 * in_flight.load(Ordering::Acquire) + HEAP_SLACK {
+            heap.retain(|t| !t.entry.is_done());
+        }
+        heap_len.store(heap.len(), Ordering::Release);
         let wait = heap.peek().map_or(Duration::from_millis(500), |t| {
             t.deadline.saturating_duration_since(now)
         });
@@ -234,6 +254,7 @@ fn run_timer(rx: Receiver<TimerMsg>, in_flight: Arc<AtomicUsize>) {
                 while let Some(t) = heap.pop() {
                     expire(t);
                 }
+                heap_len.store(0, Ordering::Release);
                 return;
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -303,6 +324,37 @@ mod tests {
         assert_eq!(expired.load(Ordering::SeqCst), 1);
         assert!(p.is_empty());
         p.shutdown();
+    }
+
+    #[test]
+    fn operations_completed_early_leave_the_timer() {
+        let p: Purgatory<u32> = Purgatory::new("test", 10_000);
+        let mut readies = Vec::new();
+        for i in 0..1000 {
+            let (o, ready, _, _) = op();
+            p.try_complete_else_watch(o, &[i], Duration::from_secs(600));
+            readies.push(ready);
+        }
+        for (i, ready) in readies.iter().enumerate() {
+            ready.store(1, Ordering::SeqCst);
+            assert_eq!(p.check_and_complete(&(i as u32)), 1);
+        }
+        assert!(p.is_empty());
+        // One more operation wakes the timer, which drops the finished ones (waiting for
+        // the timer thread, not for any deadline: theirs are ten minutes away).
+        let (o, _, _, _) = op();
+        p.try_complete_else_watch(o, &[5000], Duration::from_secs(600));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while p.timer_entries() > 1 + HEAP_SLACK {
+            assert!(
+                Instant::now() < deadline,
+                "{} entries kept",
+                p.timer_entries()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        p.shutdown();
+        assert_eq!(p.timer_entries(), 0);
     }
 
     #[test]

@@ -262,10 +262,49 @@ struct DelayedFetch {
     responder: Mutex<Option<Responder>>,
 }
 
+/// Whether a parked fetch can complete, judged from offsets alone where that suffices:
+/// Some(false) while no partition has anything past its fetch offset (the usual state of a
+/// tailing consumer: nothing is read), Some(true) on an error to report or, with
+/// `min_bytes` ≤ 1, as soon as one partition has a batch to send; None when only a byte
+/// count can tell (`min_bytes` > 1 and something arrived).
+fn ready_by_offsets(broker: &Broker, spec: &FetchSpec) -> Option<bool> {
+    let mut any_data = false;
+    for (topic, partitions) in &spec.partitions {
+        for f in partitions {
+            let Ok(view) = broker.replicas.leader_log(topic, f.partition) else {
+                return Some(true);
+            };
+            if leader_epoch_error(f.current_leader_epoch, view.leader_epoch).is_some() {
+                return Some(true);
+            }
+            let Ok(log) = lock(&view.log) else {
+                return Some(true);
+            };
+            let end = log.log_end_offset();
+            if f.offset < log.log_start_offset() || f.offset > end {
+                return Some(true);
+            }
+            let upper = if spec.replica_id >= 0 {
+                end
+            } else {
+                log.high_watermark()
+            };
+            any_data |= upper > f.offset;
+        }
+    }
+    match (any_data, spec.min_bytes <= 1) {
+        (false, _) => Some(false),
+        (true, true) => Some(true),
+        (true, false) => None,
+    }
+}
+
 impl DelayedOperation for DelayedFetch {
     fn can_complete(&self) -> bool {
-        let (_, bytes, errors) = read(&self.broker, &self.spec);
-        errors || bytes >= self.spec.min_bytes.max(1)
+        ready_by_offsets(&self.broker, &self.spec).unwrap_or_else(|| {
+            let (_, bytes, errors) = read(&self.broker, &self.spec);
+            errors || bytes >= self.spec.min_bytes.max(1)
+        })
     }
 
     fn complete(&self, _expired: bool) {
