@@ -17,9 +17,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
-use kbroker_coordinator::group::{
-    Group, GroupConfig, GroupError, GroupEvent, JoinResult, Reply, SyncResult,
-};
+use kbroker_coordinator::group::{Group, GroupConfig, GroupEvent, JoinResult, Reply, SyncResult};
 use kbroker_coordinator::offsets::{self, GroupValue, OffsetValue, OffsetsKey};
 use kbroker_coordinator::{layout, store, CreateMode, MetadataStore, StoreError};
 use kbroker_reactor::Responder;
@@ -143,26 +141,6 @@ pub trait OffsetsLog: Send + Sync {
         partition: i32,
         visit: &mut RecordVisitor<'_>,
     ) -> Result<usize, CoordinatorError>;
-}
-
-/// Kafka's `GroupMetadataManager` mapping of a failed offsets append to what the group's
-/// client is told.
-pub fn commit_error(code: i16) -> i16 {
-    use kafka_protocol::ResponseError as E;
-    match E::try_from_code(code) {
-        None => 0,
-        Some(
-            E::UnknownTopicOrPartition
-            | E::NotEnoughReplicas
-            | E::NotEnoughReplicasAfterAppend
-            | E::RequestTimedOut,
-        ) => E::CoordinatorNotAvailable.code(),
-        Some(E::NotLeaderOrFollower | E::KafkaStorageError) => E::NotCoordinator.code(),
-        Some(E::MessageTooLarge | E::RecordListTooLarge | E::InvalidFetchSize) => {
-            E::InvalidCommitOffsetSize.code()
-        }
-        Some(_) => code,
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -297,15 +275,12 @@ impl GroupCoordinator {
         self.log.append_batch(partition, &bytes, now).map(Some)
     }
 
-    /// Calls `done` with 0 once every in-sync replica has `appended`, else with Kafka's
-    /// OffsetCommit error for what went wrong (`offsets.commit.timeout.ms` at most).
+    /// Calls `done` with 0 once every in-sync replica has `appended`, else with the produce
+    /// error of what went wrong (`offsets.commit.timeout.ms` at most); the OffsetCommit
+    /// handler maps it to what the client is told.
     pub fn when_replicated(&self, appended: Appended, done: ReplicatedCallback) {
         let timeout = Duration::from_millis(self.config.offsets_commit_timeout_ms);
-        self.log.when_replicated(
-            appended,
-            timeout,
-            Box::new(move |code| done(commit_error(code))),
-        );
+        self.log.when_replicated(appended, timeout, done);
     }
 
     pub fn mirror(&self, op: MirrorOp) {
@@ -737,23 +712,6 @@ fn write_dump(path: &std::path::Path, text: &str) -> Result<(), String> {
     std::fs::rename(&tmp, path).map_err(|e| e.to_string())
 }
 
-/// Maps a group error to Kafka's error code.
-pub fn group_error_code(e: GroupError) -> i16 {
-    use kafka_protocol::ResponseError as E;
-    match e {
-        GroupError::UnknownMemberId => E::UnknownMemberId.code(),
-        GroupError::MemberIdRequired => E::MemberIdRequired.code(),
-        GroupError::IllegalGeneration => E::IllegalGeneration.code(),
-        GroupError::RebalanceInProgress => E::RebalanceInProgress.code(),
-        GroupError::InconsistentGroupProtocol => E::InconsistentGroupProtocol.code(),
-        GroupError::InvalidSessionTimeout => E::InvalidSessionTimeout.code(),
-        GroupError::GroupMaxSizeReached => E::GroupMaxSizeReached.code(),
-        GroupError::FencedInstanceId => E::FencedInstanceId.code(),
-        GroupError::CoordinatorNotAvailable => E::CoordinatorNotAvailable.code(),
-        GroupError::NotCoordinator => E::NotCoordinator.code(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -911,7 +869,7 @@ mod tests {
     }
 
     #[test]
-    fn replication_failures_become_offset_commit_errors() {
+    fn replication_outcomes_reach_the_caller_as_offset_commit_errors() {
         use kafka_protocol::ResponseError as E;
         let log = Arc::new(ModelLog::default());
         let c = coordinator(&log);
@@ -934,7 +892,8 @@ mod tests {
             let s = Arc::clone(&seen);
             c.when_replicated(
                 appended,
-                Box::new(move |code| *s.lock().unwrap() = Some(code)),
+                // The OffsetCommit handler's mapping of what the coordinator passes on.
+                Box::new(move |code| *s.lock().unwrap() = Some(crate::handler::commit_error(code))),
             );
             assert_eq!(*seen.lock().unwrap(), Some(commit_code), "{replica_code}");
         }

@@ -6,9 +6,9 @@ use kbroker_coordinator::group::GroupError;
 use kbroker_reactor::Responder;
 
 use super::find_coordinator::check_coordinator;
+use super::group_error_code;
 use super::{decode, respond, HandlerResult, RequestContext};
 use crate::broker::{now_ms, Broker};
-use crate::groups::group_error_code;
 
 pub fn handle(
     broker: &Broker,

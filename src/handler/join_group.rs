@@ -9,9 +9,10 @@ use kbroker_coordinator::group::{JoinRequest, JoinResult};
 use kbroker_reactor::{Chunk, Responder, Response};
 
 use super::find_coordinator::check_coordinator;
+use super::group_error_code;
 use super::{decode, encode_with_header, HandlerResult, RequestContext};
 use crate::broker::{now_ms, Broker};
-use crate::groups::{group_error_code, PendingReply};
+use crate::groups::PendingReply;
 
 pub fn handle(
     broker: &Broker,

@@ -44,7 +44,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::ResponseError;
-use kbroker_coordinator::group::{JoinResult, SyncResult};
+use kbroker_coordinator::group::{GroupError, JoinResult, SyncResult};
 use kbroker_reactor::{Chunk, Request, RequestHandler, Responder, Response};
 
 use crate::admin::AdminError;
@@ -394,5 +394,42 @@ pub fn admin_error_code(e: &AdminError) -> i16 {
         AdminError::DeletionDisabled => ResponseError::TopicDeletionDisabled.code(),
         AdminError::TimedOut | AdminError::Busy => ResponseError::RequestTimedOut.code(),
         AdminError::Store(_) => ResponseError::UnknownServerError.code(),
+    }
+}
+
+/// Maps a group error to Kafka's error code.
+pub fn group_error_code(e: GroupError) -> i16 {
+    use kafka_protocol::ResponseError as E;
+    match e {
+        GroupError::UnknownMemberId => E::UnknownMemberId.code(),
+        GroupError::MemberIdRequired => E::MemberIdRequired.code(),
+        GroupError::IllegalGeneration => E::IllegalGeneration.code(),
+        GroupError::RebalanceInProgress => E::RebalanceInProgress.code(),
+        GroupError::InconsistentGroupProtocol => E::InconsistentGroupProtocol.code(),
+        GroupError::InvalidSessionTimeout => E::InvalidSessionTimeout.code(),
+        GroupError::GroupMaxSizeReached => E::GroupMaxSizeReached.code(),
+        GroupError::FencedInstanceId => E::FencedInstanceId.code(),
+        GroupError::CoordinatorNotAvailable => E::CoordinatorNotAvailable.code(),
+        GroupError::NotCoordinator => E::NotCoordinator.code(),
+    }
+}
+
+/// Kafka's `GroupMetadataManager` mapping of a failed offsets append to what the group's
+/// client is told.
+pub fn commit_error(code: i16) -> i16 {
+    use kafka_protocol::ResponseError as E;
+    match E::try_from_code(code) {
+        None => 0,
+        Some(
+            E::UnknownTopicOrPartition
+            | E::NotEnoughReplicas
+            | E::NotEnoughReplicasAfterAppend
+            | E::RequestTimedOut,
+        ) => E::CoordinatorNotAvailable.code(),
+        Some(E::NotLeaderOrFollower | E::KafkaStorageError) => E::NotCoordinator.code(),
+        Some(E::MessageTooLarge | E::RecordListTooLarge | E::InvalidFetchSize) => {
+            E::InvalidCommitOffsetSize.code()
+        }
+        Some(_) => code,
     }
 }

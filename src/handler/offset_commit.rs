@@ -16,9 +16,10 @@ use kbroker_coordinator::offsets::{OffsetValue, OffsetsKey};
 use kbroker_reactor::Responder;
 
 use super::find_coordinator::check_coordinator;
+use super::{commit_error, group_error_code};
 use super::{decode, respond, respond_later, HandlerResult, RequestContext};
 use crate::broker::{now_ms, Broker};
-use crate::groups::{group_error_code, GroupCoordinator, GroupEntry, MirrorOp};
+use crate::groups::{GroupCoordinator, GroupEntry, MirrorOp};
 use kbroker_coordinator::MetadataStore;
 
 /// Kafka's `offset.metadata.max.bytes` default.
@@ -120,6 +121,7 @@ pub fn handle(
                     coordinator.when_replicated(
                         appended,
                         Box::new(move |code| {
+                            let code = commit_error(code);
                             if code == 0 {
                                 remember(&shared, &group_id, &plan);
                             } else {

@@ -8,10 +8,11 @@ use kbroker_coordinator::group::SyncResult;
 use kbroker_reactor::Responder;
 
 use super::find_coordinator::check_coordinator;
+use super::group_error_code;
 use super::join_group::reply;
 use super::{decode, HandlerResult, RequestContext};
 use crate::broker::{now_ms, Broker};
-use crate::groups::{group_error_code, GroupCoordinator, PendingReply};
+use crate::groups::{GroupCoordinator, PendingReply};
 
 pub fn handle(
     broker: &Broker,
