@@ -417,7 +417,11 @@ impl Broker {
         if !self.config.controlled_shutdown_enable {
             return false;
         }
-        crate::shutdown::run(self)
+        let moved = crate::shutdown::run(self);
+        if self.config.zookeeper_connect.is_some() {
+            self.replicas.stop_following();
+        }
+        moved
     }
 
     /// Before the socket server stops: resigns as controller and answers every parked

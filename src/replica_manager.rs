@@ -167,6 +167,8 @@ pub struct ReplicaManager {
     state_tx: Sender<StateChange>,
     state_thread: Mutex<Option<JoinHandle<()>>>,
     me: Weak<ReplicaManager>,
+    /// Set once this broker's controlled shutdown is over: it follows nothing any more.
+    leaving: AtomicBool,
 }
 
 impl ReplicaManager {
@@ -186,6 +188,7 @@ impl ReplicaManager {
                 fetch_purgatory: Purgatory::new("fetch", DELAYED_FETCH_MAX),
                 produce_purgatory: Purgatory::new("produce", DELAYED_PRODUCE_MAX),
                 fetchers: ReplicaFetcherManager::new(config.fetcher.clone(), me.clone()),
+                leaving: AtomicBool::new(false),
                 isr: IsrWriter::start(
                     Arc::clone(&store),
                     Box::new(move |change, outcome| {
@@ -289,6 +292,20 @@ impl ReplicaManager {
     /// Runs `work` on the state thread once the changes queued before it are applied (the
     /// local controller's UpdateMetadata: a client that sees a new partition in Metadata
     /// finds it led here, as the controller's LeaderAndIsr went first).
+    /// The broker is going away (its controlled shutdown is over): stops every fetcher and
+    /// starts none for a LeaderAndIsr still on its way — the controller has taken this
+    /// broker out of the ISRs, and its fetching with the new epoch would put it back.
+    /// Runs in order with the state changes already queued.
+    pub fn stop_following(&self) {
+        let me = self.me.clone();
+        self.submit_after(Box::new(move || {
+            if let Some(m) = me.upgrade() {
+                m.leaving.store(true, Ordering::Release);
+                m.fetchers.shutdown();
+            }
+        }));
+    }
+
     pub fn submit_after(&self, work: Box<dyn FnOnce() + Send>) {
         if let Err(e) = self.state_tx.send(StateChange::After(work)) {
             if let StateChange::After(work) = e.0 {
@@ -633,8 +650,11 @@ impl ReplicaManager {
                     .iter()
                     .copied()
                     .filter(|r| *r != self.broker_id)
+                    // No state yet: the role changed and `become_leader` has not reset the
+                    // followers (it gives every replica a state, the in-sync ones caught
+                    // up now). Not lagging: shrinking in that window dropped healthy ones.
                     .filter(|r| {
-                        followers.get(r).is_none_or(|f| {
+                        followers.get(r).is_some_and(|f| {
                             now_ms - f.last_caught_up_ms > self.config.lag_time_max_ms
                         })
                     })
@@ -925,7 +945,7 @@ impl ReplicaManager {
     /// Kafka's `makeFollower`: follow the new leader, starting with the epoch check.
     fn become_follower(&self, p: &Partition, role: &PartitionRole, leaders: &HashMap<i32, String>) {
         p.followers().clear();
-        if role.leader < 0 || p.log.is_none() {
+        if role.leader < 0 || p.log.is_none() || self.leaving.load(Ordering::Acquire) {
             self.fetchers.remove(std::slice::from_ref(&p.tp));
             return;
         }
