@@ -28,6 +28,7 @@ use crate::admin::{Admin, TopicSpec};
 use crate::broker::now_ms;
 use crate::metadata_cache::MetadataCache;
 use crate::replica_manager::LeadershipListener;
+pub use crate::replica_manager::ReplicatedCallback;
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// Mirror operations queued at most; past that they are dropped with a warning (the
@@ -115,10 +116,6 @@ pub struct Appended {
 
 /// Receives the key and value of one record read back from the offsets log.
 pub type RecordVisitor<'a> = dyn FnMut(Option<&[u8]>, Option<&[u8]>) + 'a;
-
-/// Called with 0 once appended records are on every in-sync replica, else with the produce
-/// error code of what went wrong.
-pub type ReplicatedCallback = Box<dyn FnOnce(i16) + Send>;
 
 /// What the group coordinator needs of `__consumer_offsets`, and all it touches of it: the
 /// replica manager implements it over the partitions this broker leads (and a test over a

@@ -1048,7 +1048,9 @@ impl ReplicaManager {
 }
 
 /// Called with an error code (0: replicated).
-type ReplicatedCallback = Box<dyn FnOnce(i16) + Send>;
+/// Called with 0 once appended records are on every in-sync replica, else with the
+/// produce error code of what went wrong.
+pub type ReplicatedCallback = Box<dyn FnOnce(i16) + Send>;
 
 struct WhenReplicated {
     replicas: Weak<ReplicaManager>,

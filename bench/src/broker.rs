@@ -200,11 +200,23 @@ fn proc_cpu_seconds(pid: u32) -> Option<f64> {
     proc_cpu_user_system(pid).map(|(u, s)| u + s)
 }
 
-fn proc_peak_rss_bytes(pid: u32) -> Option<u64> {
+/// Bytes of the `/proc/PID/status` fields `names` (given in kB there), in that order;
+/// None if the process or a field is gone.
+pub fn proc_status_bytes<const N: usize>(pid: u32, names: [&str; N]) -> Option<[u64; N]> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    let mut out = [0u64; N];
+    for (slot, name) in out.iter_mut().zip(names) {
+        let line = status
+            .lines()
+            .find(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with(':')))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        *slot = kib * 1024;
+    }
+    Some(out)
+}
+
+fn proc_peak_rss_bytes(pid: u32) -> Option<u64> {
+    proc_status_bytes(pid, ["VmHWM"]).map(|[hwm]| hwm)
 }
 
 /// One read of the metrics endpoint: every sample by its series (name and labels).

@@ -33,16 +33,9 @@ pub struct MemoryRun {
 
 /// (VmRSS, RssAnon, RssFile + RssShmem) in bytes.
 fn rss(pid: u32) -> Option<(u64, u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| -> Option<u64> {
-        let line = status.lines().find(|l| l.starts_with(name))?;
-        Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
-    };
-    Some((
-        field("VmRSS:")?,
-        field("RssAnon:")?,
-        field("RssFile:")? + field("RssShmem:").unwrap_or(0),
-    ))
+    let [rss, anon, file, shmem] =
+        crate::broker::proc_status_bytes(pid, ["VmRSS", "RssAnon", "RssFile", "RssShmem"])?;
+    Some((rss, anon, file + shmem))
 }
 
 /// Writes [`TOTAL_BYTES`] to a fresh broker started with `overrides` (besides 1 GiB

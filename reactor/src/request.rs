@@ -17,7 +17,7 @@
 
 use std::fs::File;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -185,28 +185,14 @@ pub(crate) struct RequestMarks {
     request_bytes: usize,
     received_at: Instant,
     dequeued_at: Instant,
-    /// Nanoseconds after [`marks_epoch`] when `handle` returned, plus one; 0 while running.
-    handle_returned_ns: AtomicU64,
+    /// When `handle` returned (unset while it runs).
+    handle_returned_at: OnceLock<Instant>,
     from_follower: AtomicBool,
-}
-
-fn marks_epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
 }
 
 impl RequestMarks {
     pub(crate) fn handle_returned(&self, at: Instant) {
-        let ns = at.saturating_duration_since(marks_epoch()).as_nanos();
-        let ns = u64::try_from(ns).unwrap_or(u64::MAX - 1) + 1;
-        self.handle_returned_ns.store(ns, Ordering::Release);
-    }
-
-    fn returned_at(&self) -> Option<Instant> {
-        match self.handle_returned_ns.load(Ordering::Acquire) {
-            0 => None,
-            ns => Some(marks_epoch() + Duration::from_nanos(ns - 1)),
-        }
+        let _ = self.handle_returned_at.set(at);
     }
 }
 
@@ -221,14 +207,13 @@ pub struct Responder {
 
 impl Responder {
     pub(crate) fn new(reply: ReplyTo, request: &Request) -> Responder {
-        marks_epoch();
         Responder {
             reply: Some(reply),
             marks: Arc::new(RequestMarks {
                 request_bytes: request.frame.len(),
                 received_at: request.received_at,
                 dequeued_at: request.dequeued_at,
-                handle_returned_ns: AtomicU64::new(0),
+                handle_returned_at: OnceLock::new(),
                 from_follower: AtomicBool::new(false),
             }),
             connection: request.connection,
@@ -286,7 +271,7 @@ impl Responder {
             responded_at,
             send_started_at: responded_at,
             completed_at: responded_at,
-            handle_returned_at: self.marks.returned_at(),
+            handle_returned_at: self.marks.handle_returned_at.get().copied(),
             from_follower: self.marks.from_follower.load(Ordering::Acquire),
         }
     }

@@ -206,12 +206,7 @@ fn read_partition(
         Err(e) => return PartitionData::error(partition, storage_error_code(&e)),
     };
     let high_watermark = log.high_watermark();
-    // A follower copies everything the leader has; consumers see what is committed.
-    let upper = if spec.replica_id >= 0 {
-        log.log_end_offset()
-    } else {
-        high_watermark
-    };
+    let upper = readable_end(&log, spec);
     let mut data = PartitionData {
         index: partition,
         error_code: 0,
@@ -262,6 +257,16 @@ struct DelayedFetch {
     responder: Mutex<Option<Responder>>,
 }
 
+/// Where this fetch may read up to: a follower copies everything the leader has;
+/// consumers see what is committed.
+fn readable_end(log: &kbroker_storage::Log, spec: &FetchSpec) -> i64 {
+    if spec.replica_id >= 0 {
+        log.log_end_offset()
+    } else {
+        log.high_watermark()
+    }
+}
+
 /// Whether a parked fetch can complete, judged from offsets alone where that suffices:
 /// Some(false) while no partition has anything past its fetch offset (the usual state of a
 /// tailing consumer: nothing is read), Some(true) on an error to report or, with
@@ -280,16 +285,10 @@ fn ready_by_offsets(broker: &Broker, spec: &FetchSpec) -> Option<bool> {
             let Ok(log) = lock(&view.log) else {
                 return Some(true);
             };
-            let end = log.log_end_offset();
-            if f.offset < log.log_start_offset() || f.offset > end {
+            if f.offset < log.log_start_offset() || f.offset > log.log_end_offset() {
                 return Some(true);
             }
-            let upper = if spec.replica_id >= 0 {
-                end
-            } else {
-                log.high_watermark()
-            };
-            any_data |= upper > f.offset;
+            any_data |= readable_end(&log, spec) > f.offset;
         }
     }
     match (any_data, spec.min_bytes <= 1) {

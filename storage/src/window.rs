@@ -101,8 +101,8 @@ struct Prepared {
     result: Mutex<Option<io::Result<Window>>>,
 }
 
-fn prefault_queue() -> &'static Mutex<Sender<Arc<Prepared>>> {
-    static QUEUE: OnceLock<Mutex<Sender<Arc<Prepared>>>> = OnceLock::new();
+fn prefault_queue() -> &'static Sender<Arc<Prepared>> {
+    static QUEUE: OnceLock<Sender<Arc<Prepared>>> = OnceLock::new();
     QUEUE.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Arc<Prepared>>();
         std::thread::Builder::new()
@@ -113,7 +113,7 @@ fn prefault_queue() -> &'static Mutex<Sender<Arc<Prepared>>> {
                 }
             })
             .expect("spawning the prefault thread");
-        Mutex::new(tx)
+        tx
     })
 }
 
@@ -249,11 +249,7 @@ impl ActiveMap {
             cancelled: AtomicBool::new(false),
             result: Mutex::new(None),
         });
-        let sent = prefault_queue()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(Arc::clone(&job));
-        if sent.is_ok() {
+        if prefault_queue().send(Arc::clone(&job)).is_ok() {
             self.next = Some(job);
         }
     }

@@ -6,7 +6,7 @@ use kbroker_storage::{Log, LogConfig};
 use proptest::prelude::*;
 
 mod common;
-use common::{batch_boundary, read_all, reopen};
+use common::{read_all, reopen, roll_unless_empty, truncate_with_model};
 
 #[derive(Debug, Clone)]
 enum Action {
@@ -58,17 +58,9 @@ proptest! {
                     let end = log.log_end_offset();
                     log.set_high_watermark(end);
                 }
-                Action::Roll => {
-                    if log.log_end_offset() > log.segment_bases().last().copied().unwrap_or(0) {
-                        log.roll().expect("roll");
-                    }
-                }
-                Action::Truncate(n) => {
-                    // Truncate at a batch boundary: the batch that starts at or after n.
-                    let boundary = batch_boundary(&log, n as i64 % (model.len() as i64 + 1));
-                    log.truncate_to(boundary).expect("truncate");
-                    model.truncate(boundary as usize);
-                }
+                Action::Roll => roll_unless_empty(&mut log),
+                // At a batch boundary: the batch that starts at or after n.
+                Action::Truncate(n) => truncate_with_model(&mut log, &mut model, n as i64),
                 Action::Reopen { clean } => log = reopen(log, &dir, config(), clean, now),
             }
             prop_assert_eq!(log.log_end_offset(), model.len() as i64);

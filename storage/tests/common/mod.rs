@@ -48,6 +48,21 @@ pub fn batch_boundary(log: &Log, target: i64) -> i64 {
     log.log_end_offset()
 }
 
+/// Rolls the log unless its active segment is empty.
+pub fn roll_unless_empty(log: &mut Log) {
+    if log.log_end_offset() > log.segment_bases().last().copied().unwrap_or(0) {
+        log.roll().expect("roll");
+    }
+}
+
+/// Truncates the log and its model (one entry per offset) at the first batch boundary at or
+/// after `n` modulo the model's length + 1.
+pub fn truncate_with_model<T>(log: &mut Log, model: &mut Vec<T>, n: i64) {
+    let boundary = batch_boundary(log, n % (model.len() as i64 + 1));
+    log.truncate_to(boundary).expect("truncate");
+    model.truncate(boundary as usize);
+}
+
 /// Closes (clean) or just drops (unclean: as after kill -9) the log and opens it again,
 /// high watermark at the log end.
 pub fn reopen(log: Log, dir: &Path, config: LogConfig, clean: bool, now: i64) -> Log {
