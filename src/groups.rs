@@ -1,6 +1,8 @@
 //! The group coordinator's I/O shell around the pure `kbroker_coordinator::group` machine.
 //!
-//! Groups live in memory behind one mutex; each group's committed offsets are records in
+//! Each group lives in memory behind its own mutex (the map of groups is locked only to find,
+//! add or remove one, never across I/O or while a group is locked); each group's committed
+//! offsets are records in
 //! `__consumer_offsets` partition `partition_for_group(group)` (created on first use,
 //! compacted), appended before the commit is acknowledged and loaded back at start. Parked
 //! JoinGroup/SyncGroup replies are completed by other requests or by the `kb-group-timer`
@@ -66,6 +68,9 @@ pub struct CoordinatorConfig {
 pub struct GroupEntry {
     pub group: Group<PendingReply>,
     pub offsets: BTreeMap<(String, i32), OffsetValue>,
+    /// Set when the entry leaves the map (deleted, unloaded): a request that found it just
+    /// before looks it up again instead of changing a group nobody else sees.
+    removed: bool,
 }
 
 impl GroupEntry {
@@ -73,8 +78,16 @@ impl GroupEntry {
         GroupEntry {
             group: Group::new(id),
             offsets: BTreeMap::new(),
+            removed: false,
         }
     }
+}
+
+/// One group, locked on its own.
+pub type SharedGroup = Arc<Mutex<GroupEntry>>;
+
+fn lock_group(g: &SharedGroup) -> MutexGuard<'_, GroupEntry> {
+    g.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 pub enum MirrorOp {
@@ -97,7 +110,7 @@ pub struct GroupCoordinator {
     pub config: CoordinatorConfig,
     log: Arc<dyn OffsetsLog>,
     replies: Box<dyn GroupReplies>,
-    groups: Mutex<HashMap<String, GroupEntry>>,
+    groups: Mutex<HashMap<String, SharedGroup>>,
     /// `__consumer_offsets` partitions this broker leads: true once loaded.
     owned: Mutex<HashMap<i32, bool>>,
     mirror_tx: Sender<MirrorOp>,
@@ -170,8 +183,58 @@ impl GroupCoordinator {
         }
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, HashMap<String, GroupEntry>> {
+    fn map(&self) -> MutexGuard<'_, HashMap<String, SharedGroup>> {
         self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on group `id` under that group's lock alone; None when there is no such
+    /// group and `create` is false (with `create`, an empty group is added first).
+    pub fn with_group<R>(
+        &self,
+        id: &str,
+        create: bool,
+        f: impl FnOnce(&mut GroupEntry) -> R,
+    ) -> Option<R> {
+        loop {
+            let shared = {
+                let mut map = self.map();
+                match map.get(id) {
+                    Some(g) => Arc::clone(g),
+                    None if create => {
+                        let g = Arc::new(Mutex::new(GroupEntry::new(id)));
+                        map.insert(id.to_string(), Arc::clone(&g));
+                        g
+                    }
+                    None => return None,
+                }
+            };
+            let mut entry = lock_group(&shared);
+            if entry.removed {
+                continue; // removed between the lookup and the lock: look again
+            }
+            return Some(f(&mut entry));
+        }
+    }
+
+    /// Every group, each locked in turn (never two at once) while `f` runs on it.
+    pub fn for_each_group(&self, mut f: impl FnMut(&str, &mut GroupEntry)) {
+        let all: Vec<(String, SharedGroup)> = self
+            .map()
+            .iter()
+            .map(|(id, g)| (id.clone(), Arc::clone(g)))
+            .collect();
+        for (id, shared) in all {
+            let mut entry = lock_group(&shared);
+            if !entry.removed {
+                f(&id, &mut entry);
+            }
+        }
+    }
+
+    /// Takes group `id`, whose lock the caller holds as `entry`, out of the map.
+    pub fn remove_group(&self, id: &str, entry: &mut GroupEntry) {
+        entry.removed = true;
+        self.map().remove(id);
     }
 
     pub fn partition_for(&self, group: &str) -> i32 {
@@ -235,10 +298,12 @@ impl GroupCoordinator {
         })?;
         loaded.retain(|_, g| !g.offsets.is_empty() || g.group.generation_id() > 0);
         let count = loaded.len();
-        let mut groups = self.lock();
+        let mut groups = self.map();
         for (id, entry) in loaded {
             // A group already in memory (created while loading) keeps its live state.
-            groups.entry(id).or_insert(entry);
+            groups
+                .entry(id)
+                .or_insert_with(|| Arc::new(Mutex::new(entry)));
         }
         log::info!("loaded {count} groups from {records} records of {OFFSETS_TOPIC}-{partition}");
         Ok(records)
@@ -355,9 +420,7 @@ impl GroupCoordinator {
             let _ = h.join();
         }
         let mut replies = Vec::new();
-        for entry in self.lock().values_mut() {
-            replies.extend(entry.group.mark_dead());
-        }
+        self.for_each_group(|_, entry| replies.extend(entry.group.mark_dead()));
         self.send_replies(replies);
     }
 }
@@ -394,16 +457,21 @@ impl LeadershipListener for GroupCoordinator {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&tp.partition);
-        let mut replies = Vec::new();
-        let mut unloaded = 0usize;
-        self.lock().retain(|id, entry| {
+        let mut leaving = Vec::new();
+        self.map().retain(|id, g| {
             if offsets::partition_for_group(id, self.config.offsets_partitions) != tp.partition {
                 return true;
             }
-            unloaded += 1;
-            replies.extend(entry.group.mark_not_coordinator());
+            leaving.push(Arc::clone(g));
             false
         });
+        let unloaded = leaving.len();
+        let mut replies = Vec::new();
+        for shared in leaving {
+            let mut entry = lock_group(&shared);
+            entry.removed = true;
+            replies.extend(entry.group.mark_not_coordinator());
+        }
         self.send_replies(replies);
         log::info!("unloaded {unloaded} groups of {tp}");
     }
@@ -474,52 +542,61 @@ fn run_timer(coordinator: Arc<GroupCoordinator>, stop: Arc<AtomicBool>) {
         if check_expiry {
             last_expiry = now;
         }
-        {
-            let mut groups = coordinator.lock();
-            for (id, entry) in groups.iter_mut() {
-                replies.extend(entry.group.tick(&coordinator.config.group, now));
-                let events = entry.group.drain_events();
-                coordinator.mirror_events(id, events);
-                if check_expiry && entry.group.is_empty() {
-                    let cutoff = now - coordinator.config.offsets_retention_ms;
-                    let old: Vec<(String, i32)> = entry
-                        .offsets
-                        .iter()
-                        .filter(|(_, v)| v.commit_timestamp_ms < cutoff)
-                        .map(|(k, _)| k.clone())
-                        .collect();
-                    if !old.is_empty() {
-                        expired_offsets.push((id.clone(), old));
-                    }
+        coordinator.for_each_group(|id, entry| {
+            replies.extend(entry.group.tick(&coordinator.config.group, now));
+            let events = entry.group.drain_events();
+            coordinator.mirror_events(id, events);
+            if check_expiry && entry.group.is_empty() {
+                let cutoff = now - coordinator.config.offsets_retention_ms;
+                let old: Vec<(String, i32)> = entry
+                    .offsets
+                    .iter()
+                    .filter(|(_, v)| v.commit_timestamp_ms < cutoff)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                if !old.is_empty() {
+                    expired_offsets.push((id.to_string(), old));
                 }
             }
-        }
+        });
         coordinator.send_replies(replies);
         for (group, parts) in expired_offsets {
-            let records = parts
-                .iter()
-                .map(|(t, p)| {
-                    (
-                        OffsetsKey::Offset {
-                            group: group.clone(),
-                            topic: t.clone(),
-                            partition: *p,
-                        },
-                        None,
-                    )
-                })
-                .collect();
-            match coordinator.append(&group, records) {
-                Ok(_) => {
-                    if let Some(e) = coordinator.lock().get_mut(&group) {
-                        for k in &parts {
-                            e.offsets.remove(k);
+            // Under the group's lock, so a commit of the same partition since the scan
+            // is not undone.
+            coordinator.with_group(&group, false, |entry| {
+                let cutoff = now - coordinator.config.offsets_retention_ms;
+                let still_old: Vec<(String, i32)> = parts
+                    .into_iter()
+                    .filter(|k| {
+                        entry
+                            .offsets
+                            .get(k)
+                            .is_some_and(|v| v.commit_timestamp_ms < cutoff)
+                    })
+                    .collect();
+                let records = still_old
+                    .iter()
+                    .map(|(t, p)| {
+                        (
+                            OffsetsKey::Offset {
+                                group: group.clone(),
+                                topic: t.clone(),
+                                partition: *p,
+                            },
+                            None,
+                        )
+                    })
+                    .collect();
+                match coordinator.append(&group, records) {
+                    Ok(_) => {
+                        for k in &still_old {
+                            entry.offsets.remove(k);
                         }
+                        log::info!("expired {} offsets of group={group}", still_old.len());
                     }
-                    log::info!("expired {} offsets of group={group}", parts.len());
+                    Err(e) => log::warn!("expiring offsets of group={group} failed: {e}"),
                 }
-                Err(e) => log::warn!("expiring offsets of group={group} failed: {e}"),
-            }
+            });
         }
     }
 }
@@ -723,6 +800,8 @@ mod tests {
         partitions: Mutex<HashMap<i32, Records>>,
         led: Mutex<HashSet<i32>>,
         replicated_code: Mutex<i16>,
+        /// When set, the next append says it has started and waits to be let go.
+        stall: Mutex<Option<(Sender<()>, Receiver<()>)>>,
     }
 
     impl OffsetsLog for ModelLog {
@@ -734,6 +813,11 @@ mod tests {
         ) -> Result<Appended, CoordinatorError> {
             if !self.led.lock().unwrap().contains(&partition) {
                 return Err(CoordinatorError::NotCoordinator);
+            }
+            let stall = self.stall.lock().unwrap().take();
+            if let Some((started, go)) = stall {
+                started.send(()).unwrap();
+                go.recv().unwrap();
             }
             let records =
                 batch::uncompressed_records(bytes).expect("a batch the coordinator built");
@@ -817,10 +901,51 @@ mod tests {
     }
 
     fn committed(c: &GroupCoordinator, group: &str, topic: &str) -> Option<i64> {
-        c.lock()
-            .get(group)
-            .and_then(|g| g.offsets.get(&(topic.to_string(), 0)))
-            .map(|v| v.offset)
+        c.with_group(group, false, |g| {
+            g.offsets.get(&(topic.to_string(), 0)).map(|v| v.offset)
+        })
+        .flatten()
+    }
+
+    #[test]
+    fn a_group_appending_to_the_log_holds_up_no_other_group() {
+        let log = Arc::new(ModelLog::default());
+        let c = Arc::new(coordinator(&log));
+        for p in 0..3 {
+            log.led.lock().unwrap().insert(p);
+            c.became_leader(&TopicPartition::new(OFFSETS_TOPIC, p));
+        }
+        let (started_tx, started) = crossbeam_channel::bounded(1);
+        let (go, go_rx) = crossbeam_channel::bounded(1);
+        *log.stall.lock().unwrap() = Some((started_tx, go_rx));
+        let writer = {
+            let c = Arc::clone(&c);
+            std::thread::spawn(move || {
+                c.with_group("a", true, |_| {
+                    c.append("a", vec![commit("a", "t", 1)]).is_ok()
+                })
+            })
+        };
+        started.recv().unwrap(); // group "a" is locked, inside its append
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        {
+            let c = Arc::clone(&c);
+            std::thread::spawn(move || {
+                let appended = c.with_group("b", true, |_| {
+                    c.append("b", vec![commit("b", "t", 2)]).is_ok()
+                });
+                done_tx.send(appended).unwrap();
+            });
+        }
+        // Not a timing assertion: a generous bound that turns a deadlock into a failure.
+        let other = done.recv_timeout(Duration::from_secs(60));
+        go.send(()).unwrap();
+        assert_eq!(other, Ok(Some(true)), "group b waited for group a's append");
+        assert_eq!(writer.join().unwrap(), Some(true));
+        // A group taken out of the map while a request held it is looked up afresh.
+        c.with_group("a", false, |e| c.remove_group("a", e));
+        assert_eq!(c.with_group("a", false, |_| ()), None);
+        assert_eq!(c.with_group("a", true, |e| e.offsets.len()), Some(0));
     }
 
     #[test]
@@ -857,7 +982,7 @@ mod tests {
         // Losing leadership unloads the groups and refuses writes.
         second.stopped_leading(&tp);
         assert!(!second.is_loaded(p));
-        assert!(second.lock().get("g").is_none());
+        assert!(second.with_group("g", false, |_| ()).is_none());
         assert!(matches!(
             second.append("g", vec![commit("g", "t", 9)]),
             Err(CoordinatorError::NotCoordinator)

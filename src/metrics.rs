@@ -698,6 +698,32 @@ impl Page for BrokerPage {
         render_requests(out, &self.sources.requests.snapshot());
         render_reactor(out, &reactor);
         render_partitions(out, &partition_samples(&self.sources.broker));
+        render_windows(out);
+    }
+}
+
+/// The active segments' mapped windows (storage/src/window.rs).
+fn render_windows(out: &mut String) {
+    use kbroker_storage::window::STATS;
+    let rows = [
+        (
+            "kbroker_segment_windows_prefaulted_total",
+            "Active-segment windows the prefault thread mapped and populated ahead of the writer",
+            &STATS.prefaulted,
+        ),
+        (
+            "kbroker_segment_window_prefaulted_bytes_total",
+            "Bytes of those windows",
+            &STATS.prefaulted_bytes,
+        ),
+        (
+            "kbroker_segment_windows_mapped_inline_total",
+            "Windows a writer mapped itself because the prepared one was not ready",
+            &STATS.mapped_inline,
+        ),
+    ];
+    for (name, help, value) in rows {
+        gauge_or_counter(out, name, "counter", help, value.load(Ordering::Relaxed));
     }
 }
 

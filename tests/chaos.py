@@ -89,6 +89,11 @@ class Load:
         with self._lock:
             self.window_gap = {p: 0.0 for p in range(self.partitions)}
 
+    def acked_since(self, t: float) -> bool:
+        """True once every partition has had an acknowledgement after monotonic time `t`."""
+        with self._lock:
+            return all(self.last_ack[p] > t for p in range(self.partitions))
+
     def window(self) -> float:
         """The longest gap of any partition since `start_window` (up to now)."""
         now = time.monotonic()
@@ -301,8 +306,16 @@ def main() -> int:
                 print(log[-1], flush=True)
                 break
             cycles += 1
-            # Acknowledgements resume once the ISR is whole at the latest; a little more.
+            # Acknowledgements resume once the ISR is whole at the latest; a little more,
+            # and every partition acknowledged again, so that this fault's gap is counted
+            # here in full and none of it leaks into the next cycle's window.
             time.sleep(1.0)
+            try:
+                wait_until(lambda: load.acked_since(healed), 120, "acknowledgements resumed")
+            except AssertionError as e:
+                log.append(f"cycle {i + 1}: {what}: {e}")
+                print(log[-1], flush=True)
+                break
             window = load.window()
             gaps[kind] = max(gaps.get(kind, 0.0), window)
             log.append(f"cycle {i + 1}: {what}; ISR whole {time.monotonic() - healed:.1f} s later, "

@@ -123,9 +123,11 @@ impl BrokerProcess {
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
-    /// User + system CPU seconds the broker has used so far.
-    pub fn cpu_seconds(&self) -> f64 {
-        self.pid().and_then(proc_cpu_seconds).unwrap_or(f64::NAN)
+    /// User and system CPU seconds the broker has used so far (NaN when unknown).
+    pub fn cpu_user_system(&self) -> (f64, f64) {
+        self.pid()
+            .and_then(proc_cpu_user_system)
+            .unwrap_or((f64::NAN, f64::NAN))
     }
 
     /// Resets the peak RSS (`echo 5 > /proc/PID/clear_refs`); false where not allowed.
@@ -194,10 +196,6 @@ pub fn proc_cpu_user_system(pid: u32) -> Option<(f64, f64)> {
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let ticks = if ticks > 0 { ticks as f64 } else { 100.0 };
     Some((utime / ticks, stime / ticks))
-}
-
-fn proc_cpu_seconds(pid: u32) -> Option<f64> {
-    proc_cpu_user_system(pid).map(|(u, s)| u + s)
 }
 
 /// Bytes of the `/proc/PID/status` fields `names` (given in kB there), in that order;

@@ -207,7 +207,14 @@ fn main() {
 /// The workloads, by name (also the `workload` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Workload {
-    Produce { value_bytes: usize, acks: i16 },
+    Produce {
+        value_bytes: usize,
+        acks: i16,
+    },
+    /// 1 KiB records, acks=1, from this many producers at once.
+    ProduceParallel {
+        producers: usize,
+    },
     ProduceHalfRate,
     RawProduce,
     ConsumeRdkafka,
@@ -221,6 +228,9 @@ impl Workload {
         match self {
             Workload::Produce { value_bytes, acks } => {
                 format!("produce {} acks={acks}", size_name(*value_bytes))
+            }
+            Workload::ProduceParallel { producers } => {
+                format!("produce 1KiB acks=1 ×{producers} producers")
             }
             Workload::ProduceHalfRate => "produce 1KiB acks=1 @50% max".into(),
             Workload::RawProduce => "raw produce 1MiB batches acks=1".into(),
@@ -244,6 +254,8 @@ const MB: f64 = 1e6;
 /// Topics the workloads share within one broker.
 const TOPIC_PRODUCE_1K: &str = "bench-produce-1k-acks1";
 const TOPIC_RAW: &str = "bench-raw";
+/// Producers of the parallel-produce workload (the issue's "4 producers × 1 KiB").
+const PARALLEL_PRODUCERS: usize = 4;
 /// Raw produce: records per batch × value bytes ≈ 1 MiB per request.
 const RAW_BATCH_RECORDS: usize = 1024;
 const RAW_VALUE_BYTES: usize = 1000;
@@ -300,12 +312,15 @@ impl<'a> Bench<'a> {
         let name = workload.name();
         eprint!("  {:<34} {}×{} ... ", name, self.n, self.m);
         let before = self.broker.scrape()?;
-        let cpu_before = self.broker.cpu_seconds();
+        let (user_before, sys_before) = self.broker.cpu_user_system();
         self.broker.reset_peak_rss();
         let started = Instant::now();
         let mut run = self.workload(workload)?;
         run.wall_s = started.elapsed().as_secs_f64();
-        run.broker_cpu_s = self.broker.cpu_seconds() - cpu_before;
+        let (user_after, sys_after) = self.broker.cpu_user_system();
+        run.broker_user_s = user_after - user_before;
+        run.broker_sys_s = sys_after - sys_before;
+        run.broker_cpu_s = run.broker_user_s + run.broker_sys_s;
         run.peak_rss_mb = self.broker.peak_rss_bytes() as f64 / MB;
         let after = self.broker.scrape()?;
         run.broker = broker::delta(&before, &after);
@@ -346,6 +361,18 @@ impl<'a> Bench<'a> {
                 }
                 Ok(run)
             }
+            Workload::ProduceParallel { producers } => {
+                let topic = self.topic(&format!("bench-produce-1k-x{producers}"))?;
+                let spec = rdk::Produce {
+                    value_bytes: 1024,
+                    acks: 1,
+                    linger_ms,
+                    duration,
+                    rate: None,
+                };
+                let mut result = rdk::produce_parallel(&bootstrap, &topic, spec, producers)?;
+                Ok(produce_run(&mut result, 1))
+            }
             Workload::ProduceHalfRate => {
                 let max = self
                     .session
@@ -381,6 +408,7 @@ impl<'a> Bench<'a> {
                 Ok(Run {
                     records_per_s: r.records as f64 / secs,
                     mb_per_s: r.record_bytes as f64 / MB / secs,
+                    payload_bytes: r.record_bytes as f64,
                     latency_kind: "request",
                     latency: r.latencies.percentiles(),
                     note: format!(
@@ -531,6 +559,7 @@ fn produce_run(result: &mut rdk::ProduceResult, acks: i16) -> Run {
     Run {
         records_per_s: result.delivered as f64 / secs,
         mb_per_s: result.value_bytes as f64 / MB / secs,
+        payload_bytes: result.value_bytes as f64,
         latency_kind: "delivery",
         latency: result.latencies.percentiles(),
         note,
@@ -555,6 +584,9 @@ fn quick_workloads() -> Vec<Workload> {
         Workload::Produce {
             value_bytes: 1024,
             acks: 1,
+        },
+        Workload::ProduceParallel {
+            producers: PARALLEL_PRODUCERS,
         },
         Workload::ProduceHalfRate,
         Workload::RawProduce,
@@ -743,6 +775,26 @@ fn summary(runs: &[Run], c: &Ceilings, n: usize, m: usize) -> String {
     for line in lines.into_iter().flatten() {
         out.push_str(&line);
     }
+    let produce_cpu = [
+        Workload::ProduceParallel {
+            producers: PARALLEL_PRODUCERS,
+        },
+        Workload::RawProduce,
+    ];
+    for w in produce_cpu {
+        if let Some(r) = find(runs, &w, n, m).filter(|r| r.payload_bytes > 0.0) {
+            let gb = r.payload_bytes / 1e9;
+            let total = r.broker_cpu_s / gb;
+            let verdict = if total <= 1.0 { "met" } else { "NOT met" };
+            out += &format!(
+                "- broker CPU per GB produced, {}: {:.2} user + {:.2} system = {total:.2} CPU-s/GB \
+                 (target ≤ 1.0: {verdict})\n",
+                r.workload,
+                r.broker_user_s / gb,
+                r.broker_sys_s / gb,
+            );
+        }
+    }
     if let Some(r) = find(runs, &Workload::ConsumeRaw, n, m) {
         let pct = 100.0 * r.mb_per_s * MB / c.sendfile_bytes_per_s;
         let verdict = if pct >= 70.0 { "met" } else { "NOT met" };
@@ -869,7 +921,8 @@ fn quick(options: &Options) -> Result<(), String> {
     let raw_cpu_per_gb = runs
         .iter()
         .find(|r| r.workload == Workload::RawProduce.name() && r.mb_per_s > 0.0)
-        .map(|r| r.broker_cpu_s / (r.mb_per_s * r.wall_s / 1e3));
+        .filter(|r| r.payload_bytes > 0.0)
+        .map(|r| r.broker_cpu_s / (r.payload_bytes / 1e9));
     let text = format!(
         "# kbroker bench — {n}×{m}\n\n{}\n{}\n## Stage breakdown\n\n{}\n## Against the machine\n\n{}\n\n{}\n{}\nNotes:\n{}\nTotal bench time {:.0} s.\n",
         header(options, "quick", &load_at_start),

@@ -29,6 +29,9 @@ pub struct MemoryRun {
     pub peak_file_mb: f64,
     pub user_cpu_s: f64,
     pub system_cpu_s: f64,
+    /// Windows the prefault thread prepared / the writers had to map themselves.
+    pub windows_prefaulted: f64,
+    pub windows_inline: f64,
 }
 
 /// (VmRSS, RssAnon, RssFile + RssShmem) in bytes.
@@ -95,6 +98,8 @@ pub fn measure(
     }
     let wall_s = started.elapsed().as_secs_f64();
     let (user1, sys1) = crate::broker::proc_cpu_user_system(pid).unwrap_or_default();
+    let series = broker.scrape()?.series;
+    let counter = |name: &str| series.get(name).copied().unwrap_or(f64::NAN);
     stop.store(true, Ordering::Release);
     let peak = sampler.join().map_err(|_| "sampler panicked")?;
     broker.stop();
@@ -108,6 +113,8 @@ pub fn measure(
         peak_file_mb: mb(peak.2),
         user_cpu_s: user1 - user0,
         system_cpu_s: sys1 - sys0,
+        windows_prefaulted: counter("kbroker_segment_windows_prefaulted_total"),
+        windows_inline: counter("kbroker_segment_windows_mapped_inline_total"),
     })
 }
 
@@ -115,13 +122,13 @@ pub fn section(runs: &[MemoryRun]) -> String {
     let mut out = format!(
         "## Memory while writing 2 GB to {PARTITIONS} partitions (1 GiB segments, raw 1 MiB batches, acks=1)\n\n\
          Targets: peak VmRSS ≤ 768 MB, RssAnon ≤ 64 MB. CPU per GB written, user and system separately.\n\n\
-         | window | written GB | MB/s | peak VmRSS MB | peak RssAnon MB | peak file pages MB | user CPU-s/GB | system CPU-s/GB |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|\n"
+         | window | written GB | MB/s | peak VmRSS MB | peak RssAnon MB | peak file pages MB | user CPU-s/GB | system CPU-s/GB | windows prefaulted / mapped by the writer |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     );
     for r in runs {
         let gb = r.written_bytes as f64 / 1e9;
         out.push_str(&format!(
-            "| {} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |\n",
+            "| {} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} / {:.0} |\n",
             r.window,
             gb,
             r.written_bytes as f64 / 1e6 / r.wall_s.max(1e-9),
@@ -130,6 +137,8 @@ pub fn section(runs: &[MemoryRun]) -> String {
             r.peak_file_mb,
             r.user_cpu_s / gb.max(1e-9),
             r.system_cpu_s / gb.max(1e-9),
+            r.windows_prefaulted,
+            r.windows_inline,
         ));
     }
     out

@@ -162,6 +162,39 @@ pub fn produce(bootstrap: &str, topic: &str, spec: Produce) -> Result<ProduceRes
     })
 }
 
+/// `producers` producers, each in its own thread, running `spec` at once against `topic`;
+/// their results summed (elapsed: the longest).
+pub fn produce_parallel(
+    bootstrap: &str,
+    topic: &str,
+    spec: Produce,
+    producers: usize,
+) -> Result<ProduceResult, String> {
+    let results: Vec<Result<ProduceResult, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..producers)
+            .map(|_| scope.spawn(move || produce(bootstrap, topic, spec)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a producer thread panicked".into()))
+            })
+            .collect()
+    });
+    let mut total = ProduceResult::default();
+    for r in results {
+        let r = r?;
+        total.delivered += r.delivered;
+        total.failed += r.failed;
+        total.first_error = total.first_error.or(r.first_error);
+        total.value_bytes += r.value_bytes;
+        total.elapsed = total.elapsed.max(r.elapsed);
+        total.latencies.extend(r.latencies);
+    }
+    Ok(total)
+}
+
 #[derive(Debug, Default)]
 pub struct ConsumeResult {
     pub records: u64,

@@ -15,12 +15,17 @@ pub struct Run {
     pub records_per_s: f64,
     /// Payload megabytes (10^6 bytes) per second: values for librdkafka, batches for raw.
     pub mb_per_s: f64,
+    /// Payload bytes the run moved (0 where not counted).
+    pub payload_bytes: f64,
     /// What `latency` measures: "delivery" (librdkafka delivery report), "request" (raw
     /// request → response) or empty.
     pub latency_kind: &'static str,
     pub latency: Percentiles,
     pub end_to_end: Option<Percentiles>,
     pub broker_cpu_s: f64,
+    /// `broker_cpu_s` split: user and system (kernel) seconds.
+    pub broker_user_s: f64,
+    pub broker_sys_s: f64,
     pub wall_s: f64,
     pub peak_rss_mb: f64,
     pub broker: BrokerDelta,

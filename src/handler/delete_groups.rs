@@ -27,13 +27,11 @@ pub fn handle(
         .map(|g| {
             let id = g.0.to_string();
             let code = check_coordinator(broker, &id).unwrap_or_else(|| {
-                let mut groups = coordinator.lock();
-                match groups.get(&id) {
-                    None => ResponseError::GroupIdNotFound.code(),
-                    Some(e) if e.group.state() != GroupState::Empty || !e.group.is_empty() => {
-                        ResponseError::NonEmptyGroup.code()
-                    }
-                    Some(e) => {
+                coordinator
+                    .with_group(&id, false, |e| {
+                        if e.group.state() != GroupState::Empty || !e.group.is_empty() {
+                            return ResponseError::NonEmptyGroup.code();
+                        }
                         let mut records: Vec<_> = e
                             .offsets
                             .keys()
@@ -51,7 +49,7 @@ pub fn handle(
                         records.push((OffsetsKey::Group { group: id.clone() }, None));
                         match coordinator.append(&id, records) {
                             Ok(_) => {
-                                groups.remove(&id);
+                                coordinator.remove_group(&id, e);
                                 coordinator.mirror(MirrorOp::GroupDeleted { group: id.clone() });
                                 0
                             }
@@ -60,8 +58,8 @@ pub fn handle(
                                 ResponseError::CoordinatorNotAvailable.code()
                             }
                         }
-                    }
-                }
+                    })
+                    .unwrap_or(ResponseError::GroupIdNotFound.code())
             });
             DeletableGroupResult::default()
                 .with_group_id(g.clone())

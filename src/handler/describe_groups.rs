@@ -32,42 +32,44 @@ pub fn handle(
                 out.error_code = code;
                 return out;
             }
-            let groups = broker.groups.lock();
-            let Some(entry) = groups.get(&id) else {
-                out.group_state = s(GroupState::Dead.name());
-                return out;
-            };
-            let group = &entry.group;
-            out.group_state = s(group.state().name());
-            out.protocol_type = s(group.protocol_type().unwrap_or_default());
-            let protocol = group.protocol_name().unwrap_or_default().to_string();
-            out.protocol_data = s(&protocol);
-            out.members = group
-                .members()
-                .map(|m| {
-                    DescribedGroupMember::default()
-                        .with_member_id(s(&m.member_id))
-                        .with_group_instance_id(if ctx.version >= 4 {
-                            m.group_instance_id.as_deref().map(s)
-                        } else {
-                            None
-                        })
-                        .with_client_id(s(&m.client_id))
-                        .with_client_host(s(&m.client_host))
-                        .with_member_metadata(Bytes::from(if group.state() == GroupState::Stable {
-                            m.metadata(&protocol)
-                        } else {
-                            Vec::new()
-                        }))
-                        .with_member_assignment(Bytes::from(
-                            if group.state() == GroupState::Stable {
-                                m.assignment.clone()
+            let found = broker.groups.with_group(&id, false, |entry| {
+                let group = &entry.group;
+                out.group_state = s(group.state().name());
+                out.protocol_type = s(group.protocol_type().unwrap_or_default());
+                let protocol = group.protocol_name().unwrap_or_default().to_string();
+                out.protocol_data = s(&protocol);
+                out.members = group
+                    .members()
+                    .map(|m| {
+                        DescribedGroupMember::default()
+                            .with_member_id(s(&m.member_id))
+                            .with_group_instance_id(if ctx.version >= 4 {
+                                m.group_instance_id.as_deref().map(s)
                             } else {
-                                Vec::new()
-                            },
-                        ))
-                })
-                .collect();
+                                None
+                            })
+                            .with_client_id(s(&m.client_id))
+                            .with_client_host(s(&m.client_host))
+                            .with_member_metadata(Bytes::from(
+                                if group.state() == GroupState::Stable {
+                                    m.metadata(&protocol)
+                                } else {
+                                    Vec::new()
+                                },
+                            ))
+                            .with_member_assignment(Bytes::from(
+                                if group.state() == GroupState::Stable {
+                                    m.assignment.clone()
+                                } else {
+                                    Vec::new()
+                                },
+                            ))
+                    })
+                    .collect();
+            });
+            if found.is_none() {
+                out.group_state = s(GroupState::Dead.name());
+            }
             out
         })
         .collect();

@@ -22,16 +22,17 @@ pub fn handle(
         Some(code) => code,
         None => {
             let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
-            let mut groups = broker.groups.lock();
-            let result = match groups.get_mut(&group_id) {
-                Some(entry) => entry.group.heartbeat(
-                    &request.member_id,
-                    request.generation_id,
-                    instance.as_deref(),
-                    now_ms(),
-                ),
-                None => Err(GroupError::UnknownMemberId),
-            };
+            let result = broker
+                .groups
+                .with_group(&group_id, false, |entry| {
+                    entry.group.heartbeat(
+                        &request.member_id,
+                        request.generation_id,
+                        instance.as_deref(),
+                        now_ms(),
+                    )
+                })
+                .unwrap_or(Err(GroupError::UnknownMemberId));
             result.err().map_or(0, group_error_code)
         }
     };

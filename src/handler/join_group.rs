@@ -56,16 +56,14 @@ pub fn handle(
         require_known_member_id: ctx.version >= 4,
     };
     let coordinator = &broker.groups;
-    let (replies, events) = {
-        let mut groups = coordinator.lock();
-        let entry = groups
-            .entry(group_id.clone())
-            .or_insert_with(|| crate::groups::GroupEntry::new(&group_id));
-        let replies = entry
-            .group
-            .join(join, pending, &coordinator.config.group, now_ms());
-        (replies, entry.group.drain_events())
-    };
+    let (replies, events) = coordinator
+        .with_group(&group_id, true, |entry| {
+            let replies = entry
+                .group
+                .join(join, pending, &coordinator.config.group, now_ms());
+            (replies, entry.group.drain_events())
+        })
+        .unwrap_or_default();
     coordinator.mirror_events(&group_id, events);
     coordinator.send_replies(replies);
     Ok(())

@@ -42,31 +42,27 @@ pub fn handle(
     let coordinator = &broker.groups;
     let mut replies = Vec::new();
     let mut results = Vec::new();
-    let events = {
-        let mut groups = coordinator.lock();
-        match groups.get_mut(&group_id) {
-            Some(entry) => {
-                for (member, instance) in &leaving {
-                    let (result, r) = entry.group.leave(
-                        member,
-                        instance.as_deref(),
-                        &coordinator.config.group,
-                        now_ms(),
-                    );
-                    replies.extend(r);
-                    results.push(result);
-                }
-                entry.group.drain_events()
+    let events = coordinator
+        .with_group(&group_id, false, |entry| {
+            for (member, instance) in &leaving {
+                let (result, r) = entry.group.leave(
+                    member,
+                    instance.as_deref(),
+                    &coordinator.config.group,
+                    now_ms(),
+                );
+                replies.extend(r);
+                results.push(result);
             }
-            None => {
-                results = leaving
-                    .iter()
-                    .map(|_| Err(GroupError::UnknownMemberId))
-                    .collect();
-                Vec::new()
-            }
-        }
-    };
+            entry.group.drain_events()
+        })
+        .unwrap_or_else(|| {
+            results = leaving
+                .iter()
+                .map(|_| Err(GroupError::UnknownMemberId))
+                .collect();
+            Vec::new()
+        });
     coordinator.mirror_events(&group_id, events);
     coordinator.send_replies(replies);
     if ctx.version >= 3 {

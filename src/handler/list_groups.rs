@@ -21,25 +21,22 @@ pub fn handle(
         .iter()
         .map(|s| s.to_lowercase())
         .collect();
-    let groups = broker.groups.lock();
-    let mut listed: Vec<ListedGroup> = groups
-        .iter()
-        .filter(|(_, e)| {
-            filter.is_empty() || filter.contains(&e.group.state().name().to_lowercase())
-        })
-        .map(|(id, e)| {
-            let mut g = ListedGroup::default()
-                .with_group_id(GroupId(StrBytes::from_string(id.clone())))
-                .with_protocol_type(StrBytes::from_string(
-                    e.group.protocol_type().unwrap_or_default().to_string(),
-                ));
-            if ctx.version >= 4 {
-                g.group_state = StrBytes::from_string(e.group.state().name().to_string());
-            }
-            g
-        })
-        .collect();
-    drop(groups);
+    let mut listed: Vec<ListedGroup> = Vec::new();
+    broker.groups.for_each_group(|id, e| {
+        let state = e.group.state().name();
+        if !filter.is_empty() && !filter.contains(&state.to_lowercase()) {
+            return;
+        }
+        let mut g = ListedGroup::default()
+            .with_group_id(GroupId(StrBytes::from_string(id.to_string())))
+            .with_protocol_type(StrBytes::from_string(
+                e.group.protocol_type().unwrap_or_default().to_string(),
+            ));
+        if ctx.version >= 4 {
+            g.group_state = StrBytes::from_string(state.to_string());
+        }
+        listed.push(g);
+    });
     listed.sort_by(|a, b| a.group_id.0.as_str().cmp(b.group_id.0.as_str()));
     respond(
         ctx,

@@ -89,57 +89,56 @@ pub fn handle(
         return Ok(());
     }
     if group_error.is_none() {
-        let mut groups = coordinator.lock();
-        let entry = groups
-            .entry(group_id.clone())
-            .or_insert_with(|| GroupEntry::new(&group_id));
-        if let Err(e) = validate_member(entry, &request, ctx.version) {
-            group_error = Some(group_error_code(e));
-        } else {
-            let records: Vec<_> = plan
-                .iter()
-                .filter_map(|(t, p, _, v)| {
-                    v.as_ref().map(|v| {
-                        (
-                            OffsetsKey::Offset {
-                                group: group_id.clone(),
-                                topic: t.clone(),
-                                partition: *p,
-                            },
-                            Some(v.encode()),
-                        )
+        // The group's own lock, held across the append (records of one group go to the
+        // log in the order they were validated); no lock is held while replicating.
+        let appended = coordinator
+            .with_group(&group_id, true, |entry| {
+                validate_member(entry, &request, ctx.version).map_err(group_error_code)?;
+                let records: Vec<_> = plan
+                    .iter()
+                    .filter_map(|(t, p, _, v)| {
+                        v.as_ref().map(|v| {
+                            (
+                                OffsetsKey::Offset {
+                                    group: group_id.clone(),
+                                    topic: t.clone(),
+                                    partition: *p,
+                                },
+                                Some(v.encode()),
+                            )
+                        })
                     })
-                })
-                .collect();
-            match coordinator.append(&group_id, records) {
-                Ok(Some(appended)) => {
-                    drop(groups);
-                    // Kafka's acks=-1 for offsets: the cache and the answer wait until the
-                    // offsets partition's ISR has the records.
-                    let send = respond_later::<OffsetCommitResponse>(ctx, responder);
-                    let shared = Arc::clone(coordinator);
-                    coordinator.when_replicated(
-                        appended,
-                        Box::new(move |code| {
-                            let code = commit_error(code);
-                            if code == 0 {
-                                remember(&shared, &group_id, &plan);
-                            } else {
-                                log::warn!(
-                                    "offset commit group={group_id} not replicated: error {code}"
-                                );
-                            }
-                            send(response(plan, (code != 0).then_some(code)));
-                        }),
-                    );
-                    return Ok(());
-                }
-                Ok(None) => {}
-                Err(e) => {
+                    .collect();
+                coordinator.append(&group_id, records).map_err(|e| {
                     log::warn!("offset commit group={group_id} failed: {e}");
-                    group_error = Some(ResponseError::CoordinatorNotAvailable.code());
-                }
+                    ResponseError::CoordinatorNotAvailable.code()
+                })
+            })
+            .unwrap_or(Ok(None));
+        match appended {
+            Ok(Some(appended)) => {
+                // Kafka's acks=-1 for offsets: the cache and the answer wait until the
+                // offsets partition's ISR has the records.
+                let send = respond_later::<OffsetCommitResponse>(ctx, responder);
+                let shared = Arc::clone(coordinator);
+                coordinator.when_replicated(
+                    appended,
+                    Box::new(move |code| {
+                        let code = commit_error(code);
+                        if code == 0 {
+                            remember(&shared, &group_id, &plan);
+                        } else {
+                            log::warn!(
+                                "offset commit group={group_id} not replicated: error {code}"
+                            );
+                        }
+                        send(response(plan, (code != 0).then_some(code)));
+                    }),
+                );
+                return Ok(());
             }
+            Ok(None) => {}
+            Err(code) => group_error = Some(code),
         }
     }
     respond(ctx, responder, &response(plan, group_error))
@@ -147,21 +146,19 @@ pub fn handle(
 
 /// Committed offsets go into the cache (and the metadata mirror) once replicated.
 fn remember(coordinator: &GroupCoordinator, group_id: &str, plan: &Plan) {
-    let mut groups = coordinator.lock();
-    let entry = groups
-        .entry(group_id.to_string())
-        .or_insert_with(|| GroupEntry::new(group_id));
-    for (t, p, _, v) in plan {
-        if let Some(v) = v {
-            entry.offsets.insert((t.clone(), *p), v.clone());
-            coordinator.mirror(MirrorOp::Offset {
-                group: group_id.to_string(),
-                topic: t.clone(),
-                partition: *p,
-                offset: v.offset,
-            });
+    coordinator.with_group(group_id, true, |entry| {
+        for (t, p, _, v) in plan {
+            if let Some(v) = v {
+                entry.offsets.insert((t.clone(), *p), v.clone());
+                coordinator.mirror(MirrorOp::Offset {
+                    group: group_id.to_string(),
+                    topic: t.clone(),
+                    partition: *p,
+                    offset: v.offset,
+                });
+            }
         }
-    }
+    });
 }
 
 type Plan = Vec<(String, i32, i16, Option<OffsetValue>)>;

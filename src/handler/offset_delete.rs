@@ -27,74 +27,72 @@ pub fn handle(
         return respond(ctx, responder, &response);
     }
     let coordinator = &broker.groups;
-    let mut groups = coordinator.lock();
-    let Some(entry) = groups.get_mut(&group_id) else {
-        drop(groups);
-        response.error_code = ResponseError::GroupIdNotFound.code();
-        return respond(ctx, responder, &response);
-    };
-    let subscribed: Vec<String> = entry
-        .group
-        .members()
-        .flat_map(|m| {
-            m.protocols
-                .first()
-                .and_then(|(_, meta)| subscription_topics(meta).ok())
-                .unwrap_or_default()
-        })
-        .collect();
-    let mut deleted = Vec::new();
-    for t in &request.topics {
-        let topic = t.name.0.to_string();
-        let busy = subscribed.contains(&topic);
-        let partitions = t
-            .partitions
-            .iter()
-            .map(|p| {
-                let code = if busy {
-                    ResponseError::GroupSubscribedToTopic.code()
-                } else {
-                    0
-                };
-                if !busy {
-                    deleted.push((topic.clone(), p.partition_index));
-                }
-                OffsetDeleteResponsePartition::default()
-                    .with_partition_index(p.partition_index)
-                    .with_error_code(code)
+    let found = coordinator.with_group(&group_id, false, |entry| {
+        let subscribed: Vec<String> = entry
+            .group
+            .members()
+            .flat_map(|m| {
+                m.protocols
+                    .first()
+                    .and_then(|(_, meta)| subscription_topics(meta).ok())
+                    .unwrap_or_default()
             })
             .collect();
-        response.topics.push(
-            OffsetDeleteResponseTopic::default()
-                .with_name(t.name.clone())
-                .with_partitions(partitions),
-        );
-    }
-    let records = deleted
-        .iter()
-        .filter(|k| entry.offsets.contains_key(*k))
-        .map(|(t, p)| {
-            (
-                OffsetsKey::Offset {
-                    group: group_id.clone(),
-                    topic: t.clone(),
-                    partition: *p,
-                },
-                None,
-            )
-        })
-        .collect();
-    match coordinator.append(&group_id, records) {
-        Ok(_) => {
-            for k in &deleted {
-                entry.offsets.remove(k);
+        let mut deleted = Vec::new();
+        for t in &request.topics {
+            let topic = t.name.0.to_string();
+            let busy = subscribed.contains(&topic);
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let code = if busy {
+                        ResponseError::GroupSubscribedToTopic.code()
+                    } else {
+                        0
+                    };
+                    if !busy {
+                        deleted.push((topic.clone(), p.partition_index));
+                    }
+                    OffsetDeleteResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code)
+                })
+                .collect();
+            response.topics.push(
+                OffsetDeleteResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(partitions),
+            );
+        }
+        let records = deleted
+            .iter()
+            .filter(|k| entry.offsets.contains_key(*k))
+            .map(|(t, p)| {
+                (
+                    OffsetsKey::Offset {
+                        group: group_id.clone(),
+                        topic: t.clone(),
+                        partition: *p,
+                    },
+                    None,
+                )
+            })
+            .collect();
+        match coordinator.append(&group_id, records) {
+            Ok(_) => {
+                for k in &deleted {
+                    entry.offsets.remove(k);
+                }
+            }
+            Err(e) => {
+                log::warn!("offset delete group={group_id} failed: {e}");
+                response.error_code = ResponseError::CoordinatorNotAvailable.code();
             }
         }
-        Err(e) => {
-            log::warn!("offset delete group={group_id} failed: {e}");
-            response.error_code = ResponseError::CoordinatorNotAvailable.code();
-        }
+    });
+    if found.is_none() {
+        response.error_code = ResponseError::GroupIdNotFound.code();
     }
-    drop(groups);
     respond(ctx, responder, &response)
 }

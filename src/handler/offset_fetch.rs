@@ -48,11 +48,14 @@ pub fn handle(
     }
     let error = check_coordinator(broker, &group_id);
     let committed = |topic: &str, partition: i32| -> Option<(i64, i32, String)> {
-        let groups = broker.groups.lock();
-        groups
-            .get(&group_id)
-            .and_then(|g| g.offsets.get(&(topic.to_string(), partition)))
-            .map(|o| (o.offset, o.leader_epoch, o.metadata.clone()))
+        broker
+            .groups
+            .with_group(&group_id, false, |g| {
+                g.offsets
+                    .get(&(topic.to_string(), partition))
+                    .map(|o| (o.offset, o.leader_epoch, o.metadata.clone()))
+            })
+            .flatten()
     };
     let wanted: Vec<(String, Vec<i32>)> = match &request.topics {
         Some(topics) => topics
@@ -60,13 +63,12 @@ pub fn handle(
             .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
             .collect(),
         None => {
-            let groups = broker.groups.lock();
             let mut by_topic: std::collections::BTreeMap<String, Vec<i32>> = Default::default();
-            if let Some(g) = groups.get(&group_id) {
+            broker.groups.with_group(&group_id, false, |g| {
                 for (t, p) in g.offsets.keys() {
                     by_topic.entry(t.clone()).or_default().push(*p);
                 }
-            }
+            });
             by_topic.into_iter().collect()
         }
     };

@@ -47,10 +47,30 @@ pub fn handle(
         .map(|a| (a.member_id.to_string(), a.assignment.to_vec()))
         .collect();
     let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
-    let (replies, events, record) = {
-        let mut groups = coordinator.lock();
-        let Some(entry) = groups.get_mut(&group_id) else {
-            drop(groups);
+    let mut pending = Some(pending);
+    let done = coordinator.with_group(&group_id, false, |entry| {
+        let before = entry.group.state();
+        let replies = match pending.take() {
+            Some(pending) => entry.group.sync(
+                &request.member_id,
+                request.generation_id,
+                instance.as_deref(),
+                assignments,
+                pending,
+                now_ms(),
+            ),
+            None => Vec::new(),
+        };
+        if before != entry.group.state() {
+            let record = GroupCoordinator::group_record(&entry.group);
+            if let Err(e) = coordinator.append(&group_id, vec![record]) {
+                log::warn!("recording the generation of group={group_id} failed: {e}");
+            }
+        }
+        (replies, entry.group.drain_events())
+    });
+    let Some((replies, events)) = done else {
+        if let Some(pending) = pending {
             send_code(
                 pending,
                 group_error_code(kbroker_coordinator::group::GroupError::UnknownMemberId),
@@ -61,26 +81,9 @@ pub fn handle(
                     assignment: Vec::new(),
                 },
             );
-            return Ok(());
-        };
-        let before = entry.group.state();
-        let replies = entry.group.sync(
-            &request.member_id,
-            request.generation_id,
-            instance.as_deref(),
-            assignments,
-            pending,
-            now_ms(),
-        );
-        let record =
-            (before != entry.group.state()).then(|| GroupCoordinator::group_record(&entry.group));
-        (replies, entry.group.drain_events(), record)
-    };
-    if let Some(record) = record {
-        if let Err(e) = coordinator.append(&group_id, vec![record]) {
-            log::warn!("recording the generation of group={group_id} failed: {e}");
         }
-    }
+        return Ok(());
+    };
     coordinator.mirror_events(&group_id, events);
     coordinator.send_replies(replies);
     Ok(())

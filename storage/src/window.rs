@@ -1,9 +1,9 @@
 //! The active segment's sliding mapped window.
 //!
 //! An active segment's file is `segment.bytes` long (sparse), but only a window of it is
-//! mapped at a time: the bytes around the write position. Once the writer has filled half
-//! of its window, the next window — starting at the page of the write position, so the two
-//! overlap and no batch ever straddles two maps — is mapped and pre-faulted writable
+//! mapped at a time: the bytes around the write position. As soon as the writer has written
+//! into its window, the next window — overlapping the last quarter of this one, so no
+//! batch ever straddles two maps — is mapped and pre-faulted writable
 //! (`MADV_POPULATE_WRITE`) by the `kb-prefault` thread, off the produce path and without
 //! the log lock. When an append no longer fits the current window the writer switches to
 //! the prepared one (or, if it is not ready, maps one itself) and the old map is dropped.
@@ -20,7 +20,7 @@ use std::fs::File;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use memmap2::{Advice, MmapMut, MmapOptions};
 
@@ -98,7 +98,10 @@ struct Prepared {
     len: usize,
     file: Arc<File>,
     cancelled: AtomicBool,
+    /// Set by the prefault thread when it starts on this window.
+    started: AtomicBool,
     result: Mutex<Option<io::Result<Window>>>,
+    done: Condvar,
 }
 
 fn prefault_queue() -> &'static Sender<Arc<Prepared>> {
@@ -121,6 +124,7 @@ fn prepare(job: &Prepared) {
     if job.cancelled.load(Ordering::Acquire) {
         return;
     }
+    job.started.store(true, Ordering::Release);
     let result = Window::map(&job.file, job.start, job.len);
     if let Ok(w) = &result {
         if POPULATE_SUPPORTED.load(Ordering::Relaxed) && !job.cancelled.load(Ordering::Acquire) {
@@ -142,6 +146,7 @@ fn prepare(job: &Prepared) {
         }
     }
     *job.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+    job.done.notify_all();
 }
 
 /// The mapped part of an active segment.
@@ -194,14 +199,19 @@ impl ActiveMap {
             return Ok(());
         }
         if let Some(next) = self.next.take() {
-            let ready = next.result.lock().unwrap_or_else(|p| p.into_inner()).take();
-            match ready {
+            let mut result = next.result.lock().unwrap_or_else(|p| p.into_inner());
+            // Being populated right now: waiting for the thread costs less than faulting
+            // the same pages alongside it. Still queued: the writer maps its own.
+            while result.is_none() && next.started.load(Ordering::Acquire) {
+                result = next.done.wait(result).unwrap_or_else(|p| p.into_inner());
+            }
+            match result.take() {
                 Some(Ok(w)) if w.covers(from, to) => {
                     self.current = Some(w);
                     return Ok(());
                 }
                 Some(_) => {}
-                // Not ready yet: the thread maps it for nobody; drop it.
+                // Not started: the thread will skip it.
                 None => next.cancelled.store(true, Ordering::Release),
             }
         }
@@ -230,11 +240,13 @@ impl ActiveMap {
         Some(&w.map[from - w.start..to - w.start])
     }
 
-    /// Called after a write ending at `position`: past the middle of the current window,
-    /// asks the prefault thread for the next one, from the page of `position` on.
+    /// Called after a write ending at `position`: asks the prefault thread for the window
+    /// after the current one as soon as the writer is in it (asked at its middle, the
+    /// prefault thread — one for every partition — was late for two windows in three when
+    /// eight partitions were written at once, measured; the writer then faults them itself).
     pub fn wrote_up_to(&mut self, position: usize) {
         let Some(w) = &self.current else { return };
-        if self.next.is_some() || position < w.start + w.map.len() / 2 || w.end() >= self.capacity {
+        if self.next.is_some() || position < w.start || w.end() >= self.capacity {
             return;
         }
         // The next window overlaps the end of this one by a quarter of a window, so a batch
@@ -247,7 +259,9 @@ impl ActiveMap {
             len,
             file: Arc::clone(&self.file),
             cancelled: AtomicBool::new(false),
+            started: AtomicBool::new(false),
             result: Mutex::new(None),
+            done: Condvar::new(),
         });
         if prefault_queue().send(Arc::clone(&job)).is_ok() {
             self.next = Some(job);
