@@ -402,6 +402,13 @@ impl<R> Group<R> {
         out: &mut Vec<Reply<R>>,
     ) {
         let member_id = req.member_id.clone();
+        if self.static_member_fenced(&member_id, req.group_instance_id.as_deref()) {
+            out.push(Reply::Join(
+                reply,
+                JoinResult::error(GroupError::FencedInstanceId, &member_id),
+            ));
+            return;
+        }
         if self.pending.remove(&member_id).is_some() {
             return self.add_member_and_rebalance(member_id, req, reply, cfg, now_ms, out);
         }
@@ -746,12 +753,23 @@ impl<R> Group<R> {
         Some(m)
     }
 
+    /// Kafka's KIP-345 fencing: a request naming a `group.instance.id` that now belongs to
+    /// another member id (a newer incarnation joined with it) is from a fenced instance.
+    fn static_member_fenced(&self, member_id: &str, group_instance_id: Option<&str>) -> bool {
+        group_instance_id
+            .and_then(|i| self.static_members.get(i))
+            .is_some_and(|current| current != member_id)
+    }
+
     fn check_member(
         &self,
         member_id: &str,
         generation_id: i32,
         group_instance_id: Option<&str>,
     ) -> Result<(), GroupError> {
+        if self.static_member_fenced(member_id, group_instance_id) {
+            return Err(GroupError::FencedInstanceId);
+        }
         let Some(m) = self.members.get(member_id) else {
             return Err(if self.state == GroupState::Dead {
                 GroupError::CoordinatorNotAvailable
@@ -1159,11 +1177,22 @@ mod tests {
         assert_eq!(g.state(), GroupState::Stable);
         let s = g.sync(&j2.member_id, 1, Some("i1"), vec![], 4, 1001);
         assert!(matches!(&s[0], Reply::Sync(4, r) if r.assignment == vec![7]));
+        // KIP-345: the old incarnation's next request is answered FENCED_INSTANCE_ID (fatal
+        // for the client), not UNKNOWN_MEMBER_ID (which would make it rejoin and fence the
+        // new one in turn).
         assert_eq!(
             g.heartbeat(&j.member_id, 1, Some("i1"), 1002),
-            Err(GroupError::UnknownMemberId),
+            Err(GroupError::FencedInstanceId),
             "old incarnation fenced"
         );
+        let s = g.sync(&j.member_id, 1, Some("i1"), vec![], 5, 1003);
+        assert!(
+            matches!(&s[0], Reply::Sync(5, r) if r.error == Some(GroupError::FencedInstanceId))
+        );
+        let r = g.join(req(&j.member_id, Some("i1")), 6, &cfg(), 1004);
+        assert_eq!(join_result(r, 6).error, Some(GroupError::FencedInstanceId));
+        // The new incarnation is unaffected.
+        assert_eq!(g.heartbeat(&j2.member_id, 1, Some("i1"), 1005), Ok(()));
     }
 
     #[test]
