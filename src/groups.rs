@@ -188,13 +188,19 @@ impl GroupCoordinator {
     }
 
     /// Runs `f` on group `id` under that group's lock alone; None when there is no such
-    /// group and `create` is false (with `create`, an empty group is added first).
-    pub fn with_group<R>(
-        &self,
-        id: &str,
-        create: bool,
-        f: impl FnOnce(&mut GroupEntry) -> R,
-    ) -> Option<R> {
+    /// group.
+    pub fn with_group<R>(&self, id: &str, f: impl FnOnce(&mut GroupEntry) -> R) -> Option<R> {
+        self.locked(id, false, f)
+    }
+
+    /// Runs `f` on group `id` under that group's lock alone, adding an empty group first
+    /// if there is none.
+    pub fn with_group_or_create<R>(&self, id: &str, f: impl FnOnce(&mut GroupEntry) -> R) -> R {
+        self.locked(id, true, f)
+            .expect("a group is created when missing")
+    }
+
+    fn locked<R>(&self, id: &str, create: bool, f: impl FnOnce(&mut GroupEntry) -> R) -> Option<R> {
         loop {
             let shared = {
                 let mut map = self.map();
@@ -536,7 +542,6 @@ fn run_timer(coordinator: Arc<GroupCoordinator>, stop: Arc<AtomicBool>) {
         std::thread::sleep(Duration::from_millis(TICK_MS));
         let now = now_ms();
         let mut replies = Vec::new();
-        let mut expired_offsets: Vec<(String, Vec<(String, i32)>)> = Vec::new();
         let check_expiry =
             now - last_expiry >= coordinator.config.offsets_retention_check_interval_ms;
         if check_expiry {
@@ -547,58 +552,55 @@ fn run_timer(coordinator: Arc<GroupCoordinator>, stop: Arc<AtomicBool>) {
             let events = entry.group.drain_events();
             coordinator.mirror_events(id, events);
             if check_expiry && entry.group.is_empty() {
-                let cutoff = now - coordinator.config.offsets_retention_ms;
-                let old: Vec<(String, i32)> = entry
-                    .offsets
-                    .iter()
-                    .filter(|(_, v)| v.commit_timestamp_ms < cutoff)
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                if !old.is_empty() {
-                    expired_offsets.push((id.to_string(), old));
-                }
+                expire_offsets(&coordinator, id, entry, now);
             }
         });
         coordinator.send_replies(replies);
-        for (group, parts) in expired_offsets {
-            // Under the group's lock, so a commit of the same partition since the scan
-            // is not undone.
-            coordinator.with_group(&group, false, |entry| {
-                let cutoff = now - coordinator.config.offsets_retention_ms;
-                let still_old: Vec<(String, i32)> = parts
-                    .into_iter()
-                    .filter(|k| {
-                        entry
-                            .offsets
-                            .get(k)
-                            .is_some_and(|v| v.commit_timestamp_ms < cutoff)
-                    })
-                    .collect();
-                let records = still_old
-                    .iter()
-                    .map(|(t, p)| {
-                        (
-                            OffsetsKey::Offset {
-                                group: group.clone(),
-                                topic: t.clone(),
-                                partition: *p,
-                            },
-                            None,
-                        )
-                    })
-                    .collect();
-                match coordinator.append(&group, records) {
-                    Ok(_) => {
-                        for k in &still_old {
-                            entry.offsets.remove(k);
-                        }
-                        log::info!("expired {} offsets of group={group}", still_old.len());
-                    }
-                    Err(e) => log::warn!("expiring offsets of group={group} failed: {e}"),
-                }
-            });
-        }
     }
+}
+
+/// Deletes (tombstones, then forgets) the committed offsets of empty group `id` older than
+/// `offsets.retention.minutes`; under the group's lock, so no commit slips in between.
+fn expire_offsets(coordinator: &GroupCoordinator, id: &str, entry: &mut GroupEntry, now: i64) {
+    let cutoff = now - coordinator.config.offsets_retention_ms;
+    let old: Vec<(String, i32)> = entry
+        .offsets
+        .iter()
+        .filter(|(_, v)| v.commit_timestamp_ms < cutoff)
+        .map(|(k, _)| k.clone())
+        .collect();
+    if old.is_empty() {
+        return;
+    }
+    match coordinator.append(id, offset_tombstones(id, &old)) {
+        Ok(_) => {
+            for k in &old {
+                entry.offsets.remove(k);
+            }
+            log::info!("expired {} offsets of group={id}", old.len());
+        }
+        Err(e) => log::warn!("expiring offsets of group={id} failed: {e}"),
+    }
+}
+
+/// The records deleting `group`'s committed offsets of `partitions` (topic, partition).
+pub fn offset_tombstones<'a>(
+    group: &str,
+    partitions: impl IntoIterator<Item = &'a (String, i32)>,
+) -> Vec<(OffsetsKey, Option<Vec<u8>>)> {
+    partitions
+        .into_iter()
+        .map(|(topic, partition)| {
+            (
+                OffsetsKey::Offset {
+                    group: group.to_string(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                },
+                None,
+            )
+        })
+        .collect()
 }
 
 /// Applies mirror operations to the metadata store and keeps the tree dump fresh.
@@ -901,7 +903,7 @@ mod tests {
     }
 
     fn committed(c: &GroupCoordinator, group: &str, topic: &str) -> Option<i64> {
-        c.with_group(group, false, |g| {
+        c.with_group(group, |g| {
             g.offsets.get(&(topic.to_string(), 0)).map(|v| v.offset)
         })
         .flatten()
@@ -921,9 +923,7 @@ mod tests {
         let writer = {
             let c = Arc::clone(&c);
             std::thread::spawn(move || {
-                c.with_group("a", true, |_| {
-                    c.append("a", vec![commit("a", "t", 1)]).is_ok()
-                })
+                c.with_group_or_create("a", |_| c.append("a", vec![commit("a", "t", 1)]).is_ok())
             })
         };
         started.recv().unwrap(); // group "a" is locked, inside its append
@@ -931,7 +931,7 @@ mod tests {
         {
             let c = Arc::clone(&c);
             std::thread::spawn(move || {
-                let appended = c.with_group("b", true, |_| {
+                let appended = c.with_group_or_create("b", |_| {
                     c.append("b", vec![commit("b", "t", 2)]).is_ok()
                 });
                 done_tx.send(appended).unwrap();
@@ -940,12 +940,12 @@ mod tests {
         // Not a timing assertion: a generous bound that turns a deadlock into a failure.
         let other = done.recv_timeout(Duration::from_secs(60));
         go.send(()).unwrap();
-        assert_eq!(other, Ok(Some(true)), "group b waited for group a's append");
-        assert_eq!(writer.join().unwrap(), Some(true));
+        assert_eq!(other, Ok(true), "group b waited for group a's append");
+        assert!(writer.join().unwrap(), "group a appended");
         // A group taken out of the map while a request held it is looked up afresh.
-        c.with_group("a", false, |e| c.remove_group("a", e));
-        assert_eq!(c.with_group("a", false, |_| ()), None);
-        assert_eq!(c.with_group("a", true, |e| e.offsets.len()), Some(0));
+        c.with_group("a", |e| c.remove_group("a", e));
+        assert_eq!(c.with_group("a", |_| ()), None);
+        assert_eq!(c.with_group_or_create("a", |e| e.offsets.len()), 0);
     }
 
     #[test]
@@ -982,7 +982,7 @@ mod tests {
         // Losing leadership unloads the groups and refuses writes.
         second.stopped_leading(&tp);
         assert!(!second.is_loaded(p));
-        assert!(second.with_group("g", false, |_| ()).is_none());
+        assert!(second.with_group("g", |_| ()).is_none());
         assert!(matches!(
             second.append("g", vec![commit("g", "t", 9)]),
             Err(CoordinatorError::NotCoordinator)

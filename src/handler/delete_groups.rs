@@ -11,7 +11,7 @@ use kbroker_reactor::Responder;
 use super::find_coordinator::check_coordinator;
 use super::{decode, respond, HandlerResult, RequestContext};
 use crate::broker::Broker;
-use crate::groups::MirrorOp;
+use crate::groups::{offset_tombstones, MirrorOp};
 
 pub fn handle(
     broker: &Broker,
@@ -28,24 +28,11 @@ pub fn handle(
             let id = g.0.to_string();
             let code = check_coordinator(broker, &id).unwrap_or_else(|| {
                 coordinator
-                    .with_group(&id, false, |e| {
+                    .with_group(&id, |e| {
                         if e.group.state() != GroupState::Empty || !e.group.is_empty() {
                             return ResponseError::NonEmptyGroup.code();
                         }
-                        let mut records: Vec<_> = e
-                            .offsets
-                            .keys()
-                            .map(|(t, p)| {
-                                (
-                                    OffsetsKey::Offset {
-                                        group: id.clone(),
-                                        topic: t.clone(),
-                                        partition: *p,
-                                    },
-                                    None,
-                                )
-                            })
-                            .collect();
+                        let mut records = offset_tombstones(&id, e.offsets.keys());
                         records.push((OffsetsKey::Group { group: id.clone() }, None));
                         match coordinator.append(&id, records) {
                             Ok(_) => {

@@ -32,7 +32,7 @@ pub fn handle(
                 out.error_code = code;
                 return out;
             }
-            let found = broker.groups.with_group(&id, false, |entry| {
+            let found = broker.groups.with_group(&id, |entry| {
                 let group = &entry.group;
                 out.group_state = s(group.state().name());
                 out.protocol_type = s(group.protocol_type().unwrap_or_default());

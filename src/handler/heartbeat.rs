@@ -24,7 +24,7 @@ pub fn handle(
             let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
             let result = broker
                 .groups
-                .with_group(&group_id, false, |entry| {
+                .with_group(&group_id, |entry| {
                     entry.group.heartbeat(
                         &request.member_id,
                         request.generation_id,

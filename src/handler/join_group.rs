@@ -56,14 +56,12 @@ pub fn handle(
         require_known_member_id: ctx.version >= 4,
     };
     let coordinator = &broker.groups;
-    let (replies, events) = coordinator
-        .with_group(&group_id, true, |entry| {
-            let replies = entry
-                .group
-                .join(join, pending, &coordinator.config.group, now_ms());
-            (replies, entry.group.drain_events())
-        })
-        .unwrap_or_default();
+    let (replies, events) = coordinator.with_group_or_create(&group_id, |entry| {
+        let replies = entry
+            .group
+            .join(join, pending, &coordinator.config.group, now_ms());
+        (replies, entry.group.drain_events())
+    });
     coordinator.mirror_events(&group_id, events);
     coordinator.send_replies(replies);
     Ok(())

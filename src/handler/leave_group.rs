@@ -43,7 +43,7 @@ pub fn handle(
     let mut replies = Vec::new();
     let mut results = Vec::new();
     let events = coordinator
-        .with_group(&group_id, false, |entry| {
+        .with_group(&group_id, |entry| {
             for (member, instance) in &leaving {
                 let (result, r) = entry.group.leave(
                     member,

@@ -91,30 +91,28 @@ pub fn handle(
     if group_error.is_none() {
         // The group's own lock, held across the append (records of one group go to the
         // log in the order they were validated); no lock is held while replicating.
-        let appended = coordinator
-            .with_group(&group_id, true, |entry| {
-                validate_member(entry, &request, ctx.version).map_err(group_error_code)?;
-                let records: Vec<_> = plan
-                    .iter()
-                    .filter_map(|(t, p, _, v)| {
-                        v.as_ref().map(|v| {
-                            (
-                                OffsetsKey::Offset {
-                                    group: group_id.clone(),
-                                    topic: t.clone(),
-                                    partition: *p,
-                                },
-                                Some(v.encode()),
-                            )
-                        })
+        let appended = coordinator.with_group_or_create(&group_id, |entry| {
+            validate_member(entry, &request, ctx.version).map_err(group_error_code)?;
+            let records: Vec<_> = plan
+                .iter()
+                .filter_map(|(t, p, _, v)| {
+                    v.as_ref().map(|v| {
+                        (
+                            OffsetsKey::Offset {
+                                group: group_id.clone(),
+                                topic: t.clone(),
+                                partition: *p,
+                            },
+                            Some(v.encode()),
+                        )
                     })
-                    .collect();
-                coordinator.append(&group_id, records).map_err(|e| {
-                    log::warn!("offset commit group={group_id} failed: {e}");
-                    ResponseError::CoordinatorNotAvailable.code()
                 })
+                .collect();
+            coordinator.append(&group_id, records).map_err(|e| {
+                log::warn!("offset commit group={group_id} failed: {e}");
+                ResponseError::CoordinatorNotAvailable.code()
             })
-            .unwrap_or(Ok(None));
+        });
         match appended {
             Ok(Some(appended)) => {
                 // Kafka's acks=-1 for offsets: the cache and the answer wait until the
@@ -146,7 +144,7 @@ pub fn handle(
 
 /// Committed offsets go into the cache (and the metadata mirror) once replicated.
 fn remember(coordinator: &GroupCoordinator, group_id: &str, plan: &Plan) {
-    coordinator.with_group(group_id, true, |entry| {
+    coordinator.with_group_or_create(group_id, |entry| {
         for (t, p, _, v) in plan {
             if let Some(v) = v {
                 entry.offsets.insert((t.clone(), *p), v.clone());

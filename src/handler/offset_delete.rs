@@ -6,12 +6,13 @@ use kafka_protocol::messages::offset_delete_response::{
 };
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 use kafka_protocol::ResponseError;
-use kbroker_coordinator::offsets::{subscription_topics, OffsetsKey};
+use kbroker_coordinator::offsets::subscription_topics;
 use kbroker_reactor::Responder;
 
 use super::find_coordinator::check_coordinator;
 use super::{decode, respond, HandlerResult, RequestContext};
 use crate::broker::Broker;
+use crate::groups::offset_tombstones;
 
 pub fn handle(
     broker: &Broker,
@@ -27,7 +28,7 @@ pub fn handle(
         return respond(ctx, responder, &response);
     }
     let coordinator = &broker.groups;
-    let found = coordinator.with_group(&group_id, false, |entry| {
+    let found = coordinator.with_group(&group_id, |entry| {
         let subscribed: Vec<String> = entry
             .group
             .members()
@@ -65,20 +66,8 @@ pub fn handle(
                     .with_partitions(partitions),
             );
         }
-        let records = deleted
-            .iter()
-            .filter(|k| entry.offsets.contains_key(*k))
-            .map(|(t, p)| {
-                (
-                    OffsetsKey::Offset {
-                        group: group_id.clone(),
-                        topic: t.clone(),
-                        partition: *p,
-                    },
-                    None,
-                )
-            })
-            .collect();
+        let present = deleted.iter().filter(|k| entry.offsets.contains_key(*k));
+        let records = offset_tombstones(&group_id, present);
         match coordinator.append(&group_id, records) {
             Ok(_) => {
                 for k in &deleted {

@@ -50,7 +50,7 @@ pub fn handle(
     let committed = |topic: &str, partition: i32| -> Option<(i64, i32, String)> {
         broker
             .groups
-            .with_group(&group_id, false, |g| {
+            .with_group(&group_id, |g| {
                 g.offsets
                     .get(&(topic.to_string(), partition))
                     .map(|o| (o.offset, o.leader_epoch, o.metadata.clone()))
@@ -64,7 +64,7 @@ pub fn handle(
             .collect(),
         None => {
             let mut by_topic: std::collections::BTreeMap<String, Vec<i32>> = Default::default();
-            broker.groups.with_group(&group_id, false, |g| {
+            broker.groups.with_group(&group_id, |g| {
                 for (t, p) in g.offsets.keys() {
                     by_topic.entry(t.clone()).or_default().push(*p);
                 }

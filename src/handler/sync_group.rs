@@ -48,7 +48,7 @@ pub fn handle(
         .collect();
     let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
     let mut pending = Some(pending);
-    let done = coordinator.with_group(&group_id, false, |entry| {
+    let done = coordinator.with_group(&group_id, |entry| {
         let before = entry.group.state();
         let replies = match pending.take() {
             Some(pending) => entry.group.sync(
