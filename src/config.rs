@@ -252,6 +252,27 @@ pub const KNOWN: &[(&str, &str)] = &[
     ("log.cleaner.min.compaction.lag.ms", "0"),
     ("producer.id.expiration.ms", "86400000"),
     ("producer.id.expiration.check.interval.ms", "600000"),
+    // Broker defaults of topic configs (see topic_configs.rs): checked with the topic key's
+    // rule at start; the first four and the timestamp bounds change behaviour.
+    ("compression.type", "producer"),
+    ("compression.gzip.level", "-1"),
+    ("compression.lz4.level", "9"),
+    ("compression.zstd.level", "3"),
+    (
+        "log.message.timestamp.difference.max.ms",
+        "9223372036854775807",
+    ),
+    ("log.message.timestamp.before.max.ms", "9223372036854775807"),
+    ("log.message.timestamp.after.max.ms", "9223372036854775807"),
+    ("log.segment.delete.delay.ms", "60000"),
+    ("log.local.retention.ms", "-2"),
+    ("log.local.retention.bytes", "-2"),
+    ("log.cleaner.max.compaction.lag.ms", "9223372036854775807"),
+    ("log.message.downconversion.enable", "true"),
+    ("log.message.format.version", "3.0-IV1"),
+    ("log.preallocate", "false"),
+    ("log.roll.jitter.ms", ""),
+    ("log.roll.jitter.hours", "0"),
     // kbroker's own (Kafka exports metrics through JMX): the Prometheus endpoint, off when
     // metrics.port is empty.
     ("metrics.port", ""),
@@ -263,7 +284,27 @@ pub const ACCEPTED_IGNORED: &[&str] = &[
     "num.recovery.threads.per.data.dir",
     "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr",
+];
+
+/// Broker keys that are only the defaults of topic configs, checked at start with the topic
+/// key's rule (the other synonyms are parsed into the broker's own settings).
+const TOPIC_DEFAULT_KEYS: &[&str] = &[
+    "compression.type",
+    "compression.gzip.level",
+    "compression.lz4.level",
+    "compression.zstd.level",
+    "log.message.timestamp.difference.max.ms",
+    "log.message.timestamp.before.max.ms",
+    "log.message.timestamp.after.max.ms",
     "log.segment.delete.delay.ms",
+    "log.local.retention.ms",
+    "log.local.retention.bytes",
+    "log.cleaner.max.compaction.lag.ms",
+    "log.message.downconversion.enable",
+    "log.message.format.version",
+    "log.preallocate",
+    "log.roll.jitter.ms",
+    "log.roll.jitter.hours",
 ];
 
 fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
@@ -337,6 +378,11 @@ impl Config {
         }
         let get = |k: &str| raw.get(k).map(String::as_str).filter(|v| !v.is_empty());
         let req = |k: &str| get(k).ok_or_else(|| invalid(k, "missing"));
+        for key in TOPIC_DEFAULT_KEYS {
+            if let (Some(v), Some(def)) = (get(key), crate::topic_configs::for_broker_key(key)) {
+                crate::topic_configs::validate(def, key, v)?;
+            }
+        }
         let listeners = parse_listeners("listeners", req("listeners")?)?;
         let advertised_listeners = match get("advertised.listeners") {
             Some(v) => parse_listeners("advertised.listeners", v)?,
@@ -594,7 +640,7 @@ impl Config {
 
     /// The broker-level defaults of every topic's log config.
     pub fn default_log_config(&self) -> LogConfig {
-        LogConfig {
+        let mut c = LogConfig {
             segment_bytes: self.log_segment_bytes,
             segment_ms: self.log_roll_ms,
             segment_index_bytes: self.log_index_size_max_bytes,
@@ -610,90 +656,102 @@ impl Config {
             log_append_time: self.log_message_timestamp_type == "LogAppendTime",
             delete_retention_ms: self.log_cleaner_delete_retention_ms,
             producer_id_expiration_ms: self.producer_id_expiration_ms,
+            ..LogConfig::default()
+        };
+        // The broker defaults of topic configs that act on the produce path (validated at
+        // start, so applying them cannot fail).
+        for (broker_key, topic_key) in [
+            ("compression.type", "compression.type"),
+            ("compression.gzip.level", "compression.gzip.level"),
+            ("compression.lz4.level", "compression.lz4.level"),
+            ("compression.zstd.level", "compression.zstd.level"),
+            (
+                "log.message.timestamp.difference.max.ms",
+                "message.timestamp.difference.max.ms",
+            ),
+            (
+                "log.message.timestamp.before.max.ms",
+                "message.timestamp.before.max.ms",
+            ),
+            (
+                "log.message.timestamp.after.max.ms",
+                "message.timestamp.after.max.ms",
+            ),
+        ] {
+            if let Some(v) = self.raw.get(broker_key) {
+                let _ = apply_produce_config(&mut c, topic_key, v);
+            }
         }
+        c
     }
 }
 
-/// Topic-level config keys (Kafka's names), their broker-level source key, and validation.
-pub const TOPIC_CONFIGS: &[(&str, &str)] = &[
-    ("cleanup.policy", "log.cleanup.policy"),
-    ("retention.ms", "log.retention.ms"),
-    ("retention.bytes", "log.retention.bytes"),
-    ("segment.bytes", "log.segment.bytes"),
-    ("segment.ms", "log.roll.ms"),
-    ("segment.index.bytes", "log.index.size.max.bytes"),
-    ("index.interval.bytes", "log.index.interval.bytes"),
-    ("max.message.bytes", "message.max.bytes"),
-    ("flush.messages", "log.flush.interval.messages"),
-    ("flush.ms", "log.flush.interval.ms"),
-    ("message.timestamp.type", "log.message.timestamp.type"),
-    ("min.insync.replicas", "min.insync.replicas"),
-    ("delete.retention.ms", "log.cleaner.delete.retention.ms"),
-    (
-        "min.cleanable.dirty.ratio",
-        "log.cleaner.min.cleanable.ratio",
-    ),
-    ("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms"),
-];
-
-/// Applies topic overrides to the broker defaults; an error names the bad key.
+/// Applies topic overrides to the broker defaults; an error names the bad key. Every key
+/// is checked with Kafka's rule for it ([`crate::topic_configs`]); those with behaviour in
+/// the log or the produce path change `LogConfig`.
 pub fn topic_log_config(
     defaults: &LogConfig,
     overrides: &BTreeMap<String, String>,
 ) -> Result<LogConfig, ConfigError> {
     let mut c = defaults.clone();
     for (k, v) in overrides {
+        let def = crate::topic_configs::find(k).ok_or_else(|| ConfigError::Unknown(k.clone()))?;
+        crate::topic_configs::validate(def, k, v)?;
         let int = || parse_num::<i64>(k, v);
-        // Kafka's INT-typed sizes: past i32::MAX is refused (it would not parse in Kafka).
-        let size = |min: i64| -> Result<usize, ConfigError> {
-            let n = at_least(k, int()?, min)?;
-            i32::try_from(n)
-                .map(|n| n as usize)
-                .map_err(|_| invalid(k, format!("{n} is above the maximum {}", i32::MAX)))
-        };
+        // Validated: INT-typed values fit in i32 and are not negative where a size is.
+        let size = || int().map(|n| n.max(0) as usize);
         match k.as_str() {
             "cleanup.policy" => {
                 let parts: Vec<&str> = v.split(',').map(str::trim).collect();
-                if parts.iter().any(|p| !matches!(*p, "delete" | "compact")) {
-                    return Err(invalid(k, format!("{v:?} is not delete and/or compact")));
-                }
                 c.cleanup_delete = parts.contains(&"delete");
                 c.cleanup_compact = parts.contains(&"compact");
             }
-            "retention.ms" => c.retention_ms = at_least(k, int()?, -1)?,
+            "retention.ms" => c.retention_ms = int()?,
             "retention.bytes" => c.retention_bytes = int()?,
-            "segment.bytes" => c.segment_bytes = size(14)?,
-            "segment.ms" => c.segment_ms = at_least(k, int()?, 1)?,
-            "segment.index.bytes" => c.segment_index_bytes = size(4)?,
-            "index.interval.bytes" => c.index_interval_bytes = size(0)?,
-            "max.message.bytes" => c.max_message_bytes = size(0)?,
-            "flush.messages" => c.flush_messages = at_least(k, int()?, 1)?,
-            "flush.ms" => c.flush_ms = at_least(k, int()?, 0)?,
-            "message.timestamp.type" => match v.as_str() {
-                "CreateTime" => c.log_append_time = false,
-                "LogAppendTime" => c.log_append_time = true,
-                _ => return Err(invalid(k, "must be CreateTime or LogAppendTime")),
-            },
-            "min.insync.replicas" => {
-                at_least(k, int()?, 1)?;
+            "segment.bytes" => c.segment_bytes = size()?,
+            "segment.ms" => c.segment_ms = int()?,
+            "segment.index.bytes" => c.segment_index_bytes = size()?,
+            "index.interval.bytes" => c.index_interval_bytes = size()?,
+            "max.message.bytes" => c.max_message_bytes = size()?,
+            "flush.messages" => c.flush_messages = int()?,
+            "flush.ms" => c.flush_ms = int()?,
+            "message.timestamp.type" => c.log_append_time = v.trim() == "LogAppendTime",
+            "delete.retention.ms" => c.delete_retention_ms = int()?,
+            other => {
+                apply_produce_config(&mut c, other, v)?;
             }
-            "delete.retention.ms" => c.delete_retention_ms = at_least(k, int()?, 0)?,
-            "min.compaction.lag.ms" => {
-                at_least(k, int()?, 0)?;
-            }
-            "min.cleanable.dirty.ratio" => {
-                let r: f64 = v
-                    .trim()
-                    .parse()
-                    .map_err(|_| invalid(k, format!("{v:?} is not a number")))?;
-                if !(0.0..=1.0).contains(&r) {
-                    return Err(invalid(k, "must be between 0 and 1"));
-                }
-            }
-            _ => return Err(ConfigError::Unknown(k.clone())),
         }
     }
     Ok(c)
+}
+
+/// The topic configs the produce path acts on: `compression.type` and its levels, and the
+/// CreateTime timestamp bounds. Other keys are left alone (`Ok(false)`).
+fn apply_produce_config(c: &mut LogConfig, key: &str, value: &str) -> Result<bool, ConfigError> {
+    use kbroker_storage::compression::{GZIP, LZ4, NONE, SNAPPY, ZSTD};
+    let v = value.trim();
+    let int = || parse_num::<i64>(key, v);
+    match key {
+        "compression.type" => {
+            c.compression = match v {
+                "producer" => None,
+                "uncompressed" => Some(NONE),
+                "gzip" => Some(GZIP),
+                "snappy" => Some(SNAPPY),
+                "lz4" => Some(LZ4),
+                "zstd" => Some(ZSTD),
+                _ => return Err(invalid(key, format!("{v:?} is not a compression type"))),
+            }
+        }
+        "compression.gzip.level" => c.gzip_level = int()? as i32,
+        "compression.lz4.level" => c.lz4_level = int()? as i32,
+        "compression.zstd.level" => c.zstd_level = int()? as i32,
+        "message.timestamp.before.max.ms" => c.timestamp_before_max_ms = int()?,
+        "message.timestamp.after.max.ms" => c.timestamp_after_max_ms = int()?,
+        "message.timestamp.difference.max.ms" => c.timestamp_difference_max_ms = int()?,
+        _ => return Ok(false),
+    }
+    Ok(true)
 }
 
 #[cfg(test)]

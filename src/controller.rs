@@ -923,18 +923,17 @@ impl State {
         let ctx = self.ctx.as_ref().expect("active");
         let live = ctx.live();
         let mut changes = Vec::new();
+        let mut unclean_by_topic: BTreeMap<&str, bool> = BTreeMap::new();
         for (tp, state) in &ctx.states {
             // A broker in controlled shutdown still serves what it could not hand over.
             if ctx.deleting.contains(&tp.topic) || ctx.brokers.contains_key(&state.leader) {
                 continue;
             }
             let assignment = ctx.assignment(tp);
-            match decide::elect_offline(
-                &assignment,
-                &state.isr,
-                &live,
-                c.config.unclean_leader_election,
-            ) {
+            let unclean = *unclean_by_topic
+                .entry(tp.topic.as_str())
+                .or_insert_with(|| unclean_election_enabled(c, &tp.topic));
+            match decide::elect_offline(&assignment, &state.isr, &live, unclean) {
                 Ok(e) => changes.push((tp.clone(), decide::next_state(state, &e, ctx.epoch))),
                 Err(_) => {
                     if state.leader != -1 {
@@ -1815,5 +1814,23 @@ enum ControllerError {
 impl From<StoreError> for ControllerError {
     fn from(e: StoreError) -> Self {
         ControllerError::Store(e)
+    }
+}
+
+/// `unclean.leader.election.enable` for `topic`: its override in `/config/topics/<topic>`
+/// if it has one, else the broker's setting. A store that cannot be read answers false:
+/// an election that waits for the ISR loses no acknowledged record.
+fn unclean_election_enabled(c: &Controller, topic: &str) -> bool {
+    match cluster::read_topic_config(&*c.store, topic) {
+        Ok(config) => config
+            .config
+            .get("unclean.leader.election.enable")
+            .map_or(c.config.unclean_leader_election, |v| {
+                v.trim().eq_ignore_ascii_case("true")
+            }),
+        Err(e) => {
+            log::warn!("reading the config of {topic} failed ({e}); no unclean election");
+            false
+        }
     }
 }

@@ -52,3 +52,4 @@ pub mod replica_fetcher;
 pub mod replica_manager;
 pub mod server;
 pub mod shutdown;
+pub mod topic_configs;

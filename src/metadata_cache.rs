@@ -67,6 +67,14 @@ pub struct ClusterImage {
     pub topics: BTreeMap<String, Arc<TopicMeta>>,
 }
 
+impl ClusterImage {
+    /// The topic whose id is `id` (a scan: topic ids are looked up only by requests that
+    /// name topics by id, a handful per request).
+    pub fn topic_by_id(&self, id: &[u8; 16]) -> Option<&Arc<TopicMeta>> {
+        self.topics.values().find(|t| &t.id == id)
+    }
+}
+
 /// A topic's config overrides and the log config they make.
 #[derive(Debug, Clone)]
 pub struct TopicConfig {

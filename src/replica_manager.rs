@@ -777,7 +777,14 @@ impl ReplicaManager {
                     replicas: ps.replicas.iter().map(|b| b.0).collect(),
                     isr: ps.isr.iter().map(|b| b.0).collect(),
                 };
-                let code = self.become_leader_or_follower(&tp, role, &config, ps.is_new, &leaders);
+                let code = self.become_leader_or_follower(
+                    &tp,
+                    role,
+                    &config,
+                    ps.is_new,
+                    *topic.topic_id.as_bytes(),
+                    &leaders,
+                );
                 errors.push(
                     LeaderAndIsrPartitionError::default()
                         .with_partition_index(ps.partition_index)
@@ -826,6 +833,7 @@ impl ReplicaManager {
         role: PartitionRole,
         config: &TopicConfig,
         is_new: bool,
+        topic_id: [u8; 16],
         leaders: &HashMap<i32, String>,
     ) -> i16 {
         let (partition, was_leader) = match self.partition(tp) {
@@ -861,6 +869,11 @@ impl ReplicaManager {
                         None
                     }
                 };
+                if let Some(log) = &log {
+                    if let Err(code) = check_partition_metadata(tp, log, topic_id) {
+                        return code;
+                    }
+                }
                 let partition = Arc::new(Partition {
                     tp: tp.clone(),
                     log,
@@ -1096,5 +1109,39 @@ fn run_state_changes(manager: Weak<ReplicaManager>, rx: Receiver<StateChange>) {
             }
             StateChange::Stop => return,
         }
+    }
+}
+
+/// Kafka's INCONSISTENT_TOPIC_ID (newer than the protocol crate's error enum).
+const INCONSISTENT_TOPIC_ID: i16 = 103;
+
+/// The partition's `partition.metadata` names the topic id the controller sent (written
+/// when the log first hears of it). A different id means the directory belongs to an older
+/// topic of the same name: the partition is refused (INCONSISTENT_TOPIC_ID), as in Kafka,
+/// rather than serving the old topic's records as the new one's. A file that does not parse
+/// is rewritten (it names nothing to compare with).
+fn check_partition_metadata(
+    tp: &TopicPartition,
+    log: &SharedLog,
+    topic_id: [u8; 16],
+) -> Result<(), i16> {
+    if topic_id == [0; 16] {
+        return Ok(());
+    }
+    let wanted = kbroker_coordinator::layout::topic_id_to_string(&topic_id);
+    let log = lock(log).map_err(|e| crate::handler::storage_error_code(&e))?;
+    match log.partition_metadata_topic_id() {
+        Ok(Some(id)) if id == wanted => Ok(()),
+        Ok(Some(id)) => {
+            log::error!(
+                "partition {tp}: partition.metadata names topic id {id}, the controller {wanted}; \
+                 refusing the partition (a directory of an older topic of the same name?)"
+            );
+            Err(INCONSISTENT_TOPIC_ID)
+        }
+        Ok(None) | Err(StorageError::Corrupt { .. }) => log
+            .write_partition_metadata(&wanted)
+            .map_err(|e| crate::handler::storage_error_code(&e)),
+        Err(e) => Err(crate::handler::storage_error_code(&e)),
     }
 }

@@ -8,70 +8,18 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
 
 use kafka_protocol::messages::ApiKey;
 use kbroker::handler::SUPPORTED_APIS;
+use support::process::BrokerProcess;
 
 /// Peak resident memory the broker may reach while taking every bomb.
 const PEAK_RSS_BYTES_MAX: u64 = 512 * 1024 * 1024;
 
-struct BrokerProcess {
-    child: Child,
-    addr: SocketAddr,
-    _dir: TempDir,
-}
-
-struct TempDir(std::path::PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_broker() -> BrokerProcess {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let dir = std::env::temp_dir().join(format!("kb-hostile-{}-{port}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    let child = Command::new(env!("CARGO_BIN_EXE_kbroker"))
-        .args([
-            "--override",
-            &format!("listeners=PLAINTEXT://127.0.0.1:{port}"),
-        ])
-        .args([
-            "--override",
-            &format!("log.dirs={}", dir.join("data").display()),
-        ])
-        .args(["--override", "max.connections.per.ip=100000"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("broker.log")).expect("log"))
-        .spawn()
-        .expect("start kbroker");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "broker did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    BrokerProcess {
-        child,
-        addr,
-        _dir: TempDir(dir),
-    }
+    BrokerProcess::start("hostile", &["max.connections.per.ip=100000"])
 }
 
 /// How long to wait for an answer: requests that decode may park (a Fetch waiting

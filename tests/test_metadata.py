@@ -242,6 +242,8 @@ def test_describe_cluster(broker):
     ("num.io.threads", "abc"),
     ("num.partitions", "-3x"),
     ("log.segment.bytes", "lots"),
+    ("compression.type", "brotli"),
+    ("log.message.timestamp.before.max.ms", "-1"),
 ])
 def test_bad_config_exits(tmp_path, key, value):
     port = free_port()

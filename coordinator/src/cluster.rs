@@ -437,12 +437,19 @@ pub fn read_topic<S: MetadataStore + ?Sized>(
         return Ok(None);
     };
     let assignment = TopicAssignment::from_json(&data).map_err(|e| e.at_path(&topic_path))?;
+    Ok(Some((assignment, read_topic_config(store, topic)?)))
+}
+
+/// `/config/topics/{t}`: a topic's config overrides (none if the znode is absent).
+pub fn read_topic_config<S: MetadataStore + ?Sized>(
+    store: &S,
+    topic: &str,
+) -> Result<EntityConfig, StoreError> {
     let config_path = layout::topic_config_path(topic);
-    let config = match get_opt(store, &config_path)? {
-        Some((data, _)) => EntityConfig::from_json(&data).map_err(|e| e.at_path(&config_path))?,
-        None => EntityConfig::default(),
-    };
-    Ok(Some((assignment, config)))
+    match get_opt(store, &config_path)? {
+        Some((data, _)) => EntityConfig::from_json(&data).map_err(|e| e.at_path(&config_path)),
+        None => Ok(EntityConfig::default()),
+    }
 }
 
 /// A partition's leader and ISR with `zk_version` set from the znode, `None` if absent.

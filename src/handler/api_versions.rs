@@ -1,13 +1,13 @@
 //! ApiVersions: the APIs and version ranges this broker implements.
 //!
-//! The ranges are Kafka 2.8's for every API implemented (kafka-python and aiokafka infer the
-//! broker release from them; Produce v9 reads as 2.8), except Fetch, whose minimum is 4:
-//! record batches v2 are the only stored format and kbroker does not down-convert for
-//! Fetch v0-3 (Kafka 4.0 has the same minimum), and DescribeProducers (Kafka 3.0+, v0: no
-//! client infers a release from it). Produce is advertised from v0 because
-//! librdkafka disables compression otherwise; batches of magic < 2 are refused per partition.
-//! The response header is always v0; an unsupported ApiVersions version gets
-//! UNSUPPORTED_VERSION with a v0 body that lists what is supported.
+//! The ranges are a ZooKeeper-mode Kafka 3.9 broker's for every API implemented (clients
+//! pick the newest version both sides know: @platformatic/kafka only speaks the newest;
+//! kafka-python and aiokafka infer the broker release from the ranges), except Fetch,
+//! whose minimum is 4: record batches v2 are the only stored format and kbroker does not
+//! down-convert for Fetch v0-3 (Kafka 4.0 has the same minimum). Produce is advertised
+//! from v0 because librdkafka disables compression otherwise; batches of magic < 2 are
+//! refused per partition. The response header is always v0; an unsupported ApiVersions
+//! version gets UNSUPPORTED_VERSION with a v0 body that lists what is supported.
 
 use bytes::Bytes;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
@@ -20,35 +20,35 @@ use crate::broker::Broker;
 
 /// (api, min version, max version) — only APIs that work end to end.
 pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 0, 9),
-    (ApiKey::Fetch, 4, 12),
-    (ApiKey::ListOffsets, 0, 6),
-    (ApiKey::Metadata, 0, 11),
-    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::Produce, 0, 11),
+    (ApiKey::Fetch, 4, 17),
+    (ApiKey::ListOffsets, 0, 9),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 0, 7),
     (ApiKey::DeleteTopics, 0, 6),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::DescribeConfigs, 0, 4),
     (ApiKey::CreatePartitions, 0, 3),
-    (ApiKey::DescribeCluster, 0, 0),
-    (ApiKey::OffsetCommit, 0, 8),
-    (ApiKey::OffsetFetch, 0, 7),
-    (ApiKey::FindCoordinator, 0, 3),
-    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::OffsetCommit, 0, 9),
+    (ApiKey::OffsetFetch, 0, 9),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::JoinGroup, 0, 9),
     (ApiKey::Heartbeat, 0, 4),
-    (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
-    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
-    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::InitProducerId, 0, 5),
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::OffsetForLeaderEpoch, 0, 4),
     // Inter-broker (controller) APIs, advertised as a ZooKeeper-mode Kafka 2.8 does.
-    (ApiKey::LeaderAndIsr, 0, 5),
-    (ApiKey::StopReplica, 0, 3),
-    (ApiKey::UpdateMetadata, 0, 7),
+    (ApiKey::LeaderAndIsr, 0, 7),
+    (ApiKey::StopReplica, 0, 4),
+    (ApiKey::UpdateMetadata, 0, 8),
     (ApiKey::ControlledShutdown, 0, 3),
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::AlterPartitionReassignments, 0, 0),
@@ -113,12 +113,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn advertises_kafka_2_8_ranges_for_what_is_implemented() {
-        assert!(is_supported(ApiKey::Produce, 9) && !is_supported(ApiKey::Produce, 10));
-        assert!(!is_supported(ApiKey::Fetch, 3) && is_supported(ApiKey::Fetch, 12));
-        assert!(is_supported(ApiKey::JoinGroup, 7) && !is_supported(ApiKey::JoinGroup, 8));
+    fn advertises_kafka_3_9_ranges_for_what_is_implemented() {
+        assert!(is_supported(ApiKey::Produce, 0) && is_supported(ApiKey::Produce, 11));
+        assert!(!is_supported(ApiKey::Produce, 12));
+        assert!(!is_supported(ApiKey::Fetch, 3) && is_supported(ApiKey::Fetch, 17));
+        assert!(is_supported(ApiKey::Metadata, 12) && !is_supported(ApiKey::Metadata, 13));
+        assert!(is_supported(ApiKey::JoinGroup, 9) && !is_supported(ApiKey::JoinGroup, 10));
         assert!(
-            is_supported(ApiKey::InitProducerId, 4) && !is_supported(ApiKey::InitProducerId, 5)
+            is_supported(ApiKey::InitProducerId, 5) && !is_supported(ApiKey::InitProducerId, 6)
         );
         assert!(is_supported(ApiKey::DescribeProducers, 0));
         for (k, min, max) in SUPPORTED_APIS {

@@ -65,7 +65,7 @@ pub fn handle(
     let send = respond_later::<CreateTopicsResponse>(ctx, responder);
     let version = ctx.version;
     let defaults = broker.metadata.defaults().clone();
-    let min_isr = broker.config.min_insync_replicas;
+    let config = broker.config.clone();
     let by_name: BTreeMap<String, BTreeMap<String, String>> = specs
         .iter()
         .map(|s| (s.name.clone(), s.configs.clone()))
@@ -91,13 +91,13 @@ pub fn handle(
                             let log_config = topic_log_config(&defaults, &overrides)
                                 .unwrap_or_else(|_| defaults.clone());
                             r.configs = Some(
-                                topic_config_entries(&log_config, min_isr, &overrides)
+                                topic_config_entries(&config, &log_config, &overrides)
                                     .into_iter()
-                                    .map(|(k, v, s)| {
+                                    .map(|t| {
                                         CreatableTopicConfigs::default()
-                                            .with_name(StrBytes::from_string(k))
-                                            .with_value(Some(StrBytes::from_string(v)))
-                                            .with_config_source(s)
+                                            .with_name(StrBytes::from_static_str(t.def.name))
+                                            .with_value(Some(StrBytes::from_string(t.value)))
+                                            .with_config_source(t.source)
                                     })
                                     .collect(),
                             );

@@ -1,11 +1,14 @@
-//! DescribeConfigs: a topic's effective log configs (overrides marked as dynamic topic
-//! configs) and the broker's settings.
+//! DescribeConfigs: every Kafka topic config of a topic with its effective value and source
+//! (an override is a dynamic topic config; a broker key set in the broker's config a static
+//! broker config; else the default), with synonyms (v1+, when asked: the override, the broker
+//! keys, the default, as Kafka lists them), type and documentation (v3+); and the broker's
+//! settings.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -15,7 +18,8 @@ use kbroker_storage::LogConfig;
 
 use super::{decode, HandlerResult, RequestContext};
 use crate::broker::Broker;
-use crate::config::KNOWN;
+use crate::config::{Config, KNOWN};
+use crate::topic_configs::{TopicConfigDef, TOPIC_CONFIGS};
 
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
@@ -24,57 +28,142 @@ pub const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 pub const SOURCE_STATIC_BROKER: i8 = 4;
 pub const SOURCE_DEFAULT: i8 = 5;
 
-/// (key, value, source) of every topic config.
+/// One topic config as DescribeConfigs (and CreateTopics v5+) describe it.
+pub struct TopicEntry {
+    pub def: &'static TopicConfigDef,
+    pub value: String,
+    pub source: i8,
+    /// Where the value could come from, highest precedence first: the topic's override,
+    /// broker keys set in the broker's config, the default (Kafka's synonyms).
+    pub synonyms: Vec<(String, String, i8)>,
+}
+
+/// Every Kafka topic config of a topic whose log config is `c` and overrides `overrides`.
 pub fn topic_config_entries(
+    config: &Config,
+    c: &LogConfig,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<TopicEntry> {
+    TOPIC_CONFIGS
+        .iter()
+        .map(|def| {
+            let mut synonyms = Vec::new();
+            if let Some(v) = overrides.get(def.name) {
+                synonyms.push((def.name.to_string(), v.clone(), SOURCE_DYNAMIC_TOPIC));
+            }
+            for key in def.synonyms {
+                if let Some(v) = broker_value_set(config, key) {
+                    synonyms.push((key.to_string(), v, SOURCE_STATIC_BROKER));
+                }
+            }
+            let default_name = def.synonyms.first().copied().unwrap_or(def.name);
+            synonyms.push((
+                default_name.to_string(),
+                def.default.to_string(),
+                SOURCE_DEFAULT,
+            ));
+            let source = synonyms[0].2;
+            // The value in the topic key's unit: what the log acts on where it has one.
+            let value = log_config_value(def.name, c, config.min_insync_replicas, overrides)
+                .or_else(|| overrides.get(def.name).cloned())
+                .or_else(|| {
+                    def.synonyms
+                        .iter()
+                        .find_map(|k| broker_value_set(config, k).map(|v| in_ms(k, &v)))
+                })
+                .unwrap_or_else(|| def.default.to_string());
+            TopicEntry {
+                def,
+                value,
+                source,
+                synonyms,
+            }
+        })
+        .collect()
+}
+
+/// A broker key's value if the broker's config sets it to something else than its default.
+fn broker_value_set(config: &Config, key: &str) -> Option<String> {
+    let v = config.raw.get(key).filter(|v| !v.is_empty())?;
+    let default = KNOWN.iter().find(|(k, _)| *k == key).map(|(_, d)| *d);
+    (default != Some(v.as_str())).then(|| v.clone())
+}
+
+/// A broker synonym's value in the topic key's unit (`log.roll.hours` → ms).
+fn in_ms(key: &str, value: &str) -> String {
+    let scale = if key.ends_with(".hours") {
+        3_600_000
+    } else if key.ends_with(".minutes") {
+        60_000
+    } else {
+        return value.to_string();
+    };
+    value.trim().parse::<i64>().map_or_else(
+        |_| value.to_string(),
+        |v| v.saturating_mul(scale).to_string(),
+    )
+}
+
+/// The value the log acts on, for the keys kbroker keeps in its log config.
+fn log_config_value(
+    key: &str,
     c: &LogConfig,
     min_isr: i32,
     overrides: &BTreeMap<String, String>,
-) -> Vec<(String, String, i8)> {
-    let policy = match (c.cleanup_delete, c.cleanup_compact) {
-        (true, true) => "compact,delete",
-        (false, true) => "compact",
-        _ => "delete",
-    };
-    let flush = |v: i64| v.to_string();
-    let values: Vec<(&str, String)> = vec![
-        ("cleanup.policy", policy.to_string()),
-        ("retention.ms", c.retention_ms.to_string()),
-        ("retention.bytes", c.retention_bytes.to_string()),
-        ("segment.bytes", c.segment_bytes.to_string()),
-        ("segment.ms", c.segment_ms.to_string()),
-        ("segment.index.bytes", c.segment_index_bytes.to_string()),
-        ("index.interval.bytes", c.index_interval_bytes.to_string()),
-        ("max.message.bytes", c.max_message_bytes.to_string()),
-        ("flush.messages", flush(c.flush_messages)),
-        ("flush.ms", flush(c.flush_ms)),
-        (
-            "message.timestamp.type",
-            if c.log_append_time {
-                "LogAppendTime"
-            } else {
-                "CreateTime"
-            }
-            .to_string(),
-        ),
-        (
-            "min.insync.replicas",
-            overrides
-                .get("min.insync.replicas")
-                .cloned()
-                .unwrap_or_else(|| min_isr.to_string()),
-        ),
-    ];
-    values
-        .into_iter()
-        .map(|(k, v)| {
-            let source = if overrides.contains_key(k) {
-                SOURCE_DYNAMIC_TOPIC
-            } else {
-                SOURCE_DEFAULT
-            };
-            (k.to_string(), v, source)
-        })
-        .collect()
+) -> Option<String> {
+    use kbroker_storage::compression::{GZIP, LZ4, NONE, SNAPPY, ZSTD};
+    Some(match key {
+        "cleanup.policy" => match (c.cleanup_delete, c.cleanup_compact) {
+            (true, true) => "compact,delete",
+            (false, true) => "compact",
+            _ => "delete",
+        }
+        .to_string(),
+        "retention.ms" => c.retention_ms.to_string(),
+        "retention.bytes" => c.retention_bytes.to_string(),
+        "segment.bytes" => c.segment_bytes.to_string(),
+        "segment.ms" => c.segment_ms.to_string(),
+        "segment.index.bytes" => c.segment_index_bytes.to_string(),
+        "index.interval.bytes" => c.index_interval_bytes.to_string(),
+        "max.message.bytes" => c.max_message_bytes.to_string(),
+        "flush.messages" => c.flush_messages.to_string(),
+        "flush.ms" => c.flush_ms.to_string(),
+        "delete.retention.ms" => c.delete_retention_ms.to_string(),
+        "message.timestamp.type" => if c.log_append_time {
+            "LogAppendTime"
+        } else {
+            "CreateTime"
+        }
+        .to_string(),
+        "min.insync.replicas" => overrides
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| min_isr.to_string()),
+        "compression.type" => match c.compression {
+            None => "producer",
+            Some(NONE) => "uncompressed",
+            Some(GZIP) => "gzip",
+            Some(SNAPPY) => "snappy",
+            Some(LZ4) => "lz4",
+            Some(ZSTD) => "zstd",
+            Some(_) => return None,
+        }
+        .to_string(),
+        "compression.gzip.level" => c.gzip_level.to_string(),
+        "compression.lz4.level" => c.lz4_level.to_string(),
+        "compression.zstd.level" => c.zstd_level.to_string(),
+        "message.timestamp.before.max.ms" => c.timestamp_before_max_ms.to_string(),
+        "message.timestamp.after.max.ms" => c.timestamp_after_max_ms.to_string(),
+        "message.timestamp.difference.max.ms" => c.timestamp_difference_max_ms.to_string(),
+        _ => return None,
+    })
+}
+
+/// What a DescribeConfigs request asks to be included.
+#[derive(Clone, Copy)]
+struct Include {
+    synonyms: bool,
+    documentation: bool,
 }
 
 fn entry(version: i16, key: &str, value: &str, source: i8) -> DescribeConfigsResourceResult {
@@ -86,6 +175,29 @@ fn entry(version: i16, key: &str, value: &str, source: i8) -> DescribeConfigsRes
         e.is_default = source == SOURCE_DEFAULT;
     } else {
         e.config_source = source;
+    }
+    e
+}
+
+fn topic_entry(version: i16, include: Include, t: &TopicEntry) -> DescribeConfigsResourceResult {
+    let mut e = entry(version, t.def.name, &t.value, t.source);
+    if version >= 1 && include.synonyms {
+        e.synonyms = t
+            .synonyms
+            .iter()
+            .map(|(k, v, s)| {
+                DescribeConfigsSynonym::default()
+                    .with_name(StrBytes::from_string(k.clone()))
+                    .with_value(Some(StrBytes::from_string(v.clone())))
+                    .with_source(*s)
+            })
+            .collect();
+    }
+    if version >= 3 {
+        e.config_type = t.def.kind.config_type();
+        if include.documentation {
+            e.documentation = Some(StrBytes::from_static_str(t.def.doc));
+        }
     }
     e
 }
@@ -113,13 +225,17 @@ pub fn handle(
     let config = broker.config.clone();
     let defaults = broker.metadata.defaults().clone();
     let version = ctx.version;
+    let include = Include {
+        synonyms: request.include_synonyms,
+        documentation: request.include_documentation,
+    };
     broker.admin.read_topic_configs(
         topics,
         Box::new(move |configs| {
             let results = request
                 .resources
                 .iter()
-                .map(|r| describe(&config, &defaults, version, r, &configs))
+                .map(|r| describe(&config, &defaults, version, include, r, &configs))
                 .collect();
             send(DescribeConfigsResponse::default().with_results(results));
         }),
@@ -131,6 +247,7 @@ fn describe(
     config: &crate::config::Config,
     defaults: &LogConfig,
     version: i16,
+    include: Include,
     resource: &kafka_protocol::messages::describe_configs_request::DescribeConfigsResource,
     topics: &Result<crate::admin::TopicConfigs, crate::admin::AdminError>,
 ) -> DescribeConfigsResult {
@@ -143,12 +260,11 @@ fn describe(
             Ok(Some(overrides)) => {
                 let log_config = crate::config::topic_log_config(defaults, &overrides)
                     .unwrap_or_else(|_| defaults.clone());
-                result.configs =
-                    topic_config_entries(&log_config, config.min_insync_replicas, &overrides)
-                        .iter()
-                        .filter(|(k, _, _)| wanted(&resource.configuration_keys, k))
-                        .map(|(k, v, s)| entry(version, k, v, *s))
-                        .collect();
+                result.configs = topic_config_entries(config, &log_config, &overrides)
+                    .iter()
+                    .filter(|t| wanted(&resource.configuration_keys, t.def.name))
+                    .map(|t| topic_entry(version, include, t))
+                    .collect();
             }
             Ok(None) => {
                 result.error_code = ResponseError::UnknownTopicOrPartition.code();

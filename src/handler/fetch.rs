@@ -9,7 +9,9 @@
 //! from a fresh read. Limits: `max_bytes` for the response, `partition_max_bytes` per
 //! partition, and the first partition with data always returns at least one whole batch.
 //! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which tells
-//! clients to send full fetch requests.
+//! clients to send full fetch requests. From v13 topics are named by topic id (KIP-516):
+//! an id the metadata does not know answers UNKNOWN_TOPIC_ID for its partitions; from v15
+//! a follower's id comes in the replica state instead of the replica id field.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,7 +46,21 @@ struct FetchSpec {
     /// for consumers.
     replica_id: i32,
     session_error: i16,
-    partitions: Vec<(String, Vec<PartitionFetch>)>,
+    topics: Vec<TopicFetch>,
+}
+
+/// One topic of a fetch: its name (empty when it was named by an unknown id), its id
+/// (zeros before v13) and partitions.
+struct TopicFetch {
+    name: String,
+    id: [u8; 16],
+    partitions: Vec<PartitionFetch>,
+}
+
+impl TopicFetch {
+    fn resolved(&self) -> bool {
+        !self.name.is_empty()
+    }
 }
 
 /// One partition of a fetch: where to read and how much.
@@ -63,7 +79,12 @@ pub fn handle(
     responder: Responder,
 ) -> HandlerResult {
     let (request, responder) = decode::<FetchRequest>(&mut body, ctx.version, responder)?;
-    if request.replica_id.0 >= 0 {
+    let replica_id = if ctx.version >= 15 {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
+    if replica_id >= 0 {
         // Counted as Kafka's FetchFollower in the request metrics.
         responder.mark_follower_fetch();
     }
@@ -72,21 +93,34 @@ pub fn handle(
     } else {
         0
     };
+    let image = broker.metadata.image();
     let spec = FetchSpec {
         correlation_id: ctx.header.correlation_id,
         version: ctx.version,
         max_bytes: request.max_bytes.max(0) as usize,
         min_bytes: request.min_bytes.max(0) as usize,
         read_committed: request.isolation_level == READ_COMMITTED,
-        replica_id: request.replica_id.0.max(-1),
+        replica_id: replica_id.max(-1),
         session_error,
-        partitions: request
+        topics: request
             .topics
             .iter()
             .map(|t| {
-                (
-                    t.topic.0.to_string(),
-                    t.partitions
+                let (name, id) = if ctx.version >= 13 {
+                    let id = *t.topic_id.as_bytes();
+                    let name = image
+                        .topic_by_id(&id)
+                        .filter(|_| id != [0; 16])
+                        .map_or_else(String::new, |info| info.name.clone());
+                    (name, id)
+                } else {
+                    (t.topic.0.to_string(), [0; 16])
+                };
+                TopicFetch {
+                    name,
+                    id,
+                    partitions: t
+                        .partitions
                         .iter()
                         .map(|p| PartitionFetch {
                             partition: p.partition,
@@ -95,15 +129,20 @@ pub fn handle(
                             current_leader_epoch: p.current_leader_epoch,
                         })
                         .collect(),
-                )
+                }
             })
             .collect(),
     };
     let max_wait_ms = request.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX);
     let keys: Vec<TopicPartition> = spec
-        .partitions
+        .topics
         .iter()
-        .flat_map(|(t, ps)| ps.iter().map(move |p| TopicPartition::new(t, p.partition)))
+        .filter(|t| t.resolved())
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| TopicPartition::new(&t.name, p.partition))
+        })
         .collect();
     if spec.replica_id >= 0 {
         record_follower_fetches(broker, &spec);
@@ -142,14 +181,22 @@ fn read(broker: &Broker, spec: &FetchSpec) -> (FetchResponseData, usize, bool) {
     let mut first_with_data = true;
     let mut total = 0;
     let mut errors = false;
-    let mut topics = Vec::with_capacity(spec.partitions.len());
-    for (topic, partitions) in &spec.partitions {
-        let mut out = Vec::with_capacity(partitions.len());
-        for f in partitions {
+    let mut topics = Vec::with_capacity(spec.topics.len());
+    for topic in &spec.topics {
+        let mut out = Vec::with_capacity(topic.partitions.len());
+        for f in &topic.partitions {
+            if !topic.resolved() {
+                errors = true;
+                out.push(PartitionData::error(
+                    f.partition,
+                    ResponseError::UnknownTopicId.code(),
+                ));
+                continue;
+            }
             let p = read_partition(
                 broker,
                 spec,
-                topic,
+                &topic.name,
                 f,
                 f.max_bytes.min(remaining),
                 first_with_data,
@@ -164,7 +211,8 @@ fn read(broker: &Broker, spec: &FetchSpec) -> (FetchResponseData, usize, bool) {
             out.push(p);
         }
         topics.push(TopicData {
-            name: topic.clone(),
+            name: topic.name.clone(),
+            id: topic.id,
             partitions: out,
         });
     }
@@ -232,9 +280,9 @@ fn read_partition(
 /// the high watermark and the ISR move on them (once per request, not per re-read).
 fn record_follower_fetches(broker: &Broker, spec: &FetchSpec) {
     let now = crate::broker::now_ms();
-    for (topic, partitions) in &spec.partitions {
-        for f in partitions {
-            let tp = TopicPartition::new(topic, f.partition);
+    for topic in spec.topics.iter().filter(|t| t.resolved()) {
+        for f in &topic.partitions {
+            let tp = TopicPartition::new(&topic.name, f.partition);
             if let Err(e) = broker.replicas.record_follower_fetch(
                 &tp,
                 spec.replica_id,
@@ -274,9 +322,12 @@ fn readable_end(log: &kbroker_storage::Log, spec: &FetchSpec) -> i64 {
 /// count can tell (`min_bytes` > 1 and something arrived).
 fn ready_by_offsets(broker: &Broker, spec: &FetchSpec) -> Option<bool> {
     let mut any_data = false;
-    for (topic, partitions) in &spec.partitions {
-        for f in partitions {
-            let Ok(view) = broker.replicas.leader_log(topic, f.partition) else {
+    for topic in &spec.topics {
+        if !topic.resolved() {
+            return Some(true);
+        }
+        for f in &topic.partitions {
+            let Ok(view) = broker.replicas.leader_log(&topic.name, f.partition) else {
                 return Some(true);
             };
             if leader_epoch_error(f.current_leader_epoch, view.leader_epoch).is_some() {

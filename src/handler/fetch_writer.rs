@@ -4,9 +4,9 @@
 //! writer emits everything around them (response header, topic and partition fields,
 //! length prefixes) into byte chunks and each partition's records as a file region, so the
 //! processor can `writev` the bytes and `sendfile` the regions: no record byte is copied
-//! into user space. Supports Fetch v4–v12 (v12 is flexible: compact strings and arrays,
+//! into user space. Supports Fetch v4–v17 (v12+ are flexible: compact strings and arrays,
 //! unsigned-varint lengths, tagged fields — written empty, as Kafka omits default-valued
-//! tagged fields). The frame's 4-byte size is the first chunk. Equivalence with the
+//! tagged fields; v13+ name topics by their 16-byte id instead of their name). The frame's 4-byte size is the first chunk. Equivalence with the
 //! `kafka-protocol` encoder is checked by a property test (decode(write(x)) == x).
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -65,6 +65,8 @@ impl PartitionData {
 #[derive(Debug, Clone)]
 pub struct TopicData {
     pub name: String,
+    /// Written instead of the name from v13.
+    pub id: [u8; 16],
     pub partitions: Vec<PartitionData>,
 }
 
@@ -77,8 +79,9 @@ pub struct FetchResponseData {
 }
 
 pub const VERSION_MIN: i16 = 4;
-pub const VERSION_MAX: i16 = 12;
+pub const VERSION_MAX: i16 = 17;
 const FLEXIBLE_FROM: i16 = 12;
+const TOPIC_IDS_FROM: i16 = 13;
 
 struct Writer {
     chunks: Vec<Chunk>,
@@ -180,7 +183,11 @@ pub fn write(correlation_id: i32, version: i16, data: &FetchResponseData) -> Vec
     }
     w.array_len(Some(data.topics.len()));
     for topic in &data.topics {
-        w.string(&topic.name);
+        if version >= TOPIC_IDS_FROM {
+            w.current.put_slice(&topic.id);
+        } else {
+            w.string(&topic.name);
+        }
         w.array_len(Some(topic.partitions.len()));
         for p in &topic.partitions {
             w.i32(p.index);
@@ -269,9 +276,14 @@ mod tests {
     fn response() -> impl Strategy<Value = FetchResponseData> {
         let topic = (
             "[a-zA-Z0-9._-]{1,40}",
+            any::<[u8; 16]>(),
             proptest::collection::vec(partition(), 0..4),
         )
-            .prop_map(|(name, partitions)| TopicData { name, partitions });
+            .prop_map(|(name, id, partitions)| TopicData {
+                name,
+                id,
+                partitions,
+            });
         (
             any::<i32>(),
             0i16..100,
@@ -307,7 +319,11 @@ mod tests {
             }
             prop_assert_eq!(decoded.responses.len(), data.topics.len());
             for (dt, t) in decoded.responses.iter().zip(&data.topics) {
-                prop_assert_eq!(dt.topic.0.as_str(), t.name.as_str());
+                if version >= TOPIC_IDS_FROM {
+                    prop_assert_eq!(dt.topic_id.as_bytes(), &t.id);
+                } else {
+                    prop_assert_eq!(dt.topic.0.as_str(), t.name.as_str());
+                }
                 prop_assert_eq!(dt.partitions.len(), t.partitions.len());
                 for (dp, p) in dt.partitions.iter().zip(&t.partitions) {
                     prop_assert_eq!(dp.partition_index, p.index);

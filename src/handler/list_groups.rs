@@ -1,4 +1,5 @@
-//! ListGroups: every group this broker coordinates, optionally filtered by state (v4).
+//! ListGroups: every group this broker coordinates, optionally filtered by state (v4) and
+//! by type (v5, KIP-848): every kbroker group is a `classic` one.
 
 use bytes::Bytes;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
@@ -8,6 +9,8 @@ use kbroker_reactor::Responder;
 
 use super::{decode, respond, HandlerResult, RequestContext};
 use crate::broker::Broker;
+
+const GROUP_TYPE_CLASSIC: &str = "classic";
 
 pub fn handle(
     broker: &Broker,
@@ -21,7 +24,15 @@ pub fn handle(
         .iter()
         .map(|s| s.to_lowercase())
         .collect();
+    let types: Vec<String> = request
+        .types_filter
+        .iter()
+        .map(|s| s.to_lowercase())
+        .collect();
     let mut listed: Vec<ListedGroup> = Vec::new();
+    if !types.is_empty() && !types.iter().any(|t| t == GROUP_TYPE_CLASSIC) {
+        return respond(ctx, responder, &ListGroupsResponse::default());
+    }
     broker.groups.for_each_group(|id, e| {
         let state = e.group.state().name();
         if !filter.is_empty() && !filter.contains(&state.to_lowercase()) {
@@ -34,6 +45,9 @@ pub fn handle(
             ));
         if ctx.version >= 4 {
             g.group_state = StrBytes::from_string(state.to_string());
+        }
+        if ctx.version >= 5 {
+            g.group_type = StrBytes::from_static_str(GROUP_TYPE_CLASSIC);
         }
         listed.push(g);
     });

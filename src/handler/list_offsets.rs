@@ -1,7 +1,10 @@
 //! ListOffsets: earliest (-2), latest (-1: the high watermark, or the last stable offset for
-//! read_committed) and by timestamp (the first offset whose timestamp is >= the target,
-//! through the time index). v0 answers in its old form: a list of offsets. A follower's
-//! latest is the log end offset.
+//! read_committed), by timestamp (the first offset whose timestamp is >= the target,
+//! through the time index), and from v7–v9 Kafka 3.9's other special timestamps: the record
+//! with the greatest timestamp (-3, KIP-734), the earliest local offset (-4: the log start,
+//! all of a kbroker log is local) and the latest tiered offset (-5: -1, nothing is tiered —
+//! what Kafka answers with remote storage off). v0 answers in its old form: a list of
+//! offsets. A follower's latest is the log end offset.
 
 use bytes::Bytes;
 use kafka_protocol::messages::list_offsets_response::{
@@ -20,6 +23,9 @@ use crate::broker::Broker;
 
 pub const LATEST_TIMESTAMP: i64 = -1;
 pub const EARLIEST_TIMESTAMP: i64 = -2;
+pub const MAX_TIMESTAMP: i64 = -3;
+pub const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
+pub const LATEST_TIERED_TIMESTAMP: i64 = -5;
 
 pub fn handle(
     broker: &Broker,
@@ -95,6 +101,9 @@ fn list_partition(
         LATEST_TIMESTAMP if from_follower => Ok(Some((log.log_end_offset(), -1))),
         LATEST_TIMESTAMP => Ok(Some((log.high_watermark(), -1))),
         EARLIEST_TIMESTAMP => Ok(Some((log.log_start_offset(), -1))),
+        EARLIEST_LOCAL_TIMESTAMP if version >= 8 => Ok(Some((log.log_start_offset(), -1))),
+        LATEST_TIERED_TIMESTAMP if version >= 9 => Ok(Some((-1, -1))),
+        MAX_TIMESTAMP if version >= 7 => log.max_timestamp_record(),
         t if t < 0 => {
             r.error_code = ResponseError::UnsupportedVersion.code();
             return r;
@@ -106,7 +115,7 @@ fn list_partition(
         Ok(Some((offset, ts))) => {
             r.offset = offset;
             r.timestamp = ts;
-            if version >= 4 {
+            if version >= 4 && timestamp != LATEST_TIERED_TIMESTAMP {
                 r.leader_epoch = leader_epoch;
             }
         }

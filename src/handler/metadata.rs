@@ -76,11 +76,14 @@ pub fn handle(
         let mut out = Vec::new();
         for t in request.topics.iter().flatten() {
             let Some(name) = t.name.as_ref().map(|n| n.0.to_string()) else {
-                out.push(
-                    MetadataResponseTopic::default()
+                // v12: a topic asked for by id alone (never auto-created, as in Kafka).
+                let id = *t.topic_id.as_bytes();
+                out.push(match image.topic_by_id(&id) {
+                    Some(info) if id != [0; 16] => topic_metadata(info, ctx.version),
+                    _ => MetadataResponseTopic::default()
                         .with_error_code(ResponseError::UnknownTopicId.code())
                         .with_topic_id(t.topic_id),
-                );
+                });
                 continue;
             };
             out.push(match image.topics.get(&name) {

@@ -5,7 +5,10 @@
 //! then the storage validator, which parses every record — decompressing compressed batches
 //! with bounded memory — and refuses unparseable batches with CORRUPT_MESSAGE and
 //! well-formed ones a client may not write with INVALID_RECORD. Nothing invalid reaches the
-//! log. A disk error answers KAFKA_STORAGE_ERROR for that partition only.
+//! log. A disk error answers KAFKA_STORAGE_ERROR for that partition only. The topic's
+//! `message.timestamp.before/after.max.ms` bound CreateTime timestamps (INVALID_TIMESTAMP),
+//! and a `compression.type` other than `producer` recompresses batches in another codec
+//! before they are appended (Kafka's LogValidator does the same).
 //!
 //! acks=1 answers after the leader's append. acks=-1 first checks `min.insync.replicas`
 //! against the ISR (NOT_ENOUGH_REPLICAS, nothing appended), then waits in the produce
@@ -29,7 +32,9 @@ use kbroker_replication::purgatory::DelayedOperation;
 use kbroker_storage::batch::{BatchError, BatchHeader};
 use kbroker_storage::compression::ZSTD;
 use kbroker_storage::manager::lock;
-use kbroker_storage::validate::{validate_client_records, ProduceRules};
+use kbroker_storage::validate::{
+    recompress, validate_client_records, ProduceRules, ValidatedRecords,
+};
 use kbroker_storage::{StorageError, TopicPartition};
 
 use super::{
@@ -239,14 +244,47 @@ fn append(
     };
     let validated = check_version_rules(version, records)
         .and_then(|()| validate_client_records(records, &rules));
+    let refuse = |r: &mut PartitionProduceResponse, e: BatchError| {
+        log::debug!("produce to {topic}-{partition} refused: {e}");
+        r.error_code = storage_error_code(&StorageError::InvalidBatch(e));
+        r.error_message = Some(StrBytes::from_string(e.to_string()));
+    };
     let validated = match validated {
         Ok(v) => v,
         Err(e) => {
-            log::debug!("produce to {topic}-{partition} refused: {e}");
-            r.error_code = storage_error_code(&StorageError::InvalidBatch(e));
-            r.error_message = Some(StrBytes::from_string(e.to_string()));
+            refuse(r, e);
             return None;
         }
+    };
+    let log_config = &view.config.log_config;
+    if let Some(message) = timestamp_out_of_bounds(log_config, &validated, now_ms()) {
+        r.error_code = ResponseError::InvalidTimestamp.code();
+        r.error_message = Some(StrBytes::from_string(message));
+        return None;
+    }
+    // `compression.type` other than `producer`: batches in another codec are stored
+    // recompressed (and validated again: the result must fit max.message.bytes too).
+    let recompressed = match log_config.compression {
+        Some(codec) if validated.batches()[0].header.compression() != codec => {
+            match recompress(records, codec, log_config.compression_level(codec)) {
+                Ok(bytes) => Some(bytes),
+                Err(e) => {
+                    refuse(r, e);
+                    return None;
+                }
+            }
+        }
+        _ => None,
+    };
+    let validated = match &recompressed {
+        Some(bytes) => match validate_client_records(bytes, &rules) {
+            Ok(v) => v,
+            Err(e) => {
+                refuse(r, e);
+                return None;
+            }
+        },
+        None => validated,
     };
     let tp = TopicPartition::new(topic, partition);
     let appended = broker
@@ -286,6 +324,34 @@ fn append(
         }
     }
     None
+}
+
+/// Kafka's CreateTime timestamp check (`message.timestamp.before/after.max.ms`): the reason
+/// if a record's timestamp lies further behind or ahead of `now` than the topic allows.
+fn timestamp_out_of_bounds(
+    config: &kbroker_storage::LogConfig,
+    validated: &ValidatedRecords<'_>,
+    now: i64,
+) -> Option<String> {
+    if config.log_append_time {
+        return None;
+    }
+    let (before, after) = config.timestamp_bounds();
+    let b = validated.batches().first()?;
+    let too_old = b.min_timestamp != i64::MAX && now.saturating_sub(b.min_timestamp) > before;
+    let too_new = b.max_timestamp.saturating_sub(now) > after;
+    (too_old || too_new).then(|| {
+        let ts = if too_old {
+            b.min_timestamp
+        } else {
+            b.max_timestamp
+        };
+        format!(
+            "Timestamp {ts} of a record is out of range. The timestamp should be within [{}, {}]",
+            now.saturating_sub(before),
+            now.saturating_add(after)
+        )
+    })
 }
 
 /// True if a partition's first batch has the transactional bit (Kafka checks the first).

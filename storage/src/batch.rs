@@ -482,15 +482,28 @@ pub fn compress_batch(batch: &[u8], codec: i16) -> std::io::Result<Vec<u8>> {
     let header = BatchHeader::parse(batch).map_err(|e| std::io::Error::other(e.to_string()))?;
     let records = &batch[BATCH_HEADER_BYTES..header.total_size()];
     let compressed = crate::compression::compress(codec, records)?;
-    let mut out = batch[..BATCH_HEADER_BYTES].to_vec();
-    out.extend_from_slice(&compressed);
+    Ok(with_records(
+        &batch[..BATCH_HEADER_BYTES],
+        codec,
+        &compressed,
+    ))
+}
+
+/// A batch made of the 61-byte `header` and `records` already encoded with `codec`: the
+/// length, the codec bits of the attributes and the CRC are set to match.
+pub fn with_records(header: &[u8], codec: i16, records: &[u8]) -> Vec<u8> {
+    assert_eq!(header.len(), BATCH_HEADER_BYTES, "a whole batch header");
+    let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + records.len());
+    out.extend_from_slice(header);
+    out.extend_from_slice(records);
     let batch_length = (out.len() - LOG_OVERHEAD) as i32;
     out[8..12].copy_from_slice(&batch_length.to_be_bytes());
-    let attributes = (header.attributes & !COMPRESSION_MASK) | (codec & COMPRESSION_MASK);
+    let attributes = i16::from_be_bytes([out[21], out[22]]);
+    let attributes = (attributes & !COMPRESSION_MASK) | (codec & COMPRESSION_MASK);
     out[21..23].copy_from_slice(&attributes.to_be_bytes());
     let crc = crc32c::crc32c(&out[CRC_START..]);
     out[17..21].copy_from_slice(&crc.to_be_bytes());
-    Ok(out)
+    out
 }
 
 /// Sets a batch's producer id, epoch and base sequence (an idempotent producer's batch) and

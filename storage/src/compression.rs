@@ -195,11 +195,21 @@ impl Read for SnappyReader<'_> {
 /// Compresses `data` with `codec` the way Kafka's clients frame it (xerial for snappy, the
 /// LZ4 frame format, gzip and zstd streams). For building batches: internal writers, tests.
 pub fn compress(codec: i16, data: &[u8]) -> io::Result<Vec<u8>> {
+    compress_with_level(codec, data, None)
+}
+
+/// [`compress`] at a Kafka `compression.<codec>.level` (`None` or gzip's -1: the codec's
+/// default). LZ4 has one level here (lz4_flex's fast mode) whatever is asked.
+pub fn compress_with_level(codec: i16, data: &[u8], level: Option<i32>) -> io::Result<Vec<u8>> {
     use std::io::Write;
     match codec {
         NONE => Ok(data.to_vec()),
         GZIP => {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            let level = match level {
+                Some(l @ 1..=9) => flate2::Compression::new(l as u32),
+                _ => flate2::Compression::default(),
+            };
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), level);
             e.write_all(data)?;
             e.finish()
         }
@@ -221,7 +231,7 @@ pub fn compress(codec: i16, data: &[u8]) -> io::Result<Vec<u8>> {
             e.write_all(data)?;
             e.finish().map_err(io::Error::other)
         }
-        ZSTD => zstd::stream::encode_all(data, 3),
+        ZSTD => zstd::stream::encode_all(data, level.unwrap_or(3)),
         other => Err(io::Error::other(format!("unknown codec {other}"))),
     }
 }

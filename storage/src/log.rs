@@ -68,6 +68,47 @@ pub struct LogConfig {
     /// `log.segment.map.window.bytes` (broker-wide, kbroker's): bytes of the active
     /// segment mapped at a time
     pub map_window_bytes: usize,
+    /// `compression.type`: the codec stored batches are recompressed to; `None` for
+    /// `producer` (kept as produced)
+    pub compression: Option<i16>,
+    /// `compression.gzip.level`, `compression.lz4.level`, `compression.zstd.level`
+    pub gzip_level: i32,
+    pub lz4_level: i32,
+    pub zstd_level: i32,
+    /// `message.timestamp.before.max.ms`, `message.timestamp.after.max.ms` and the
+    /// deprecated `message.timestamp.difference.max.ms` (see [`LogConfig::timestamp_bounds`])
+    pub timestamp_before_max_ms: i64,
+    pub timestamp_after_max_ms: i64,
+    pub timestamp_difference_max_ms: i64,
+}
+
+impl LogConfig {
+    /// The level to recompress with for `codec` (None: the codec's default).
+    pub fn compression_level(&self, codec: i16) -> Option<i32> {
+        match codec {
+            crate::compression::GZIP => Some(self.gzip_level).filter(|l| *l != -1),
+            crate::compression::LZ4 => Some(self.lz4_level),
+            crate::compression::ZSTD => Some(self.zstd_level),
+            _ => None,
+        }
+    }
+
+    /// How far behind and ahead of the broker's clock a CreateTime record's timestamp may
+    /// be: `message.timestamp.before/after.max.ms`, each falling back to
+    /// `message.timestamp.difference.max.ms` while it is at its default (Kafka 3.6+).
+    pub fn timestamp_bounds(&self) -> (i64, i64) {
+        let or_difference = |v: i64| {
+            if v == i64::MAX {
+                self.timestamp_difference_max_ms
+            } else {
+                v
+            }
+        };
+        (
+            or_difference(self.timestamp_before_max_ms),
+            or_difference(self.timestamp_after_max_ms),
+        )
+    }
 }
 
 impl Default for LogConfig {
@@ -88,6 +129,13 @@ impl Default for LogConfig {
             delete_retention_ms: 86_400_000,
             producer_id_expiration_ms: 86_400_000,
             map_window_bytes: crate::window::DEFAULT_WINDOW_BYTES,
+            compression: None,
+            gzip_level: -1,
+            lz4_level: 9,
+            zstd_level: 3,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: i64::MAX,
+            timestamp_difference_max_ms: i64::MAX,
         }
     }
 }
@@ -890,6 +938,45 @@ impl Log {
         Ok(None)
     }
 
+    /// The topic id recorded in the partition's `partition.metadata` (Kafka 2.8+, KIP-516):
+    /// `None` if there is no such file; a file that does not parse is an error.
+    pub fn partition_metadata_topic_id(&self) -> Result<Option<String>, StorageError> {
+        let path = self.dir.join(PARTITION_METADATA_FILE);
+        let text = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StorageError::io(format!("reading {}", path.display()), e)),
+        };
+        parse_partition_metadata(&String::from_utf8_lossy(&text))
+            .map(|id| Some(id.to_string()))
+            .ok_or_else(|| StorageError::corrupt(&path, "not version 0 with a topic_id"))
+    }
+
+    /// Writes `partition.metadata` naming `topic_id` (Kafka's text form), atomically.
+    pub fn write_partition_metadata(&self, topic_id: &str) -> Result<(), StorageError> {
+        let text = format!("version: 0\ntopic_id: {topic_id}");
+        write_atomically(&self.dir.join(PARTITION_METADATA_FILE), text.as_bytes())?;
+        sync_dir(&self.dir)
+    }
+
+    /// The offset and timestamp of the first record with the greatest timestamp in the log,
+    /// if it is below the high watermark (ListOffsets MAX_TIMESTAMP, as Kafka 3.9 answers it:
+    /// the first segment holding the maximum decides).
+    pub fn max_timestamp_record(&self) -> Result<Option<(i64, i64)>, StorageError> {
+        let mut best: Option<&Segment> = None;
+        for segment in self.segments.values() {
+            if best.is_none_or(|b| segment.max_timestamp() > b.max_timestamp()) {
+                best = Some(segment);
+            }
+        }
+        let Some(segment) = best else {
+            return Ok(None);
+        };
+        Ok(segment.max_timestamp_record()?.filter(|(offset, _)| {
+            *offset < self.high_watermark && *offset >= self.log_start_offset
+        }))
+    }
+
     /// Deletes segments past `retention.ms` / `retention.bytes`, wholly below the high
     /// watermark; never leaves the log without an active segment. Returns segments deleted.
     pub fn delete_expired_segments(&mut self, now_ms: i64) -> Result<usize, StorageError> {
@@ -1420,6 +1507,24 @@ pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
 }
 
 /// Writes `bytes` to `path` through a temp file, fsync and rename.
+/// Kafka's per-partition file naming the partition's topic id.
+pub const PARTITION_METADATA_FILE: &str = "partition.metadata";
+
+/// The topic id of a `partition.metadata` text (`version: 0` and `topic_id: <id>` lines).
+fn parse_partition_metadata(text: &str) -> Option<&str> {
+    let mut version = None;
+    let mut topic_id = None;
+    for line in text.lines() {
+        let (k, v) = line.split_once(':')?;
+        match k.trim() {
+            "version" => version = Some(v.trim()),
+            "topic_id" => topic_id = Some(v.trim()),
+            _ => return None,
+        }
+    }
+    topic_id.filter(|id| version == Some("0") && !id.is_empty())
+}
+
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
     let tmp = path.with_extension("tmp");
     let ctx = |what: &str| format!("{what} {}", tmp.display());
@@ -1430,4 +1535,21 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
         .map_err(|e| StorageError::io(ctx("syncing"), e))?;
     std::fs::rename(&tmp, path)
         .map_err(|e| StorageError::io(format!("renaming to {}", path.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn partition_metadata_is_read_as_kafka_writes_it() {
+        use super::parse_partition_metadata as parse;
+        assert_eq!(
+            parse("version: 0\ntopic_id: Jp5Lq3ZfQCWFB2-e3lHvfw"),
+            Some("Jp5Lq3ZfQCWFB2-e3lHvfw")
+        );
+        assert_eq!(parse("version: 0\ntopic_id: abc\n"), Some("abc"));
+        assert_eq!(parse("version: 1\ntopic_id: abc"), None);
+        assert_eq!(parse("version: 0"), None);
+        assert_eq!(parse("garbage"), None);
+        assert_eq!(parse("version: 0\ntopic_id: abc\nextra: 1"), None);
+    }
 }

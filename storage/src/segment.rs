@@ -23,7 +23,7 @@ use crate::window::ActiveMap;
 
 use crate::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
 use crate::index::{remove_if_exists, OffsetIndex, TimeIndex};
-use crate::validate::ValidatedBatch;
+use crate::validate::{self, ValidatedBatch};
 use crate::StorageError;
 
 /// Bytes of segment blocks reserved at a time ahead of the writer.
@@ -551,20 +551,42 @@ impl Segment {
         while let Some(h) = self.header_at(position_usize)? {
             if h.max_timestamp >= timestamp && h.last_offset() >= start_offset {
                 let bytes = self.read_bytes(position_usize, h.total_size())?;
-                if let Some(records) = batch::uncompressed_records(&bytes) {
-                    if let Some(r) = records
-                        .iter()
-                        .find(|r| r.timestamp >= timestamp && r.offset >= start_offset)
-                    {
-                        return Ok(Some((r.offset, r.timestamp)));
-                    }
+                // LogAppendTime: every record has the batch's timestamp.
+                let found = (!h.is_log_append_time())
+                    .then(|| {
+                        validate::find_record(&bytes, |offset, ts| {
+                            ts >= timestamp && offset >= start_offset
+                        })
+                    })
+                    .flatten();
+                if let Some(found) = found {
+                    return Ok(Some(found));
                 }
-                // Compressed: the batch is the finest grain readable without inflating it.
+                // Records that do not parse: the batch is the finest grain left.
                 return Ok(Some((h.base_offset.max(start_offset), h.max_timestamp)));
             }
             position_usize += h.total_size();
         }
         Ok(None)
+    }
+
+    /// The greatest timestamp in the segment and the offset of its first record with it, if
+    /// the segment has a timestamp (Kafka's ListOffsets MAX_TIMESTAMP).
+    pub fn max_timestamp_record(&self) -> Result<Option<(i64, i64)>, StorageError> {
+        if self.max_timestamp < 0 {
+            return Ok(None);
+        }
+        let Some((position, h)) = self.find_batch(self.offset_of_max_timestamp)? else {
+            return Ok(None);
+        };
+        // The batch that set the maximum holds its last offset; its first record with that
+        // timestamp is the answer (the batch offset when the records do not parse).
+        let bytes = self.read_bytes(position, h.total_size())?;
+        let max = self.max_timestamp;
+        let found = (!h.is_log_append_time())
+            .then(|| validate::find_record(&bytes, |_, ts| ts == max))
+            .flatten();
+        Ok(Some(found.unwrap_or((h.base_offset, max))))
     }
 
     /// Rescans the whole segment, validating every batch, rebuilding both indexes and

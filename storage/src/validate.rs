@@ -28,6 +28,8 @@ pub const DECOMPRESSED_BATCH_BYTES_MAX: u64 = 256 * 1024 * 1024;
 /// Smallest record body: attributes, timestamp delta, offset delta, key and value lengths,
 /// header count — one byte each.
 const RECORD_BODY_BYTES_MIN: i64 = 6;
+/// A record timestamp of -1: none given (Kafka's RecordBatch.NO_TIMESTAMP).
+pub const NO_TIMESTAMP: i64 = -1;
 
 /// What the topic's config asks of produced records.
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +48,8 @@ pub struct ValidatedBatch {
     pub header: BatchHeader,
     /// The greatest record timestamp (the header's claim is not trusted).
     pub max_timestamp: i64,
+    /// The smallest record timestamp other than -1 (no timestamp); i64::MAX if none.
+    pub min_timestamp: i64,
     /// Bytes of record data after decompression (the batch size when uncompressed).
     pub uncompressed_bytes: u64,
 }
@@ -92,13 +96,14 @@ pub fn validate_client_records<'a>(
         });
     }
     check_client_header(&header)?;
-    let (max_timestamp, uncompressed_bytes) = check_records(bytes, &header, rules)?;
+    let (max_timestamp, min_timestamp, uncompressed_bytes) = check_records(bytes, &header, rules)?;
     Ok(ValidatedRecords {
         bytes,
         batches: vec![ValidatedBatch {
             position: 0,
             header,
             max_timestamp,
+            min_timestamp,
             uncompressed_bytes,
         }],
     })
@@ -116,11 +121,13 @@ pub fn validate_internal_records(bytes: &[u8]) -> Result<ValidatedRecords<'_>, B
     for (position, header) in iter.by_ref() {
         let whole = &bytes[position..position + header.total_size()];
         check_client_header(&header)?;
-        let (max_timestamp, uncompressed_bytes) = check_records(whole, &header, &rules)?;
+        let (max_timestamp, min_timestamp, uncompressed_bytes) =
+            check_records(whole, &header, &rules)?;
         batches.push(ValidatedBatch {
             position,
             header,
             max_timestamp,
+            min_timestamp,
             uncompressed_bytes,
         });
     }
@@ -154,6 +161,7 @@ pub fn validate_replica_records(bytes: &[u8]) -> Result<Option<ValidatedRecords<
         batches.push(ValidatedBatch {
             position,
             max_timestamp: header.max_timestamp,
+            min_timestamp: header.base_timestamp,
             uncompressed_bytes: header.total_size() as u64,
             header,
         });
@@ -202,21 +210,28 @@ fn check_client_header(h: &BatchHeader) -> Result<(), BatchError> {
     Ok(())
 }
 
-/// Parses every record of one whole batch; returns its greatest record timestamp and its
-/// decompressed record bytes.
+/// Parses every record of one whole batch; returns its greatest and smallest record
+/// timestamps and its decompressed record bytes.
 fn check_records(
     whole: &[u8],
     header: &BatchHeader,
     rules: &ProduceRules,
-) -> Result<(i64, u64), BatchError> {
+) -> Result<(i64, i64, u64), BatchError> {
     let payload = &whole[BATCH_HEADER_BYTES..header.total_size()];
+    let mut min_timestamp = i64::MAX;
+    let mut smallest = |_, timestamp: i64| {
+        if timestamp != NO_TIMESTAMP {
+            min_timestamp = min_timestamp.min(timestamp);
+        }
+        true
+    };
     if header.compression() == compression::NONE {
         let mut src: &[u8] = payload;
-        let max_timestamp = parse_records(&mut src, header, rules)?;
+        let max_timestamp = parse_records(&mut src, header, rules, &mut smallest)?;
         if !src.is_empty() {
             return Err(BatchError::Corrupt("bytes after the last record"));
         }
-        return Ok((max_timestamp, payload.len() as u64));
+        return Ok((max_timestamp, min_timestamp, payload.len() as u64));
     }
     let mut src =
         compression::decompress(header.compression(), payload, DECOMPRESSED_BATCH_BYTES_MAX)
@@ -229,14 +244,13 @@ fn check_records(
                 }
                 DecompressError::TooLarge => BatchError::DecompressedTooLarge,
             })?;
-    let result =
-        parse_records(&mut src, header, rules).and_then(|max_timestamp| match compression::at_end(
-            &mut src,
-        ) {
+    let result = parse_records(&mut src, header, rules, &mut smallest).and_then(|max_timestamp| {
+        match compression::at_end(&mut src) {
             Ok(true) => Ok(max_timestamp),
             Ok(false) => Err(BatchError::Corrupt("bytes after the last record")),
             Err(_) => Err(BatchError::Corrupt("compressed records do not decompress")),
-        });
+        }
+    });
     let over_budget = src.get_ref().exceeded();
     match result {
         Err(_) if over_budget => Err(BatchError::DecompressedTooLarge),
@@ -244,16 +258,20 @@ fn check_records(
         // At the end the buffer is drained, so what came out is what the records used.
         Ok(max_timestamp) => Ok((
             max_timestamp,
+            min_timestamp,
             DECOMPRESSED_BATCH_BYTES_MAX - src.get_ref().remaining(),
         )),
     }
 }
 
-/// Reads `header.records_count` records from `src`; returns the greatest timestamp.
+/// Reads `header.records_count` records from `src`; returns the greatest timestamp. Each
+/// record's offset and timestamp go to `visit`, and reading stops early when it answers
+/// false.
 fn parse_records<R: BufRead>(
     src: &mut R,
     header: &BatchHeader,
     rules: &ProduceRules,
+    visit: &mut dyn FnMut(i64, i64) -> bool,
 ) -> Result<i64, BatchError> {
     let mut reader = RecordReader {
         src,
@@ -306,8 +324,75 @@ fn parse_records<R: BufRead>(
             .checked_add(timestamp_delta)
             .ok_or(BatchError::Corrupt("record timestamp overflows"))?;
         max_timestamp = max_timestamp.max(timestamp);
+        if !visit(header.base_offset + offset_delta, timestamp) {
+            break;
+        }
     }
     Ok(max_timestamp)
+}
+
+/// A copy of the validated batch `whole` with its records in `codec` at `level` (Kafka's
+/// `compression.type` of a topic when it is not `producer`): decompressed within
+/// [`DECOMPRESSED_BATCH_BYTES_MAX`], recompressed, attributes, length and CRC fixed; offsets,
+/// timestamps and the producer's id, epoch and sequence kept.
+pub fn recompress(whole: &[u8], codec: i16, level: Option<i32>) -> Result<Vec<u8>, BatchError> {
+    use std::io::Read;
+    let header = BatchHeader::parse(whole)?;
+    let payload = whole
+        .get(BATCH_HEADER_BYTES..header.total_size())
+        .ok_or(BatchError::Corrupt("batch shorter than its length"))?;
+    let plain: std::borrow::Cow<'_, [u8]> = if header.compression() == compression::NONE {
+        payload.into()
+    } else {
+        let mut src =
+            compression::decompress(header.compression(), payload, DECOMPRESSED_BATCH_BYTES_MAX)
+                .map_err(|_| BatchError::Corrupt("compressed records do not decompress"))?;
+        let mut out = Vec::new();
+        src.read_to_end(&mut out)
+            .map_err(|_| BatchError::Corrupt("compressed records do not decompress"))?;
+        out.into()
+    };
+    let records = compression::compress_with_level(codec, &plain, level)
+        .map_err(|_| BatchError::Invalid("records could not be recompressed"))?;
+    Ok(batch::with_records(
+        &whole[..BATCH_HEADER_BYTES],
+        codec,
+        &records,
+    ))
+}
+
+/// The offset and timestamp of the first record of the stored batch `whole` for which
+/// `wanted(offset, timestamp)` holds, decompressing it if it is compressed (in pieces, within
+/// [`DECOMPRESSED_BATCH_BYTES_MAX`]). `None` when no record matches or the batch does not
+/// parse.
+pub fn find_record(whole: &[u8], wanted: impl Fn(i64, i64) -> bool) -> Option<(i64, i64)> {
+    let header = BatchHeader::parse(whole).ok()?;
+    if whole.len() < header.total_size() {
+        return None;
+    }
+    let rules = ProduceRules {
+        max_message_bytes: usize::MAX,
+        compacted: false,
+    };
+    let mut found = None;
+    let mut visit = |offset, timestamp| {
+        if wanted(offset, timestamp) {
+            found = Some((offset, timestamp));
+            return false;
+        }
+        true
+    };
+    let payload = &whole[BATCH_HEADER_BYTES..header.total_size()];
+    if header.compression() == compression::NONE {
+        let mut src: &[u8] = payload;
+        parse_records(&mut src, &header, &rules, &mut visit).ok()?;
+    } else {
+        let mut src =
+            compression::decompress(header.compression(), payload, DECOMPRESSED_BATCH_BYTES_MAX)
+                .ok()?;
+        parse_records(&mut src, &header, &rules, &mut visit).ok()?;
+    }
+    found
 }
 
 /// Fields of one record, read from a buffered stream within the record's declared length.
