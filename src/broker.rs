@@ -18,7 +18,7 @@
 //! stop the services, close the logs.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -91,6 +91,8 @@ pub struct Broker {
     /// Producer ids for InitProducerId.
     pub producer_ids: Arc<crate::producer_ids::ProducerIdManager>,
     pub started_ms: i64,
+    /// The last `/config/changes` notification applied (-1: none yet).
+    pub config_changes_seen: AtomicI64,
     /// True for the embedded store (single node).
     pub single_node: bool,
 }
@@ -286,6 +288,7 @@ impl Broker {
             registration,
             producer_ids,
             started_ms: now_ms(),
+            config_changes_seen: AtomicI64::new(-1),
             single_node,
         });
         let _ = local.broker.set(Arc::downgrade(&broker));
@@ -497,6 +500,7 @@ fn run_scheduler(broker: Arc<Broker>, flag: Arc<AtomicBool>) {
     let (mut last_retention, mut last_checkpoint, mut last_clean, mut last_producer_check) =
         (start, start, start, start);
     let mut last_isr_check = start;
+    let mut last_config_check = start - CONFIG_CHANGES_CHECK_MS;
     while !flag.load(Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(50));
         let now = now_ms();
@@ -532,11 +536,52 @@ fn run_scheduler(broker: Arc<Broker>, flag: Arc<AtomicBool>) {
             last_isr_check = now;
             broker.replicas.shrink_lagging_isrs(now);
         }
+        if now - last_config_check >= CONFIG_CHANGES_CHECK_MS {
+            last_config_check = now;
+            let b = Arc::clone(&broker);
+            broker.admin.with_store(Box::new(move |store| {
+                process_config_changes(&b, store, now)
+            }));
+        }
         if now - last_checkpoint >= checkpoint_every {
             last_checkpoint = now;
             if let Err(e) = logs.flush_and_checkpoint(now) {
                 log::error!("checkpoint failed: {e}");
             }
+        }
+    }
+}
+
+/// How often `/config/changes` is looked at for topic config changes.
+const CONFIG_CHANGES_CHECK_MS: i64 = 1000;
+/// Notifications older than this are deleted by whichever broker sees them (Kafka: 15 min).
+const CONFIG_CHANGE_EXPIRY_MS: i64 = 15 * 60 * 1000;
+
+/// Applies the config change notifications this broker has not seen yet (on the admin
+/// thread): each names a topic whose `/config/topics/<topic>` is read again and applied to
+/// the topic's logs. At start every notification left is applied once (harmless: configs
+/// are read whole). Expired notifications are removed.
+fn process_config_changes(broker: &Broker, store: Option<&dyn MetadataStore>, now: i64) {
+    let Some(store) = store else {
+        return;
+    };
+    let after = broker.config_changes_seen.load(Ordering::Acquire);
+    let changes = match cluster::config_changes_after(store, after) {
+        Ok(c) => c,
+        Err(e) => {
+            log::debug!("reading /config/changes: {e}");
+            return;
+        }
+    };
+    for change in changes {
+        if let Some(topic) = change.entity.strip_prefix("topics/") {
+            broker.replicas.reload_topic_config(topic);
+        }
+        broker
+            .config_changes_seen
+            .store(change.sequence, Ordering::Release);
+        if change.created_ms > 0 && now - change.created_ms > CONFIG_CHANGE_EXPIRY_MS {
+            let _ = store.delete(&change.path, None);
         }
     }
 }

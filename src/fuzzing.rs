@@ -6,9 +6,10 @@
 //!
 //! Targets: `frame` (the reactor's size-prefixed framing, fed in arbitrary chunks),
 //! `request` (header and body decoding of every advertised API and version), `record_batch`
-//! (produce validation incl. decompression), `segment_recovery` (arbitrary bytes as a
+//! (produce validation incl. decompression, recompression and the timestamp search), `segment_recovery` (arbitrary bytes as a
 //! segment's `.log`, `.index` and `.timeindex`, opened after a crash and used), `journal`
-//! (metadata journal replay), `checkpoint` (offset and leader-epoch checkpoint files),
+//! (metadata journal replay), `checkpoint` (offset and leader-epoch checkpoint files and
+//! `partition.metadata`),
 //! `producer_snapshot` (a partition's `.snapshot` of producer state) and `znode` (every
 //! decoder of znode data read from ZooKeeper, and of `__consumer_offsets` records).
 
@@ -18,7 +19,9 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use kbroker_reactor::{Decoded, FrameReceiver, READ_CHUNK_BYTES_MAX};
 use kbroker_storage::batch::{self, BatchIter, NewRecord};
-use kbroker_storage::validate::{validate_client_records, validate_internal_records, ProduceRules};
+use kbroker_storage::validate::{
+    find_record, recompress, validate_client_records, validate_internal_records, ProduceRules,
+};
 use kbroker_storage::{Log, LogConfig};
 
 /// The names of the targets, as `fuzz/fuzz_targets/<name>.rs` and `fuzz/regressions/<name>/`.
@@ -115,11 +118,27 @@ pub fn record_batch(data: &[u8]) {
         max_message_bytes: if rules_byte & 1 == 0 { 1 << 20 } else { 256 },
         compacted: rules_byte & 2 != 0,
     };
+    // Stored bytes are searched by timestamp (ListOffsets) whatever they hold.
+    let _ = find_record(records, |_, ts| ts >= 0);
     if let Ok(v) = validate_client_records(records, &rules) {
         let b = v.batches()[0];
         assert_eq!(b.header.total_size(), records.len(), "one whole batch");
         assert!(b.header.records_count > 0);
         assert!(b.header.total_size() <= rules.max_message_bytes);
+        assert!(b.min_timestamp == i64::MAX || b.min_timestamp <= b.max_timestamp);
+        // A topic's compression.type: the recompressed batch holds the same records.
+        let codec = i16::from(rules_byte >> 2) % 5;
+        let again = recompress(records, codec, None).expect("a valid batch recompresses");
+        let loose = ProduceRules {
+            max_message_bytes: usize::MAX,
+            compacted: rules.compacted,
+        };
+        let w = validate_client_records(&again, &loose).expect("and validates again");
+        let a = w.batches()[0];
+        assert_eq!(a.header.compression(), codec);
+        assert_eq!(a.header.records_count, b.header.records_count);
+        assert_eq!(a.max_timestamp, b.max_timestamp);
+        assert_eq!(a.uncompressed_bytes, b.uncompressed_bytes);
     }
     if let Ok(v) = validate_internal_records(records) {
         assert!(!v.batches().is_empty());
@@ -238,6 +257,9 @@ pub fn checkpoint(data: &[u8]) {
         return;
     };
     let _ = kbroker_storage::checkpoint::parse(text, std::path::Path::new("<bytes>"));
+    if let Some(id) = kbroker_storage::log::parse_partition_metadata(text) {
+        assert!(!id.is_empty() && text.contains(id));
+    }
     if let Ok(epochs) = kbroker_storage::log::parse_leader_epochs(text) {
         assert!(epochs
             .windows(2)

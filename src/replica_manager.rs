@@ -806,6 +806,20 @@ impl ReplicaManager {
         response
     }
 
+    /// Reads `topic`'s config from the store again (a config change notification said it
+    /// changed) and applies it to the cache and to every local log of the topic.
+    pub fn reload_topic_config(&self, topic: &str) {
+        let config = self.load_topic_config(topic);
+        for (tp, log) in self.logs.all() {
+            if tp.topic == topic {
+                if let Ok(mut log) = lock(&log) {
+                    log.set_config(config.log_config.clone());
+                }
+            }
+        }
+        log::info!("topic {topic}: config reloaded {:?}", config.overrides);
+    }
+
     /// Reads the topic's config from the store (on the state thread) into the cache.
     fn load_topic_config(&self, topic: &str) -> Arc<TopicConfig> {
         match cluster::read_topic(&*self.store, topic) {

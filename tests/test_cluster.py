@@ -473,3 +473,44 @@ def test_elect_leaders_api_and_preferred_replica_election_znode(cluster):
         {"version": 1, "partitions": [{"topic": "el", "partition": 0}]}).encode())
     wait_until(lambda: not c.zk.exists("/admin/preferred_replica_election"), 20, "znode consumed")
     assert c.leaders("el") == {0: 2, 1: 1}
+
+
+def test_topic_config_altered_through_one_broker_applies_on_every_broker(cluster):
+    """IncrementalAlterConfigs through broker 1 writes /config/topics/<t> and a version 2
+    /config/changes notification; each partition leader (one per broker) then recompresses;
+    an old tool's direct ZooKeeper write with a version 1 notification is applied too."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+    c = cluster(3)
+    create_topics(c, 1, [NewTopic("alt", num_partitions=3, replica_assignment=[[1], [2], [3]])])
+    c.wait_converged(["alt"])
+    res = ConfigResource("topic", "alt", incremental_configs=[
+        ConfigEntry("compression.type", "zstd", incremental_operation=AlterConfigOpType.SET)])
+    assert admin_error_code(c.admin(1).incremental_alter_configs([res], request_timeout=20)[res]) is None
+    assert c.zk_json("/config/topics/alt")["config"] == {"compression.type": "zstd"}
+    notes = [json.loads(c.zk.get(f"/config/changes/{n}")[0]) for n in c.zk.get_children("/config/changes")]
+    assert {"version": 2, "entity_path": "topics/alt"} in notes, notes
+
+    def last_stored_codec(p: int) -> int | None:
+        leader = c.leaders("alt")[p]
+        err, _, msg = kbatch.produce(c.brokers[leader].port, "alt", p,
+                                     kbatch.batch([(b"k", b"v" * 100)]))
+        assert err == 0, msg
+        data = (c.brokers[leader].partition_dir("alt", p) / "00000000000000000000.log").read_bytes()
+        at, codec = 0, None
+        while at + 61 <= len(data):
+            length = int.from_bytes(data[at + 8:at + 12], "big", signed=True)
+            if length <= 0:
+                break
+            codec = int.from_bytes(data[at + 21:at + 23], "big") & 0x07
+            at += 12 + length
+        return codec
+
+    for p in range(3):
+        wait_until(lambda: last_stored_codec(p) == kbatch.ZSTD, 20, f"alt-{p} stored zstd")
+    # Kafka's ZooKeeper-era tools: the config znode, then a version 1 notification.
+    c.zk.set("/config/topics/alt", json.dumps(
+        {"version": 1, "config": {"compression.type": "gzip"}}).encode())
+    c.zk.create("/config/changes/config_change_", json.dumps(
+        {"version": 1, "entity_type": "topics", "entity_name": "alt"}).encode(), sequence=True)
+    for p in range(3):
+        wait_until(lambda: last_stored_codec(p) == kbatch.GZIP, 20, f"alt-{p} stored gzip")

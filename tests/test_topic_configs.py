@@ -9,7 +9,8 @@ import struct
 import time
 
 from confluent_kafka import KafkaError, TopicCollection
-from confluent_kafka.admin import ConfigResource, ConfigSource, NewTopic, ResourceType
+from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource,
+                                  NewTopic, ResourceType)
 
 import kbatch as kb
 from kclients import admin, admin_error_code, consume, create_topic, wait_until
@@ -164,3 +165,46 @@ def test_partition_metadata_names_the_topic_id(broker):
     assert err == 0, "the other partition serves"
     err, _, _ = kb.produce(b.port, "with-id", 1, kb.batch([(b"k", b"v")]))
     assert err != 0, "the refused partition takes no records"
+
+
+def test_incremental_alter_configs_changes_a_topic(broker):
+    b = broker()
+    a = admin(b.bootstrap)
+    create_topic(a, "altered", 1, {"retention.ms": "3600000"})
+
+    def alter(*entries, topic="altered", kind=ResourceType.TOPIC):
+        res = ConfigResource(kind, topic, incremental_configs=list(entries))
+        return admin_error_code(a.incremental_alter_configs([res], request_timeout=20)[res])
+
+    assert alter(ConfigEntry("compression.type", "gzip",
+                             incremental_operation=AlterConfigOpType.SET),
+                 ConfigEntry("retention.ms", None,
+                             incremental_operation=AlterConfigOpType.DELETE),
+                 ConfigEntry("cleanup.policy", "compact",
+                             incremental_operation=AlterConfigOpType.APPEND)) is None
+    entries = describe(a, "altered")
+    assert entries["compression.type"].value == "gzip"
+    assert entries["cleanup.policy"].value == "delete,compact", "the default, then the appended"
+    assert entries["retention.ms"].value == "604800000"
+    assert entries["retention.ms"].source == ConfigSource.DEFAULT_CONFIG.value
+    assert alter(ConfigEntry("cleanup.policy", "compact",
+                             incremental_operation=AlterConfigOpType.SUBTRACT)) is None
+    assert describe(a, "altered")["cleanup.policy"].value == "delete"
+
+    # The log acts on it once the change notification is applied (within a second).
+    def stored_gzip():
+        err, _, msg = kb.produce(b.port, "altered", 0, kb.batch([(b"k", b"v" * 100)]))
+        assert err == 0, msg
+        return stored_codecs(b, "altered")[-1] == kb.GZIP
+    wait_until(stored_gzip, 20, "batches stored gzip after the change")
+
+    # Errors, per resource, as Kafka answers them.
+    bad = ConfigEntry("compression.type", "brotli", incremental_operation=AlterConfigOpType.SET)
+    assert alter(bad) == KafkaError.INVALID_CONFIG
+    assert alter(ConfigEntry("retention.ms", "5", incremental_operation=AlterConfigOpType.APPEND)) \
+        == KafkaError.INVALID_CONFIG
+    assert alter(ConfigEntry("retention.ms", "5", incremental_operation=AlterConfigOpType.SET),
+                 topic="no-such-topic") == KafkaError.UNKNOWN_TOPIC_OR_PART
+    assert alter(ConfigEntry("log.retention.ms", "5", incremental_operation=AlterConfigOpType.SET),
+                 topic="0", kind=ResourceType.BROKER) == KafkaError.INVALID_REQUEST
+    assert describe(a, "altered")["compression.type"].value == "gzip", "a refused change writes nothing"

@@ -440,6 +440,85 @@ pub fn read_topic<S: MetadataStore + ?Sized>(
     Ok(Some((assignment, read_topic_config(store, topic)?)))
 }
 
+/// Sets `/config/topics/{t}` to `config`, then announces the change with a sequential
+/// `/config/changes/config_change_` node, as Kafka's admin does for AlterConfigs: every
+/// broker reads the topic's config again when it sees the notification.
+pub fn change_topic_config<S: MetadataStore + ?Sized>(
+    store: &S,
+    topic: &str,
+    config: &EntityConfig,
+) -> Result<(), StoreError> {
+    let path = layout::topic_config_path(topic);
+    match store.set(&path, &config.to_json(), None) {
+        Ok(_) => {}
+        Err(StoreError::NoNode(_)) => {
+            ensure_persistent_path(store, layout::CONFIG_TOPICS_PATH)?;
+            store.create(&path, &config.to_json(), CreateMode::Persistent)?;
+        }
+        Err(e) => return Err(e),
+    }
+    ensure_persistent_path(store, layout::CONFIG_CHANGES_PATH)?;
+    store.create(
+        &format!(
+            "{}/{}",
+            layout::CONFIG_CHANGES_PATH,
+            layout::CONFIG_CHANGE_SEQUENCE_PREFIX
+        ),
+        &layout::encode_config_change(&format!("topics/{topic}")),
+        CreateMode::PersistentSequential,
+    )?;
+    Ok(())
+}
+
+/// A config change notification: its sequence number, znode path, the entity it names
+/// (`topics/<t>`) and when it was created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigChange {
+    pub sequence: i64,
+    pub path: String,
+    pub entity: String,
+    pub created_ms: i64,
+}
+
+/// Config change notifications with a sequence number above `after`, oldest first. One that
+/// does not parse is skipped (logged).
+pub fn config_changes_after<S: MetadataStore + ?Sized>(
+    store: &S,
+    after: i64,
+) -> Result<Vec<ConfigChange>, StoreError> {
+    let mut names: Vec<(i64, String)> = match store.children(layout::CONFIG_CHANGES_PATH) {
+        Ok(names) => names,
+        Err(StoreError::NoNode(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    }
+    .into_iter()
+    .filter_map(|name| {
+        let seq = name
+            .strip_prefix(layout::CONFIG_CHANGE_SEQUENCE_PREFIX)?
+            .parse::<i64>()
+            .ok()?;
+        (seq > after).then_some((seq, name))
+    })
+    .collect();
+    names.sort_unstable();
+    let mut out = Vec::with_capacity(names.len());
+    for (seq, name) in names {
+        let path = format!("{}/{name}", layout::CONFIG_CHANGES_PATH);
+        if let Some((data, stat)) = get_opt(store, &path)? {
+            match layout::decode_config_change(&data) {
+                Ok(entity) => out.push(ConfigChange {
+                    sequence: seq,
+                    path,
+                    entity,
+                    created_ms: stat.ctime_ms,
+                }),
+                Err(e) => log::warn!("skipping config change {path}: {e}"),
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// `/config/topics/{t}`: a topic's config overrides (none if the znode is absent).
 pub fn read_topic_config<S: MetadataStore + ?Sized>(
     store: &S,

@@ -626,6 +626,30 @@ fn partitions_array<'j>(json: &'j Json<'_>) -> Result<&'j Vec<Value>, StoreError
         .ok_or_else(|| json.error("\"partitions\" is not a list"))
 }
 
+/// A `/config/changes/config_change_<n>` notification naming the entity whose config
+/// changed: Kafka's version 2 `{"version":2,"entity_path":"topics/<t>"}`.
+pub fn encode_config_change(entity_path: &str) -> Vec<u8> {
+    JsonObject::new()
+        .number("version", 2)
+        .string("entity_path", entity_path)
+        .finish()
+}
+
+/// The entity path of a config change notification: version 2's `entity_path`, or
+/// version 1's `entity_type` and `entity_name` joined (`topics/<t>`).
+pub fn decode_config_change(bytes: &[u8]) -> Result<String, StoreError> {
+    let json = Json::parse(bytes, "config change notification json")?;
+    match json.i32("version")? {
+        2 => json.string("entity_path"),
+        1 => Ok(format!(
+            "{}/{}",
+            json.string("entity_type")?,
+            json.string("entity_name")?
+        )),
+        v => Err(json.error(format!("unknown version {v}"))),
+    }
+}
+
 /// The data of an ISR change notification: the partitions whose ISR changed.
 pub fn decode_isr_change_notification(bytes: &[u8]) -> Result<Vec<(String, i32)>, StoreError> {
     decode_partition_list(bytes)
@@ -887,6 +911,25 @@ fn int_list(value: &Value) -> Option<Vec<i32>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn config_change_notifications_as_kafka_writes_them() {
+        assert_eq!(
+            encode_config_change("topics/t"),
+            br#"{"version":2,"entity_path":"topics/t"}"#.to_vec()
+        );
+        assert_eq!(
+            decode_config_change(&encode_config_change("topics/t")).unwrap(),
+            "topics/t"
+        );
+        assert_eq!(
+            decode_config_change(br#"{"version":1,"entity_type":"topics","entity_name":"x"}"#)
+                .unwrap(),
+            "topics/x"
+        );
+        assert!(decode_config_change(br#"{"version":3,"entity_path":"topics/t"}"#).is_err());
+        assert!(decode_config_change(b"not json").is_err());
+    }
+
     use super::*;
 
     fn text(bytes: Vec<u8>) -> String {

@@ -56,16 +56,30 @@ pub fn topic_config_entries(
                     synonyms.push((key.to_string(), v, SOURCE_STATIC_BROKER));
                 }
             }
-            let default_name = def.synonyms.first().copied().unwrap_or(def.name);
+            // Kafka names the default by the first broker synonym that has a default of its
+            // own (`log.retention.hours=168` for retention.ms), else by the topic key.
+            let (default_name, default_value) = def
+                .synonyms
+                .iter()
+                .find_map(|k| {
+                    KNOWN
+                        .iter()
+                        .find(|(known, d)| known == k && !d.is_empty())
+                        .map(|(known, d)| (*known, *d))
+                })
+                .unwrap_or((def.name, def.default));
             synonyms.push((
                 default_name.to_string(),
-                def.default.to_string(),
+                default_value.to_string(),
                 SOURCE_DEFAULT,
             ));
             let source = synonyms[0].2;
-            // The value in the topic key's unit: what the log acts on where it has one.
-            let value = log_config_value(def.name, c, config.min_insync_replicas, overrides)
-                .or_else(|| overrides.get(def.name).cloned())
+            // The override as written; else what the log acts on; else the broker's value in
+            // the topic key's unit.
+            let value = overrides
+                .get(def.name)
+                .cloned()
+                .or_else(|| log_config_value(def.name, c, config.min_insync_replicas))
                 .or_else(|| {
                     def.synonyms
                         .iter()
@@ -105,12 +119,7 @@ fn in_ms(key: &str, value: &str) -> String {
 }
 
 /// The value the log acts on, for the keys kbroker keeps in its log config.
-fn log_config_value(
-    key: &str,
-    c: &LogConfig,
-    min_isr: i32,
-    overrides: &BTreeMap<String, String>,
-) -> Option<String> {
+fn log_config_value(key: &str, c: &LogConfig, min_isr: i32) -> Option<String> {
     use kbroker_storage::compression::{GZIP, LZ4, NONE, SNAPPY, ZSTD};
     Some(match key {
         "cleanup.policy" => match (c.cleanup_delete, c.cleanup_compact) {
@@ -135,10 +144,7 @@ fn log_config_value(
             "CreateTime"
         }
         .to_string(),
-        "min.insync.replicas" => overrides
-            .get(key)
-            .cloned()
-            .unwrap_or_else(|| min_isr.to_string()),
+        "min.insync.replicas" => min_isr.to_string(),
         "compression.type" => match c.compression {
             None => "producer",
             Some(NONE) => "uncompressed",

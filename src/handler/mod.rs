@@ -5,6 +5,7 @@
 //! an unknown API key or an unsupported version of anything but ApiVersions closes the
 //! connection (as Kafka does); ApiVersions answers UNSUPPORTED_VERSION with a v0 body.
 
+mod alter_configs;
 mod api_versions;
 mod controlled_shutdown;
 mod create_partitions;
@@ -15,6 +16,7 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_log_dirs;
 mod describe_producers;
 mod elect_leaders;
 pub mod fetch;
@@ -145,7 +147,12 @@ impl RequestHandler for KafkaHandler {
             ApiKey::DescribeProducers => describe_producers::handle(broker, &ctx, body, responder),
             ApiKey::CreatePartitions => create_partitions::handle(broker, &ctx, body, responder),
             ApiKey::DescribeConfigs => describe_configs::handle(broker, &ctx, body, responder),
+            ApiKey::AlterConfigs => alter_configs::handle_alter(broker, &ctx, body, responder),
+            ApiKey::IncrementalAlterConfigs => {
+                alter_configs::handle_incremental(broker, &ctx, body, responder)
+            }
             ApiKey::DescribeCluster => describe_cluster::handle(broker, &ctx, body, responder),
+            ApiKey::DescribeLogDirs => describe_log_dirs::handle(broker, &ctx, body, responder),
             ApiKey::FindCoordinator => find_coordinator::handle(broker, &ctx, body, responder),
             ApiKey::JoinGroup => join_group::handle(broker, &ctx, body, responder),
             ApiKey::SyncGroup => sync_group::handle(broker, &ctx, body, responder),

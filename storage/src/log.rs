@@ -1511,7 +1511,7 @@ pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
 pub const PARTITION_METADATA_FILE: &str = "partition.metadata";
 
 /// The topic id of a `partition.metadata` text (`version: 0` and `topic_id: <id>` lines).
-fn parse_partition_metadata(text: &str) -> Option<&str> {
+pub fn parse_partition_metadata(text: &str) -> Option<&str> {
     let mut version = None;
     let mut topic_id = None;
     for line in text.lines() {

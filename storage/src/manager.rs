@@ -115,6 +115,11 @@ impl LogManager {
         Ok(manager)
     }
 
+    /// Every configured log dir, in configured order.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
     /// The log dirs that are offline.
     pub fn offline_dirs(&self) -> Vec<PathBuf> {
         self.health

@@ -399,8 +399,10 @@ impl Segment {
                 self.max_timestamp = max_timestamp;
                 self.offset_of_max_timestamp = last;
             }
-            if self.bytes_since_index_entry >= index_interval_bytes && self.index.can_append() {
-                self.index.append(offset, at as u32);
+            // Kafka's rule: an entry once more than index.interval.bytes were appended since
+            // the last, naming the batch's last offset and where the batch starts.
+            if self.bytes_since_index_entry > index_interval_bytes && self.index.can_append() {
+                self.index.append(last, at as u32);
                 if self.time_index.can_append() {
                     self.time_index
                         .maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
@@ -626,14 +628,14 @@ impl Segment {
                 self.max_timestamp = h.max_timestamp;
                 self.offset_of_max_timestamp = h.last_offset();
             }
-            if self.bytes_since_index_entry >= index_interval_bytes
+            if self.bytes_since_index_entry > index_interval_bytes
                 && !self.index.is_full()
                 && h.last_offset() - self.base_offset <= u32::MAX as i64
             {
                 // A full index (a smaller segment.index.bytes than when the segment was
                 // written) only makes the index sparser; no space makes it incomplete.
                 if self.index.can_append() || self.index.reserve(1).is_ok() {
-                    self.index.append(h.base_offset, position as u32);
+                    self.index.append(h.last_offset(), position as u32);
                     if self.time_index.is_full() {
                         // as sparse as the offset index may be; the last slot waits for roll
                     } else if self.time_index.can_append() || self.time_index.reserve(1).is_ok() {
@@ -668,10 +670,20 @@ impl Segment {
 
     /// Scans from the last index entry to find the next offset (clean active segment).
     pub fn load_tail(&mut self) -> Result<(), StorageError> {
-        let (mut next, position) = self.index.last().unwrap_or((self.base_offset, 0));
+        // The last entry names the last offset of the batch at its position (Kafka's index;
+        // indexes kbroker wrote before named the base offset: either is accepted).
+        let (entry, position) = self.index.last().unwrap_or((self.base_offset, 0));
         let mut position = position as usize;
+        let mut next = self.base_offset;
+        let mut first = true;
         while let Some(h) = self.header_at(position)? {
-            if h.base_offset < next || !self.holds_offset(h.last_offset()) {
+            let in_order = if first {
+                h.base_offset <= entry && entry <= h.last_offset()
+            } else {
+                h.base_offset >= next
+            };
+            first = false;
+            if !in_order || !self.holds_offset(h.last_offset()) {
                 return Err(StorageError::corrupt(
                     &self.log_path,
                     "batch offsets outside the segment",

@@ -228,6 +228,35 @@ fn populated_bodies(api: ApiKey) -> Vec<Box<dyn Fn(i16) -> Option<Bytes>>> {
                         DeleteRecordsPartition::default().with_offset(1)
                     ])])
         })],
+        ApiKey::AlterConfigs => vec![enc(|| {
+            use alter_configs_request::*;
+            AlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("t"))
+                .with_configs(vec![AlterableConfig::default()
+                    .with_name(s("retention.ms"))
+                    .with_value(Some(s("1000")))])])
+        })],
+        ApiKey::IncrementalAlterConfigs => vec![enc(|| {
+            use incremental_alter_configs_request::*;
+            IncrementalAlterConfigsRequest::default().with_resources(vec![
+                AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("t"))
+                    .with_configs(vec![AlterableConfig::default()
+                        .with_name(s("cleanup.policy"))
+                        .with_config_operation(2)
+                        .with_value(Some(s("compact")))]),
+            ])
+        })],
+        ApiKey::DescribeLogDirs => vec![enc(|| {
+            use describe_log_dirs_request::*;
+            DescribeLogDirsRequest::default().with_topics(Some(vec![
+                DescribableLogDirTopic::default()
+                    .with_topic(topic("t"))
+                    .with_partitions(vec![0, 1]),
+            ]))
+        })],
         ApiKey::InitProducerId => vec![enc(|| {
             InitProducerIdRequest::default().with_transaction_timeout_ms(60000)
         })],
@@ -441,6 +470,11 @@ fn default_body(api: ApiKey, version: i16) -> Option<Bytes> {
         ApiKey::DeleteGroups => DeleteGroupsRequest::default().encode(&mut buf, version),
         ApiKey::OffsetDelete => OffsetDeleteRequest::default().encode(&mut buf, version),
         ApiKey::DeleteRecords => DeleteRecordsRequest::default().encode(&mut buf, version),
+        ApiKey::DescribeLogDirs => DescribeLogDirsRequest::default().encode(&mut buf, version),
+        ApiKey::AlterConfigs => AlterConfigsRequest::default().encode(&mut buf, version),
+        ApiKey::IncrementalAlterConfigs => {
+            IncrementalAlterConfigsRequest::default().encode(&mut buf, version)
+        }
         ApiKey::InitProducerId => InitProducerIdRequest::default().encode(&mut buf, version),
         ApiKey::DescribeProducers => DescribeProducersRequest::default().encode(&mut buf, version),
         ApiKey::OffsetForLeaderEpoch => {

@@ -1,0 +1,312 @@
+//! AlterConfigs and IncrementalAlterConfigs (`kafka-configs --alter`, the admin clients'
+//! `alterConfigs` / `incrementalAlterConfigs`) for topics, the way a ZooKeeper-mode Kafka
+//! does it: the new overrides are checked with Kafka's rules for every key, written to
+//! `/config/topics/<topic>`, and announced under `/config/changes`; every broker (this one
+//! included) reads the topic's config again when it sees the notification and applies it
+//! to its logs (within a second).
+//!
+//! AlterConfigs replaces a topic's overrides with the ones given; IncrementalAlterConfigs
+//! applies SET, DELETE, APPEND and SUBTRACT (the last two for list-typed keys only, from the
+//! current value or the default). Errors per resource, as Kafka answers them: an unknown
+//! topic UNKNOWN_TOPIC_OR_PARTITION, a bad key or value INVALID_CONFIG naming the key, a key
+//! named twice INVALID_REQUEST. Broker resources are refused (INVALID_REQUEST): kbroker has
+//! no dynamic broker configs yet. `validate_only` checks without writing.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{
+    AlterConfigsRequest, AlterConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use kbroker_coordinator::{cluster, MetadataStore};
+use kbroker_reactor::Responder;
+use kbroker_storage::LogConfig;
+
+use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
+use super::{decode, respond_later, HandlerResult, RequestContext};
+use crate::broker::Broker;
+use crate::topic_configs::{self, Kind};
+
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+
+/// One resource's requested change, independent of the API.
+struct Change {
+    resource_type: i8,
+    name: String,
+    /// (key, operation, value); AlterConfigs' entries are SETs on an emptied config.
+    ops: Vec<(String, i8, Option<String>)>,
+    replace: bool,
+}
+
+/// One resource's answer: (error, message).
+type Outcome = (i16, Option<String>);
+
+pub fn handle_incremental(
+    broker: &Broker,
+    ctx: &RequestContext,
+    mut body: Bytes,
+    responder: Responder,
+) -> HandlerResult {
+    let (request, responder) =
+        decode::<IncrementalAlterConfigsRequest>(&mut body, ctx.version, responder)?;
+    let changes: Vec<Change> = request
+        .resources
+        .iter()
+        .map(|r| Change {
+            resource_type: r.resource_type,
+            name: r.resource_name.to_string(),
+            ops: r
+                .configs
+                .iter()
+                .map(|c| {
+                    (
+                        c.name.to_string(),
+                        c.config_operation,
+                        c.value.as_ref().map(|v| v.to_string()),
+                    )
+                })
+                .collect(),
+            replace: false,
+        })
+        .collect();
+    let send = respond_later::<IncrementalAlterConfigsResponse>(ctx, responder);
+    run(broker, changes, request.validate_only, move |outcomes| {
+        use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as R;
+        let responses = outcomes
+            .into_iter()
+            .map(|(t, name, (code, message))| {
+                R::default()
+                    .with_resource_type(t)
+                    .with_resource_name(StrBytes::from_string(name))
+                    .with_error_code(code)
+                    .with_error_message(message.map(StrBytes::from_string))
+            })
+            .collect();
+        send(IncrementalAlterConfigsResponse::default().with_responses(responses));
+    });
+    Ok(())
+}
+
+pub fn handle_alter(
+    broker: &Broker,
+    ctx: &RequestContext,
+    mut body: Bytes,
+    responder: Responder,
+) -> HandlerResult {
+    let (request, responder) = decode::<AlterConfigsRequest>(&mut body, ctx.version, responder)?;
+    let changes: Vec<Change> = request
+        .resources
+        .iter()
+        .map(|r| Change {
+            resource_type: r.resource_type,
+            name: r.resource_name.to_string(),
+            ops: r
+                .configs
+                .iter()
+                .map(|c| {
+                    (
+                        c.name.to_string(),
+                        OP_SET,
+                        c.value.as_ref().map(|v| v.to_string()),
+                    )
+                })
+                .collect(),
+            replace: true,
+        })
+        .collect();
+    let send = respond_later::<AlterConfigsResponse>(ctx, responder);
+    run(broker, changes, request.validate_only, move |outcomes| {
+        use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse as R;
+        let responses = outcomes
+            .into_iter()
+            .map(|(t, name, (code, message))| {
+                R::default()
+                    .with_resource_type(t)
+                    .with_resource_name(StrBytes::from_string(name))
+                    .with_error_code(code)
+                    .with_error_message(message.map(StrBytes::from_string))
+            })
+            .collect();
+        send(AlterConfigsResponse::default().with_responses(responses));
+    });
+    Ok(())
+}
+
+/// Applies `changes` on the admin thread (the store is not touched on a handler thread) and
+/// gives `reply` one outcome per resource, in order.
+fn run(
+    broker: &Broker,
+    changes: Vec<Change>,
+    validate_only: bool,
+    reply: impl FnOnce(Vec<(i8, String, Outcome)>) + Send + 'static,
+) {
+    let defaults = broker.metadata.defaults().clone();
+    broker.admin.with_store(Box::new(move |store| {
+        let outcomes = changes
+            .iter()
+            .map(|c| {
+                let outcome = match store {
+                    None => (
+                        ResponseError::RequestTimedOut.code(),
+                        Some("the broker's admin queue is full".to_string()),
+                    ),
+                    Some(store) => apply(store, &defaults, c, validate_only),
+                };
+                (c.resource_type, c.name.clone(), outcome)
+            })
+            .collect();
+        reply(outcomes);
+    }));
+}
+
+fn apply(
+    store: &dyn MetadataStore,
+    defaults: &LogConfig,
+    change: &Change,
+    validate_only: bool,
+) -> Outcome {
+    let error = |e: ResponseError, m: String| (e.code(), Some(m));
+    match change.resource_type {
+        RESOURCE_TOPIC => {}
+        RESOURCE_BROKER => {
+            return error(
+                ResponseError::InvalidRequest,
+                "Cannot update these configs dynamically: kbroker has no dynamic broker configs"
+                    .to_string(),
+            )
+        }
+        other => {
+            return error(
+                ResponseError::InvalidRequest,
+                format!("Unsupported resource type {other}"),
+            )
+        }
+    }
+    let topic = &change.name;
+    let current = match cluster::read_topic(store, topic) {
+        Ok(Some((_, config))) => config,
+        Ok(None) => {
+            return error(
+                ResponseError::UnknownTopicOrPartition,
+                format!("Topic {topic} does not exist"),
+            )
+        }
+        Err(e) => return error(ResponseError::UnknownServerError, e.to_string()),
+    };
+    let mut keys: Vec<&str> = change.ops.iter().map(|(k, _, _)| k.as_str()).collect();
+    keys.sort_unstable();
+    if let Some(w) = keys.windows(2).find(|w| w[0] == w[1]) {
+        return error(
+            ResponseError::InvalidRequest,
+            format!("Error due to duplicate config keys: {}", w[0]),
+        );
+    }
+    let mut overrides = if change.replace {
+        BTreeMap::new()
+    } else {
+        current.config.clone()
+    };
+    for (key, op, value) in &change.ops {
+        if let Err(m) = apply_op(&mut overrides, key, *op, value.as_deref()) {
+            return error(ResponseError::InvalidConfig, m);
+        }
+    }
+    if let Err(e) = crate::config::topic_log_config(defaults, &overrides) {
+        return error(ResponseError::InvalidConfig, e.to_string());
+    }
+    if validate_only || overrides == current.config {
+        return (0, None);
+    }
+    let config = kbroker_coordinator::layout::EntityConfig { config: overrides };
+    match cluster::change_topic_config(store, topic, &config) {
+        Ok(()) => {
+            log::info!("topic {topic}: config overrides now {:?}", config.config);
+            (0, None)
+        }
+        Err(e) => error(ResponseError::UnknownServerError, e.to_string()),
+    }
+}
+
+/// One incremental operation on a topic's overrides; the error names the key.
+fn apply_op(
+    overrides: &mut BTreeMap<String, String>,
+    key: &str,
+    op: i8,
+    value: Option<&str>,
+) -> Result<(), String> {
+    let def = topic_configs::find(key).ok_or_else(|| format!("unknown config key {key}"))?;
+    let is_list = matches!(def.kind, Kind::ListOf(_) | Kind::ThrottledReplicas);
+    match op {
+        OP_SET => {
+            let v = value.ok_or_else(|| format!("Null value not supported for : {key}"))?;
+            overrides.insert(key.to_string(), v.to_string());
+        }
+        OP_DELETE => {
+            overrides.remove(key);
+        }
+        OP_APPEND | OP_SUBTRACT if !is_list => {
+            return Err(format!(
+                "Config value append/subtract is not allowed for config key: {key}"
+            ));
+        }
+        OP_APPEND | OP_SUBTRACT => {
+            let current = overrides
+                .get(key)
+                .map(String::as_str)
+                .unwrap_or(def.default);
+            let mut items: Vec<String> = split_list(current);
+            let given = split_list(value.unwrap_or(""));
+            if op == OP_APPEND {
+                for v in given {
+                    if !items.contains(&v) {
+                        items.push(v);
+                    }
+                }
+            } else {
+                items.retain(|v| !given.contains(v));
+            }
+            overrides.insert(key.to_string(), items.join(","));
+        }
+        other => return Err(format!("unknown config operation {other} for {key}")),
+    }
+    Ok(())
+}
+
+fn split_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incremental_operations_as_kafka_applies_them() {
+        let mut o = BTreeMap::new();
+        apply_op(&mut o, "retention.ms", OP_SET, Some("1000")).unwrap();
+        assert_eq!(o["retention.ms"], "1000");
+        apply_op(&mut o, "retention.ms", OP_DELETE, None).unwrap();
+        assert!(o.is_empty());
+        // APPEND starts from the default ("delete") when there is no override.
+        apply_op(&mut o, "cleanup.policy", OP_APPEND, Some("compact")).unwrap();
+        assert_eq!(o["cleanup.policy"], "delete,compact");
+        apply_op(&mut o, "cleanup.policy", OP_APPEND, Some("compact")).unwrap();
+        assert_eq!(o["cleanup.policy"], "delete,compact", "no duplicates");
+        apply_op(&mut o, "cleanup.policy", OP_SUBTRACT, Some("delete")).unwrap();
+        assert_eq!(o["cleanup.policy"], "compact");
+        assert!(apply_op(&mut o, "retention.ms", OP_APPEND, Some("1")).is_err());
+        assert!(apply_op(&mut o, "no.such.key", OP_SET, Some("1")).is_err());
+        assert!(apply_op(&mut o, "retention.ms", OP_SET, None).is_err());
+        assert!(apply_op(&mut o, "retention.ms", 9, Some("1")).is_err());
+    }
+}
