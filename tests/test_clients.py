@@ -3,7 +3,8 @@
 @platformatic/kafka implements only the newest, flexible versions (before kbroker
 advertised Kafka 3.9's ranges it could not create a topic); the Java client 3.9 fetches by
 topic id (Fetch v17) once Metadata v12 gives ids, and batches OffsetFetch and
-FindCoordinator. Each produces, consumes in a group, commits, resumes from the commits,
+FindCoordinator; franz-go and sarama (set to its newest protocol version) are Go's two
+clients; KafkaJS is the other Node client. Each produces, consumes in a group, commits, resumes from the commits,
 and uses its admin API; the programs exit non-zero with the reason when a check fails.
 """
 
@@ -13,9 +14,12 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 NODE_MODULES = os.environ.get("KBROKER_NODE_MODULES", str(REPO / ".tools/node/node_modules"))
 JAVA_LIB = os.environ.get("KBROKER_JAVA_LIB", str(REPO / ".tools/java-lib"))
+GO_CLIENTS = os.environ.get("KBROKER_GO_CLIENTS", str(REPO / ".tools/go/kbroker-go-clients"))
 
 
 def test_platformatic_kafka_group_resumes_from_commits(broker):
@@ -37,3 +41,25 @@ def test_java_client_group_by_topic_id(broker):
                          timeout=300)
     assert out.returncode == 0 and "OK 600 90" in out.stdout, out.stdout + out.stderr[-3000:]
     assert "unsupported version" not in b.log_text()
+
+
+@pytest.mark.parametrize("client", ["franz", "sarama"])
+def test_go_client_group_resumes_from_commits(broker, client):
+    assert Path(GO_CLIENTS).is_file(), "scripts/test builds tests/go"
+    b = broker()
+    out = subprocess.run([GO_CLIENTS, client, b.bootstrap, f"go-{client}", "500", "70"],
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0 and out.stdout.strip().endswith("OK 500 70"), \
+        out.stdout + out.stderr[-3000:]
+    assert "unsupported version" not in b.log_text()
+
+
+def test_kafkajs_group_resumes_from_commits(broker):
+    assert Path(NODE_MODULES, "kafkajs").is_dir(), "scripts/test installs kafkajs"
+    b = broker()
+    out = subprocess.run(["node", str(REPO / "tests/node/kafkajs_group.js"), b.bootstrap,
+                          "js-group", "400", "60"], capture_output=True, text=True, timeout=240,
+                         env=dict(os.environ, NODE_PATH=NODE_MODULES,
+                                  KAFKAJS_NO_PARTITIONER_WARNING="1"))
+    assert out.returncode == 0 and out.stdout.strip().startswith("OK 400 60"), \
+        out.stdout + out.stderr[-3000:]
