@@ -6,7 +6,7 @@ error codes of refused admin requests.
 
 Every difference found is either fixed or listed here, with the reason, and in the README:
 - APIs Kafka serves that kbroker does not (`KAFKA_ONLY_APIS`, each with its reason): SASL,
-  transactions, ACLs, AlterReplicaLogDirs, delegation tokens, client quotas, SCRAM,
+  transactions, ACLs, AlterReplicaLogDirs, delegation tokens, AlterUserScramCredentials,
   AlterPartition, UpdateFeatures, Envelope, AllocateProducerIds, KIP-848 groups.
 - Fetch starts at v4 on kbroker (Kafka: v0): kbroker stores only record batches v2 and does
   not down-convert.
@@ -42,8 +42,7 @@ KAFKA_ONLY_APIS = {
     "ACLs: DescribeAcls, CreateAcls, DeleteAcls": {29, 30, 31},
     "AlterReplicaLogDirs (moves between log dirs)": {34},
     "delegation tokens": {38, 39, 40, 41},
-    "DescribeClientQuotas / AlterClientQuotas": {48, 49},
-    "DescribeUserScramCredentials / AlterUserScramCredentials": {50, 51},
+    "AlterUserScramCredentials (no SASL: kbroker describes stored credentials only)": {51},
     "AlterPartition (KIP-497; kbroker's leaders write the ISR to ZooKeeper, as before 2.7)": {56},
     "UpdateFeatures": {57},
     "Envelope (KIP-590 forwarding)": {58},
@@ -188,3 +187,38 @@ def test_error_codes_match_kafka_39(kafka, broker):
             got["describe unknown topic"] = e.args[0].name() if e.args else repr(e)
         outcomes[name] = got
     assert outcomes["kbroker"] == outcomes["kafka"], outcomes
+
+
+def test_client_quotas_match_kafka_39(kafka, broker):
+    """kafka-configs sets and describes user, client and IP quotas (AlterClientQuotas,
+    DescribeClientQuotas, DescribeUserScramCredentials) on both: the same output."""
+    from test_kafka_tools import tool
+    b = broker()
+    steps = [
+        ("--entity-type", "users", "--entity-name", "alice", "--alter", "--add-config",
+         "producer_byte_rate=1024,request_percentage=50"),
+        ("--entity-type", "clients", "--entity-name", "c 1*", "--alter", "--add-config",
+         "consumer_byte_rate=2048"),
+        ("--entity-type", "users", "--entity-name", "alice", "--entity-type", "clients",
+         "--entity-name", "c 1*", "--alter", "--add-config", "producer_byte_rate=4096"),
+        ("--entity-type", "users", "--entity-default", "--alter", "--add-config",
+         "consumer_byte_rate=999"),
+        ("--entity-type", "ips", "--entity-name", "127.0.0.1", "--alter", "--add-config",
+         "connection_creation_rate=10"),
+        ("--entity-type", "users", "--entity-name", "alice", "--alter", "--delete-config",
+         "request_percentage"),
+        ("--entity-type", "users", "--describe"),
+        ("--entity-type", "users", "--entity-name", "alice", "--describe"),
+        ("--entity-type", "clients", "--describe"),
+        ("--entity-type", "users", "--entity-name", "alice", "--entity-type", "clients",
+         "--describe"),
+        ("--entity-type", "ips", "--describe"),
+    ]
+    outputs = {}
+    for name, bootstrap in [("kafka", kafka.bootstrap), ("kbroker", b.bootstrap)]:
+        outputs[name] = [sorted(tool("kafka.admin.ConfigCommand", "--bootstrap-server", bootstrap,
+                                     *step).splitlines()) for step in steps]
+    assert outputs["kbroker"] == outputs["kafka"], outputs
+    described = "\n".join(outputs["kbroker"][6])
+    assert "user-principal 'alice' are producer_byte_rate=1024.0" in described, described
+    assert "default user-principal are consumer_byte_rate=999.0" in described, described

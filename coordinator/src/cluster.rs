@@ -448,12 +448,22 @@ pub fn change_topic_config<S: MetadataStore + ?Sized>(
     topic: &str,
     config: &EntityConfig,
 ) -> Result<(), StoreError> {
-    let path = layout::topic_config_path(topic);
+    change_entity_config(store, &format!("topics/{topic}"), config)
+}
+
+/// Sets `/config/<entity_path>` (`topics/t`, `users/u`, `clients/c`, `users/u/clients/c`,
+/// `ips/i`; names already sanitized) to `config` and announces the change under
+/// `/config/changes`, as Kafka's `AdminZkClient.changeConfigs` does.
+pub fn change_entity_config<S: MetadataStore + ?Sized>(
+    store: &S,
+    entity_path: &str,
+    config: &EntityConfig,
+) -> Result<(), StoreError> {
+    let path = format!("/config/{entity_path}");
     match store.set(&path, &config.to_json(), None) {
         Ok(_) => {}
         Err(StoreError::NoNode(_)) => {
-            ensure_persistent_path(store, layout::CONFIG_TOPICS_PATH)?;
-            store.create(&path, &config.to_json(), CreateMode::Persistent)?;
+            create_recursive(store, &path, &config.to_json(), CreateMode::Persistent)?;
         }
         Err(e) => return Err(e),
     }
@@ -464,7 +474,7 @@ pub fn change_topic_config<S: MetadataStore + ?Sized>(
             layout::CONFIG_CHANGES_PATH,
             layout::CONFIG_CHANGE_SEQUENCE_PREFIX
         ),
-        &layout::encode_config_change(&format!("topics/{topic}")),
+        &layout::encode_config_change(entity_path),
         CreateMode::PersistentSequential,
     )?;
     Ok(())
@@ -519,16 +529,36 @@ pub fn config_changes_after<S: MetadataStore + ?Sized>(
     Ok(out)
 }
 
+/// The config of `/config/<entity_path>` (empty if the znode is absent).
+pub fn read_entity_config<S: MetadataStore + ?Sized>(
+    store: &S,
+    entity_path: &str,
+) -> Result<EntityConfig, StoreError> {
+    let path = format!("/config/{entity_path}");
+    match get_opt(store, &path)? {
+        Some((data, _)) => EntityConfig::from_json(&data).map_err(|e| e.at_path(&path)),
+        None => Ok(EntityConfig::default()),
+    }
+}
+
+/// The children of `/config/<entity_path>` (none if it is absent).
+pub fn entity_children<S: MetadataStore + ?Sized>(
+    store: &S,
+    entity_path: &str,
+) -> Result<Vec<String>, StoreError> {
+    match store.children(&format!("/config/{entity_path}")) {
+        Ok(names) => Ok(names),
+        Err(StoreError::NoNode(_)) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
 /// `/config/topics/{t}`: a topic's config overrides (none if the znode is absent).
 pub fn read_topic_config<S: MetadataStore + ?Sized>(
     store: &S,
     topic: &str,
 ) -> Result<EntityConfig, StoreError> {
-    let config_path = layout::topic_config_path(topic);
-    match get_opt(store, &config_path)? {
-        Some((data, _)) => EntityConfig::from_json(&data).map_err(|e| e.at_path(&config_path)),
-        None => Ok(EntityConfig::default()),
-    }
+    read_entity_config(store, &format!("topics/{topic}"))
 }
 
 /// A partition's leader and ISR with `zk_version` set from the znode, `None` if absent.

@@ -650,6 +650,49 @@ pub fn decode_config_change(bytes: &[u8]) -> Result<String, StoreError> {
     }
 }
 
+/// The name of the default entity of a quota config (`/config/users/<default>`).
+pub const DEFAULT_ENTITY: &str = "<default>";
+
+/// Kafka's `Sanitizer.sanitize` of an entity name for a znode: URL encoding of its UTF-8
+/// bytes (letters, digits, `.`, `-` and `_` kept; a space is `%20`, `*` is `%2A`).
+pub fn sanitize_entity_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Kafka's `Sanitizer.desanitize`: the name a sanitized znode name stands for (`None` if
+/// it is not valid percent-encoded UTF-8).
+pub fn desanitize_entity_name(sanitized: &str) -> Option<String> {
+    let bytes = sanitized.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = sanitized.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// The data of an ISR change notification: the partitions whose ISR changed.
 pub fn decode_isr_change_notification(bytes: &[u8]) -> Result<Vec<(String, i32)>, StoreError> {
     decode_partition_list(bytes)
@@ -911,6 +954,22 @@ fn int_list(value: &Value) -> Option<Vec<i32>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn entity_names_are_sanitized_as_kafka_does() {
+        assert_eq!(sanitize_entity_name("alice"), "alice");
+        assert_eq!(sanitize_entity_name("a b*c/d"), "a%20b%2Ac%2Fd");
+        assert_eq!(sanitize_entity_name("ü"), "%C3%BC");
+        for name in ["alice", "a b*c/d", "ü", "user@example.com", "<default>"] {
+            assert_eq!(
+                desanitize_entity_name(&sanitize_entity_name(name)).as_deref(),
+                Some(name)
+            );
+        }
+        assert_eq!(desanitize_entity_name("a+b").as_deref(), Some("a b"));
+        assert_eq!(desanitize_entity_name("%zz"), None);
+        assert_eq!(desanitize_entity_name("%C3"), None);
+    }
+
     #[test]
     fn config_change_notifications_as_kafka_writes_them() {
         assert_eq!(

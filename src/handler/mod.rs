@@ -7,6 +7,7 @@
 
 mod alter_configs;
 mod api_versions;
+mod client_quotas;
 mod controlled_shutdown;
 mod create_partitions;
 mod create_topics;
@@ -36,6 +37,7 @@ mod offset_fetch;
 mod offset_for_leader_epoch;
 mod partition_reassignments;
 mod produce;
+mod scram_credentials;
 mod stop_replica;
 pub mod sync_group;
 pub mod update_metadata;
@@ -150,6 +152,13 @@ impl RequestHandler for KafkaHandler {
             ApiKey::AlterConfigs => alter_configs::handle_alter(broker, &ctx, body, responder),
             ApiKey::IncrementalAlterConfigs => {
                 alter_configs::handle_incremental(broker, &ctx, body, responder)
+            }
+            ApiKey::DescribeClientQuotas => {
+                client_quotas::handle_describe(broker, &ctx, body, responder)
+            }
+            ApiKey::AlterClientQuotas => client_quotas::handle_alter(broker, &ctx, body, responder),
+            ApiKey::DescribeUserScramCredentials => {
+                scram_credentials::handle(broker, &ctx, body, responder)
             }
             ApiKey::DescribeCluster => describe_cluster::handle(broker, &ctx, body, responder),
             ApiKey::DescribeLogDirs => describe_log_dirs::handle(broker, &ctx, body, responder),

@@ -249,6 +249,30 @@ fn populated_bodies(api: ApiKey) -> Vec<Box<dyn Fn(i16) -> Option<Bytes>>> {
                         .with_value(Some(s("compact")))]),
             ])
         })],
+        ApiKey::DescribeClientQuotas => vec![enc(|| {
+            use describe_client_quotas_request::*;
+            DescribeClientQuotasRequest::default().with_components(vec![ComponentData::default()
+                .with_entity_type(s("user"))
+                .with_match_type(0)
+                .with_match(Some(s("alice")))])
+        })],
+        ApiKey::AlterClientQuotas => vec![enc(|| {
+            use alter_client_quotas_request::*;
+            AlterClientQuotasRequest::default().with_entries(vec![EntryData::default()
+                .with_entity(vec![EntityData::default()
+                    .with_entity_type(s("user"))
+                    .with_entity_name(Some(s("alice")))])
+                .with_ops(vec![OpData::default()
+                    .with_key(s("producer_byte_rate"))
+                    .with_value(1024.0)])])
+        })],
+        ApiKey::DescribeUserScramCredentials => vec![enc(|| {
+            use describe_user_scram_credentials_request::*;
+            DescribeUserScramCredentialsRequest::default().with_users(Some(vec![
+                UserName::default().with_name(s("alice")),
+                UserName::default().with_name(s("alice")),
+            ]))
+        })],
         ApiKey::DescribeLogDirs => vec![enc(|| {
             use describe_log_dirs_request::*;
             DescribeLogDirsRequest::default().with_topics(Some(vec![
@@ -471,6 +495,13 @@ fn default_body(api: ApiKey, version: i16) -> Option<Bytes> {
         ApiKey::OffsetDelete => OffsetDeleteRequest::default().encode(&mut buf, version),
         ApiKey::DeleteRecords => DeleteRecordsRequest::default().encode(&mut buf, version),
         ApiKey::DescribeLogDirs => DescribeLogDirsRequest::default().encode(&mut buf, version),
+        ApiKey::DescribeClientQuotas => {
+            DescribeClientQuotasRequest::default().encode(&mut buf, version)
+        }
+        ApiKey::AlterClientQuotas => AlterClientQuotasRequest::default().encode(&mut buf, version),
+        ApiKey::DescribeUserScramCredentials => {
+            DescribeUserScramCredentialsRequest::default().encode(&mut buf, version)
+        }
         ApiKey::AlterConfigs => AlterConfigsRequest::default().encode(&mut buf, version),
         ApiKey::IncrementalAlterConfigs => {
             IncrementalAlterConfigsRequest::default().encode(&mut buf, version)
