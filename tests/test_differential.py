@@ -203,6 +203,9 @@ def test_client_quotas_match_kafka_39(kafka, broker):
          "--entity-name", "c 1*", "--alter", "--add-config", "producer_byte_rate=4096"),
         ("--entity-type", "users", "--entity-default", "--alter", "--add-config",
          "consumer_byte_rate=999"),
+        # a user with a client quota only: its own znode exists with no config
+        ("--entity-type", "users", "--entity-name", "bob", "--entity-type", "clients",
+         "--entity-name", "c2", "--alter", "--add-config", "request_percentage=12.5"),
         ("--entity-type", "ips", "--entity-name", "127.0.0.1", "--alter", "--add-config",
          "connection_creation_rate=10"),
         ("--entity-type", "users", "--entity-name", "alice", "--alter", "--delete-config",
@@ -213,12 +216,14 @@ def test_client_quotas_match_kafka_39(kafka, broker):
         ("--entity-type", "users", "--entity-name", "alice", "--entity-type", "clients",
          "--describe"),
         ("--entity-type", "ips", "--describe"),
+        ("--entity-type", "users", "--entity-name", "bob", "--entity-type", "clients",
+         "--describe"),
     ]
     outputs = {}
     for name, bootstrap in [("kafka", kafka.bootstrap), ("kbroker", b.bootstrap)]:
         outputs[name] = [sorted(tool("kafka.admin.ConfigCommand", "--bootstrap-server", bootstrap,
                                      *step).splitlines()) for step in steps]
     assert outputs["kbroker"] == outputs["kafka"], outputs
-    described = "\n".join(outputs["kbroker"][6])
+    described = "\n".join(outputs["kbroker"][7])
     assert "user-principal 'alice' are producer_byte_rate=1024.0" in described, described
     assert "default user-principal are consumer_byte_rate=999.0" in described, described

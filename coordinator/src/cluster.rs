@@ -529,15 +529,18 @@ pub fn config_changes_after<S: MetadataStore + ?Sized>(
     Ok(out)
 }
 
-/// The config of `/config/<entity_path>` (empty if the znode is absent).
+/// The config of `/config/<entity_path>` (empty if the znode is absent, or has no data: a
+/// parent created on the way to `users/<u>/clients/<c>`).
 pub fn read_entity_config<S: MetadataStore + ?Sized>(
     store: &S,
     entity_path: &str,
 ) -> Result<EntityConfig, StoreError> {
     let path = format!("/config/{entity_path}");
     match get_opt(store, &path)? {
-        Some((data, _)) => EntityConfig::from_json(&data).map_err(|e| e.at_path(&path)),
-        None => Ok(EntityConfig::default()),
+        Some((data, _)) if !data.is_empty() => {
+            EntityConfig::from_json(&data).map_err(|e| e.at_path(&path))
+        }
+        _ => Ok(EntityConfig::default()),
     }
 }
 

@@ -47,6 +47,22 @@ struct Change {
 /// One resource's answer: (error, message).
 type Outcome = (i16, Option<String>);
 
+/// The per-resource entries of either API's response (two generated types, same fields).
+macro_rules! resource_responses {
+    ($entry:ty, $outcomes:expr) => {
+        $outcomes
+            .into_iter()
+            .map(|(t, name, (code, message)): (i8, String, Outcome)| {
+                <$entry>::default()
+                    .with_resource_type(t)
+                    .with_resource_name(StrBytes::from_string(name))
+                    .with_error_code(code)
+                    .with_error_message(message.map(StrBytes::from_string))
+            })
+            .collect()
+    };
+}
+
 pub fn handle_incremental(
     broker: &Broker,
     ctx: &RequestContext,
@@ -77,17 +93,8 @@ pub fn handle_incremental(
         .collect();
     let send = respond_later::<IncrementalAlterConfigsResponse>(ctx, responder);
     run(broker, changes, request.validate_only, move |outcomes| {
-        use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as R;
-        let responses = outcomes
-            .into_iter()
-            .map(|(t, name, (code, message))| {
-                R::default()
-                    .with_resource_type(t)
-                    .with_resource_name(StrBytes::from_string(name))
-                    .with_error_code(code)
-                    .with_error_message(message.map(StrBytes::from_string))
-            })
-            .collect();
+        use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+        let responses = resource_responses!(AlterConfigsResourceResponse, outcomes);
         send(IncrementalAlterConfigsResponse::default().with_responses(responses));
     });
     Ok(())
@@ -122,17 +129,8 @@ pub fn handle_alter(
         .collect();
     let send = respond_later::<AlterConfigsResponse>(ctx, responder);
     run(broker, changes, request.validate_only, move |outcomes| {
-        use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse as R;
-        let responses = outcomes
-            .into_iter()
-            .map(|(t, name, (code, message))| {
-                R::default()
-                    .with_resource_type(t)
-                    .with_resource_name(StrBytes::from_string(name))
-                    .with_error_code(code)
-                    .with_error_message(message.map(StrBytes::from_string))
-            })
-            .collect();
+        use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+        let responses = resource_responses!(AlterConfigsResourceResponse, outcomes);
         send(AlterConfigsResponse::default().with_responses(responses));
     });
     Ok(())

@@ -239,7 +239,45 @@ fn describe(
 /// Every stored quota: users, clients, users' clients and IPs with at least one quota key.
 fn all_quotas(store: &dyn MetadataStore) -> Result<Quotas, StoreError> {
     let mut out = Quotas::new();
-    let mut add = |entity: Entity, path: String, keys: &[(&str, bool)]| -> Result<(), StoreError> {
+    // (entity, its config path under /config as stored, the keys it may have)
+    let mut entities: Vec<(Entity, String, QuotaKeys)> = Vec::new();
+    let named = |path: &str| -> Result<Vec<(Option<String>, String)>, StoreError> {
+        Ok(cluster::entity_children(store, path)?
+            .into_iter()
+            .filter_map(|znode| desanitized(&znode).map(|name| (name, znode)))
+            .collect())
+    };
+    for (user, znode) in named("users")? {
+        let path = format!("users/{znode}");
+        for (client, cz) in named(&format!("{path}/clients"))? {
+            let entity = Entity {
+                user: Some(user.clone()),
+                client_id: Some(client),
+                ip: None,
+            };
+            entities.push((entity, format!("{path}/clients/{cz}"), CLIENT_KEYS));
+        }
+        let entity = Entity {
+            user: Some(user),
+            ..Entity::default()
+        };
+        entities.push((entity, path, CLIENT_KEYS));
+    }
+    for (client, znode) in named("clients")? {
+        let entity = Entity {
+            client_id: Some(client),
+            ..Entity::default()
+        };
+        entities.push((entity, format!("clients/{znode}"), CLIENT_KEYS));
+    }
+    for (ip, znode) in named("ips")? {
+        let entity = Entity {
+            ip: Some(ip),
+            ..Entity::default()
+        };
+        entities.push((entity, format!("ips/{znode}"), IP_KEYS));
+    }
+    for (entity, path, keys) in entities {
         let config = cluster::read_entity_config(store, &path)?;
         let values: BTreeMap<String, f64> = config
             .config
@@ -249,57 +287,6 @@ fn all_quotas(store: &dyn MetadataStore) -> Result<Quotas, StoreError> {
             .collect();
         if !values.is_empty() {
             out.insert(entity, values);
-        }
-        Ok(())
-    };
-    for user in cluster::entity_children(store, "users")? {
-        let Some(u) = desanitized(&user) else {
-            continue;
-        };
-        add(
-            Entity {
-                user: Some(u.clone()),
-                ..Entity::default()
-            },
-            format!("users/{user}"),
-            CLIENT_KEYS,
-        )?;
-        for client in cluster::entity_children(store, &format!("users/{user}/clients"))? {
-            if let Some(c) = desanitized(&client) {
-                add(
-                    Entity {
-                        user: Some(u.clone()),
-                        client_id: Some(c),
-                        ip: None,
-                    },
-                    format!("users/{user}/clients/{client}"),
-                    CLIENT_KEYS,
-                )?;
-            }
-        }
-    }
-    for client in cluster::entity_children(store, "clients")? {
-        if let Some(c) = desanitized(&client) {
-            add(
-                Entity {
-                    client_id: Some(c),
-                    ..Entity::default()
-                },
-                format!("clients/{client}"),
-                CLIENT_KEYS,
-            )?;
-        }
-    }
-    for ip in cluster::entity_children(store, "ips")? {
-        if let Some(i) = desanitized(&ip) {
-            add(
-                Entity {
-                    ip: Some(i),
-                    ..Entity::default()
-                },
-                format!("ips/{ip}"),
-                IP_KEYS,
-            )?;
         }
     }
     Ok(out)
