@@ -672,15 +672,17 @@ impl Segment {
     pub fn load_tail(&mut self) -> Result<(), StorageError> {
         // The last entry names the last offset of the batch at its position (Kafka's index;
         // indexes kbroker wrote before named the base offset: either is accepted).
-        let (entry, position) = self.index.last().unwrap_or((self.base_offset, 0));
+        let (entry, position) = match self.index.last() {
+            Some((offset, position)) => (Some(offset), position),
+            None => (None, 0),
+        };
         let mut position = position as usize;
         let mut next = self.base_offset;
         let mut first = true;
         while let Some(h) = self.header_at(position)? {
-            let in_order = if first {
-                h.base_offset <= entry && entry <= h.last_offset()
-            } else {
-                h.base_offset >= next
+            let in_order = match entry {
+                Some(e) if first => h.base_offset <= e && e <= h.last_offset(),
+                _ => h.base_offset >= next,
             };
             first = false;
             if !in_order || !self.holds_offset(h.last_offset()) {
