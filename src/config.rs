@@ -728,20 +728,15 @@ pub fn topic_log_config(
 /// The topic configs the produce path acts on: `compression.type` and its levels, and the
 /// CreateTime timestamp bounds. Other keys are left alone (`Ok(false)`).
 fn apply_produce_config(c: &mut LogConfig, key: &str, value: &str) -> Result<bool, ConfigError> {
-    use kbroker_storage::compression::{GZIP, LZ4, NONE, SNAPPY, ZSTD};
     let v = value.trim();
     let int = || parse_num::<i64>(key, v);
     match key {
         "compression.type" => {
-            c.compression = match v {
-                "producer" => None,
-                "uncompressed" => Some(NONE),
-                "gzip" => Some(GZIP),
-                "snappy" => Some(SNAPPY),
-                "lz4" => Some(LZ4),
-                "zstd" => Some(ZSTD),
-                _ => return Err(invalid(key, format!("{v:?} is not a compression type"))),
-            }
+            c.compression = crate::topic_configs::COMPRESSION_CODECS
+                .iter()
+                .find(|(name, _)| *name == v)
+                .ok_or_else(|| invalid(key, format!("{v:?} is not a compression type")))?
+                .1
         }
         "compression.gzip.level" => c.gzip_level = int()? as i32,
         "compression.lz4.level" => c.lz4_level = int()? as i32,

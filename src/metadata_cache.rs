@@ -8,7 +8,7 @@
 //! for the cluster to change (admin requests answered when the controller has acted).
 //! Thread safe.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -65,13 +65,24 @@ pub struct ClusterImage {
     /// -1 while unknown.
     pub controller_id: i32,
     pub topics: BTreeMap<String, Arc<TopicMeta>>,
+    /// Topic id -> name, for requests naming topics by id (Fetch v13+ does on every
+    /// request); kept by [`MetadataCache`] with `topics`. Topics without an id are not in it.
+    topic_names: HashMap<[u8; 16], String>,
 }
 
 impl ClusterImage {
-    /// The topic whose id is `id` (a scan: topic ids are looked up only by requests that
-    /// name topics by id, a handful per request).
+    /// The topic whose id is `id`; never a topic without one (the all-zero id).
     pub fn topic_by_id(&self, id: &[u8; 16]) -> Option<&Arc<TopicMeta>> {
-        self.topics.values().find(|t| &t.id == id)
+        self.topics.get(self.topic_names.get(id)?)
+    }
+
+    fn index_topic_ids(&mut self) {
+        self.topic_names = self
+            .topics
+            .values()
+            .filter(|t| t.id != [0; 16])
+            .map(|t| (t.id, t.name.clone()))
+            .collect();
     }
 }
 
@@ -128,7 +139,8 @@ impl MetadataCache {
     }
 
     /// Replaces the whole image (the controller's full UpdateMetadata).
-    pub fn replace(&self, image: ClusterImage) {
+    pub fn replace(&self, mut image: ClusterImage) {
+        image.index_topic_ids();
         *self.image.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(image);
         self.waiters.check_and_complete(&CHANGED);
     }
@@ -157,6 +169,7 @@ impl MetadataCache {
                 };
                 next.topics.insert(merged.name.clone(), Arc::new(merged));
             }
+            next.index_topic_ids();
             *guard = Arc::new(next);
         }
         self.waiters.check_and_complete(&CHANGED);
@@ -277,5 +290,44 @@ fn merge_partitions(old: &TopicMeta, new: TopicMeta) -> TopicMeta {
         id: if new.id == [0; 16] { old.id } else { new.id },
         partitions: by_index.into_values().collect(),
         internal: new.internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(name: &str, id: [u8; 16]) -> TopicMeta {
+        TopicMeta {
+            name: name.to_string(),
+            id,
+            partitions: Vec::new(),
+            internal: false,
+        }
+    }
+
+    #[test]
+    fn topics_are_found_by_id_as_the_image_changes() {
+        let cache = MetadataCache::new(LogConfig::default());
+        let update = |topics, deleted: &[String]| {
+            cache.update(BTreeMap::new(), 0, topics, deleted);
+        };
+        update(vec![topic("a", [1; 16]), topic("no-id", [0; 16])], &[]);
+        let image = cache.image();
+        assert_eq!(
+            image.topic_by_id(&[1; 16]).map(|t| t.name.as_str()),
+            Some("a")
+        );
+        assert!(
+            image.topic_by_id(&[0; 16]).is_none(),
+            "a topic without an id"
+        );
+        update(vec![topic("b", [2; 16])], &["a".to_string()]);
+        let image = cache.image();
+        assert!(image.topic_by_id(&[1; 16]).is_none(), "deleted");
+        assert_eq!(
+            image.topic_by_id(&[2; 16]).map(|t| t.name.as_str()),
+            Some("b")
+        );
     }
 }

@@ -79,6 +79,19 @@ pub struct TopicConfigDef {
 const LONG_MAX: &str = "9223372036854775807";
 const COMPRESSION_TYPES: &[&str] = &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"];
 
+/// `compression.type` values and the codec each stores batches in (`None`: as produced).
+pub const COMPRESSION_CODECS: &[(&str, Option<i16>)] = {
+    use kbroker_storage::compression::{GZIP, LZ4, NONE, SNAPPY, ZSTD};
+    &[
+        ("uncompressed", Some(NONE)),
+        ("zstd", Some(ZSTD)),
+        ("lz4", Some(LZ4)),
+        ("snappy", Some(SNAPPY)),
+        ("gzip", Some(GZIP)),
+        ("producer", None),
+    ]
+};
+
 const fn def(
     name: &'static str,
     kind: Kind,
@@ -342,6 +355,11 @@ mod tests {
         assert!(check("message.format.version", "2.8") && !check("message.format.version", "5.0"));
         assert!(check("remote.storage.enable", "false") && !check("remote.storage.enable", "true"));
         assert!(find("no.such.key").is_none());
+        let names: Vec<&str> = COMPRESSION_CODECS.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names, COMPRESSION_TYPES,
+            "one list of compression.type values"
+        );
     }
 
     #[test]

@@ -44,6 +44,24 @@ struct Change {
     replace: bool,
 }
 
+impl Change {
+    fn new<'a>(
+        resource_type: i8,
+        name: &StrBytes,
+        ops: impl Iterator<Item = (&'a StrBytes, i8, &'a Option<StrBytes>)>,
+        replace: bool,
+    ) -> Change {
+        Change {
+            resource_type,
+            name: name.to_string(),
+            ops: ops
+                .map(|(k, op, v)| (k.to_string(), op, v.as_ref().map(|v| v.to_string())))
+                .collect(),
+            replace,
+        }
+    }
+}
+
 /// One resource's answer: (error, message).
 type Outcome = (i16, Option<String>);
 
@@ -74,21 +92,12 @@ pub fn handle_incremental(
     let changes: Vec<Change> = request
         .resources
         .iter()
-        .map(|r| Change {
-            resource_type: r.resource_type,
-            name: r.resource_name.to_string(),
-            ops: r
+        .map(|r| {
+            let ops = r
                 .configs
                 .iter()
-                .map(|c| {
-                    (
-                        c.name.to_string(),
-                        c.config_operation,
-                        c.value.as_ref().map(|v| v.to_string()),
-                    )
-                })
-                .collect(),
-            replace: false,
+                .map(|c| (&c.name, c.config_operation, &c.value));
+            Change::new(r.resource_type, &r.resource_name, ops, false)
         })
         .collect();
     let send = respond_later::<IncrementalAlterConfigsResponse>(ctx, responder);
@@ -107,24 +116,13 @@ pub fn handle_alter(
     responder: Responder,
 ) -> HandlerResult {
     let (request, responder) = decode::<AlterConfigsRequest>(&mut body, ctx.version, responder)?;
+    // AlterConfigs replaces the overrides: SETs on an emptied config.
     let changes: Vec<Change> = request
         .resources
         .iter()
-        .map(|r| Change {
-            resource_type: r.resource_type,
-            name: r.resource_name.to_string(),
-            ops: r
-                .configs
-                .iter()
-                .map(|c| {
-                    (
-                        c.name.to_string(),
-                        OP_SET,
-                        c.value.as_ref().map(|v| v.to_string()),
-                    )
-                })
-                .collect(),
-            replace: true,
+        .map(|r| {
+            let ops = r.configs.iter().map(|c| (&c.name, OP_SET, &c.value));
+            Change::new(r.resource_type, &r.resource_name, ops, true)
         })
         .collect();
     let send = respond_later::<AlterConfigsResponse>(ctx, responder);

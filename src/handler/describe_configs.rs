@@ -19,7 +19,7 @@ use kbroker_storage::LogConfig;
 use super::{decode, HandlerResult, RequestContext};
 use crate::broker::Broker;
 use crate::config::{Config, KNOWN};
-use crate::topic_configs::{TopicConfigDef, TOPIC_CONFIGS};
+use crate::topic_configs::{TopicConfigDef, COMPRESSION_CODECS, TOPIC_CONFIGS};
 
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
@@ -120,7 +120,6 @@ fn in_ms(key: &str, value: &str) -> String {
 
 /// The value the log acts on, for the keys kbroker keeps in its log config.
 fn log_config_value(key: &str, c: &LogConfig, min_isr: i32) -> Option<String> {
-    use kbroker_storage::compression::{GZIP, LZ4, NONE, SNAPPY, ZSTD};
     Some(match key {
         "cleanup.policy" => match (c.cleanup_delete, c.cleanup_compact) {
             (true, true) => "compact,delete",
@@ -145,16 +144,11 @@ fn log_config_value(key: &str, c: &LogConfig, min_isr: i32) -> Option<String> {
         }
         .to_string(),
         "min.insync.replicas" => min_isr.to_string(),
-        "compression.type" => match c.compression {
-            None => "producer",
-            Some(NONE) => "uncompressed",
-            Some(GZIP) => "gzip",
-            Some(SNAPPY) => "snappy",
-            Some(LZ4) => "lz4",
-            Some(ZSTD) => "zstd",
-            Some(_) => return None,
-        }
-        .to_string(),
+        "compression.type" => COMPRESSION_CODECS
+            .iter()
+            .find(|(_, codec)| *codec == c.compression)?
+            .0
+            .to_string(),
         "compression.gzip.level" => c.gzip_level.to_string(),
         "compression.lz4.level" => c.lz4_level.to_string(),
         "compression.zstd.level" => c.zstd_level.to_string(),

@@ -93,7 +93,8 @@ pub fn handle(
     } else {
         0
     };
-    let image = broker.metadata.image();
+    // Topic ids (v13+) are resolved through the metadata image; older versions name topics.
+    let image = (ctx.version >= 13).then(|| broker.metadata.image());
     let spec = FetchSpec {
         correlation_id: ctx.header.correlation_id,
         version: ctx.version,
@@ -106,15 +107,15 @@ pub fn handle(
             .topics
             .iter()
             .map(|t| {
-                let (name, id) = if ctx.version >= 13 {
-                    let id = *t.topic_id.as_bytes();
-                    let name = image
-                        .topic_by_id(&id)
-                        .filter(|_| id != [0; 16])
-                        .map_or_else(String::new, |info| info.name.clone());
-                    (name, id)
-                } else {
-                    (t.topic.0.to_string(), [0; 16])
+                let (name, id) = match &image {
+                    Some(image) => {
+                        let id = *t.topic_id.as_bytes();
+                        let name = image
+                            .topic_by_id(&id)
+                            .map_or_else(String::new, |info| info.name.clone());
+                        (name, id)
+                    }
+                    None => (t.topic.0.to_string(), [0; 16]),
                 };
                 TopicFetch {
                     name,

@@ -79,8 +79,8 @@ pub fn handle(
                 // v12: a topic asked for by id alone (never auto-created, as in Kafka).
                 let id = *t.topic_id.as_bytes();
                 out.push(match image.topic_by_id(&id) {
-                    Some(info) if id != [0; 16] => topic_metadata(info, ctx.version),
-                    _ => MetadataResponseTopic::default()
+                    Some(info) => topic_metadata(info, ctx.version),
+                    None => MetadataResponseTopic::default()
                         .with_error_code(ResponseError::UnknownTopicId.code())
                         .with_topic_id(t.topic_id),
                 });
