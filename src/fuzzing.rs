@@ -11,7 +11,8 @@
 //! (metadata journal replay), `checkpoint` (offset and leader-epoch checkpoint files and
 //! `partition.metadata`),
 //! `producer_snapshot` (a partition's `.snapshot` of producer state) and `znode` (every
-//! decoder of znode data read from ZooKeeper, and of `__consumer_offsets` records).
+//! decoder of znode data read from ZooKeeper incl. config change notifications and
+//! sanitized entity names, and of `__consumer_offsets` records).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -332,11 +333,24 @@ pub fn znode(data: &[u8]) {
             PartitionState::to_json,
             |b| PartitionState::from_json(b).ok(),
         ),
-        6 => round_trip(
-            EntityConfig::from_json(bytes).ok(),
-            EntityConfig::to_json,
-            |b| EntityConfig::from_json(b).ok(),
-        ),
+        6 => {
+            round_trip(
+                EntityConfig::from_json(bytes).ok(),
+                EntityConfig::to_json,
+                |b| EntityConfig::from_json(b).ok(),
+            );
+            // Entity znode names (quota users, clients, IPs) as sanitized by Kafka.
+            if let Ok(name) = std::str::from_utf8(bytes) {
+                if let Some(plain) = desanitize_entity_name(name) {
+                    let again = desanitize_entity_name(&sanitize_entity_name(&plain));
+                    assert_eq!(
+                        again.as_deref(),
+                        Some(plain.as_str()),
+                        "sanitize round trip"
+                    );
+                }
+            }
+        }
         7 => {
             let _ = ConsumerOffset::from_json(bytes);
             let _ = ConsumerRegistration::from_json(bytes);
@@ -351,7 +365,13 @@ pub fn znode(data: &[u8]) {
             let _ = decode_partition_list(bytes);
         }
         10 => {
+            // Both kinds of notification: ISR changes and config changes.
             let _ = decode_isr_change_notification(bytes);
+            round_trip(
+                decode_config_change(bytes).ok(),
+                |entity| encode_config_change(entity),
+                |b| decode_config_change(b).ok(),
+            );
         }
         11 => round_trip(
             offsets::OffsetsKey::decode(bytes).ok(),
