@@ -93,6 +93,8 @@ pub struct Broker {
     pub started_ms: i64,
     /// The last `/config/changes` notification applied (-1: none yet).
     pub config_changes_seen: AtomicI64,
+    /// Incremental fetch sessions (KIP-227).
+    pub fetch_sessions: crate::fetch_session::FetchSessions,
     /// True for the embedded store (single node).
     pub single_node: bool,
 }
@@ -275,6 +277,9 @@ impl Broker {
         };
         let producer_ids =
             crate::producer_ids::ProducerIdManager::start(Arc::clone(&store), config.broker_id);
+        let fetch_sessions = crate::fetch_session::FetchSessions::new(
+            config.max_incremental_fetch_session_cache_slots,
+        );
         let broker = Arc::new(Broker {
             config,
             cluster_id,
@@ -289,6 +294,7 @@ impl Broker {
             producer_ids,
             started_ms: now_ms(),
             config_changes_seen: AtomicI64::new(-1),
+            fetch_sessions,
             single_node,
         });
         let _ = local.broker.set(Arc::downgrade(&broker));

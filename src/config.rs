@@ -143,6 +143,8 @@ pub struct Config {
     pub controlled_shutdown_max_retries: u32,
     pub controlled_shutdown_retry_backoff_ms: u64,
     pub replica_fetch_max_bytes: usize,
+    /// `max.incremental.fetch.session.cache.slots`: fetch sessions (KIP-227) kept.
+    pub max_incremental_fetch_session_cache_slots: usize,
     /// `num.replica.fetchers`: fetcher threads per source broker.
     pub num_replica_fetchers: usize,
     pub replica_fetch_response_max_bytes: usize,
@@ -228,6 +230,7 @@ pub const KNOWN: &[(&str, &str)] = &[
     ("controlled.shutdown.max.retries", "3"),
     ("controlled.shutdown.retry.backoff.ms", "5000"),
     ("replica.fetch.max.bytes", "1048576"),
+    ("max.incremental.fetch.session.cache.slots", "1000"),
     ("num.replica.fetchers", "1"),
     ("replica.fetch.response.max.bytes", "10485760"),
     ("replica.fetch.wait.max.ms", "500"),
@@ -300,6 +303,8 @@ const TOPIC_DEFAULT_KEYS: &[&str] = &[
     "log.local.retention.ms",
     "log.local.retention.bytes",
     "log.cleaner.max.compaction.lag.ms",
+    "log.cleaner.min.compaction.lag.ms",
+    "log.cleaner.min.cleanable.ratio",
     "log.message.downconversion.enable",
     "log.message.format.version",
     "log.preallocate",
@@ -566,6 +571,10 @@ impl Config {
                 0,
             )? as u64,
             replica_fetch_max_bytes: usize_min("replica.fetch.max.bytes", 0)?,
+            max_incremental_fetch_session_cache_slots: usize_min(
+                "max.incremental.fetch.session.cache.slots",
+                0,
+            )?,
             num_replica_fetchers: usize_min("num.replica.fetchers", 1)?.min(64),
             replica_fetch_response_max_bytes: usize_min("replica.fetch.response.max.bytes", 0)?,
             replica_fetch_wait_max_ms: i32_min("replica.fetch.wait.max.ms", 0)?,
@@ -658,8 +667,9 @@ impl Config {
             producer_id_expiration_ms: self.producer_id_expiration_ms,
             ..LogConfig::default()
         };
-        // The broker defaults of topic configs that act on the produce path (validated at
-        // start, so applying them cannot fail).
+
+        // The broker defaults of topic configs that act on the produce path or the cleaner
+        // (validated at start, so applying them cannot fail).
         for (broker_key, topic_key) in [
             ("compression.type", "compression.type"),
             ("compression.gzip.level", "compression.gzip.level"),
@@ -677,9 +687,15 @@ impl Config {
                 "log.message.timestamp.after.max.ms",
                 "message.timestamp.after.max.ms",
             ),
+            (
+                "log.cleaner.min.cleanable.ratio",
+                "min.cleanable.dirty.ratio",
+            ),
+            ("log.cleaner.min.compaction.lag.ms", "min.compaction.lag.ms"),
+            ("log.cleaner.max.compaction.lag.ms", "max.compaction.lag.ms"),
         ] {
             if let Some(v) = self.raw.get(broker_key) {
-                let _ = apply_produce_config(&mut c, topic_key, v);
+                let _ = apply_layered_config(&mut c, topic_key, v);
             }
         }
         c
@@ -718,16 +734,17 @@ pub fn topic_log_config(
             "message.timestamp.type" => c.log_append_time = v.trim() == "LogAppendTime",
             "delete.retention.ms" => c.delete_retention_ms = int()?,
             other => {
-                apply_produce_config(&mut c, other, v)?;
+                apply_layered_config(&mut c, other, v)?;
             }
         }
     }
     Ok(c)
 }
 
-/// The topic configs the produce path acts on: `compression.type` and its levels, and the
-/// CreateTime timestamp bounds. Other keys are left alone (`Ok(false)`).
-fn apply_produce_config(c: &mut LogConfig, key: &str, value: &str) -> Result<bool, ConfigError> {
+/// The topic configs whose broker defaults are applied the same way: the produce path's
+/// (`compression.type` and its levels, the CreateTime timestamp bounds) and the cleaner's
+/// (dirty ratio, compaction lags). Other keys are left alone (`Ok(false)`).
+fn apply_layered_config(c: &mut LogConfig, key: &str, value: &str) -> Result<bool, ConfigError> {
     let v = value.trim();
     let int = || parse_num::<i64>(key, v);
     match key {
@@ -744,6 +761,9 @@ fn apply_produce_config(c: &mut LogConfig, key: &str, value: &str) -> Result<boo
         "message.timestamp.before.max.ms" => c.timestamp_before_max_ms = int()?,
         "message.timestamp.after.max.ms" => c.timestamp_after_max_ms = int()?,
         "message.timestamp.difference.max.ms" => c.timestamp_difference_max_ms = int()?,
+        "min.cleanable.dirty.ratio" => c.min_cleanable_ratio = parse_num::<f64>(key, v)?,
+        "min.compaction.lag.ms" => c.min_compaction_lag_ms = int()?,
+        "max.compaction.lag.ms" => c.max_compaction_lag_ms = int()?,
         _ => return Ok(false),
     }
     Ok(true)

@@ -699,6 +699,40 @@ impl Page for BrokerPage {
         render_reactor(out, &reactor);
         render_partitions(out, &partition_samples(&self.sources.broker));
         render_windows(out);
+        render_fetch_sessions(out, &self.sources.broker.fetch_sessions.stats());
+    }
+}
+
+/// The fetch session cache (KIP-227), under Kafka's FetchSessionCache metric names.
+fn render_fetch_sessions(out: &mut String, s: &crate::fetch_session::SessionStats) {
+    let rows = [
+        (
+            "kafka_server_fetch_session_cache_num_incremental_fetch_sessions",
+            "gauge",
+            "Incremental fetch sessions cached (NumIncrementalFetchSessions)",
+            s.sessions as u64,
+        ),
+        (
+            "kafka_server_fetch_session_cache_num_incremental_fetch_partitions_cached",
+            "gauge",
+            "Partitions held by all fetch sessions (NumIncrementalFetchPartitionsCached)",
+            s.partitions as u64,
+        ),
+        (
+            "kafka_server_fetch_session_cache_incremental_fetch_session_evictions_total",
+            "counter",
+            "Sessions evicted to make room for new ones (IncrementalFetchSessionEvictionsPerSec)",
+            s.evictions,
+        ),
+        (
+            "kbroker_fetch_incremental_total",
+            "counter",
+            "Fetch requests served as incremental fetches of a session",
+            s.incremental_fetches,
+        ),
+    ];
+    for (name, kind, help, value) in rows {
+        gauge_or_counter(out, name, kind, help, value);
     }
 }
 

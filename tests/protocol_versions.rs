@@ -363,3 +363,206 @@ fn newest_versions_by_topic_id_and_batched() {
     );
     assert_eq!(refused.error_code, MISMATCHED_ENDPOINT_TYPE);
 }
+
+const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
+const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
+const FETCH_SESSION_TOPIC_ID_ERROR: i16 = 106;
+
+/// A Fetch of `partitions` (partition, offset) of `topic` (by name before v13, else by
+/// `id`) in session `session_id` at `epoch`, forgetting `forget`.
+#[allow(clippy::too_many_arguments)]
+fn session_fetch(
+    c: &mut Client,
+    version: i16,
+    topic: &str,
+    id: uuid::Uuid,
+    (session_id, epoch): (i32, i32),
+    partitions: &[(i32, i64)],
+    forget: &[i32],
+    max_wait_ms: i32,
+) -> FetchResponse {
+    use kafka_protocol::messages::fetch_request::ForgottenTopic;
+    let topic_of = |t: FetchTopic| {
+        if version >= 13 {
+            t.with_topic_id(id)
+        } else {
+            t.with_topic(name(topic))
+        }
+    };
+    let topics = if partitions.is_empty() {
+        Vec::new()
+    } else {
+        vec![topic_of(FetchTopic::default()).with_partitions(
+            partitions
+                .iter()
+                .map(|&(p, offset)| {
+                    FetchPartition::default()
+                        .with_partition(p)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(1 << 20)
+                })
+                .collect(),
+        )]
+    };
+    let forgotten = if forget.is_empty() {
+        Vec::new()
+    } else {
+        let t = ForgottenTopic::default().with_partitions(forget.to_vec());
+        vec![if version >= 13 {
+            t.with_topic_id(id)
+        } else {
+            t.with_topic(name(topic))
+        }]
+    };
+    let mut request = FetchRequest::default()
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_id(session_id)
+        .with_session_epoch(epoch)
+        .with_topics(topics)
+        .with_forgotten_topics_data(forgotten);
+    if version < 15 {
+        request.replica_id = BrokerId(-1);
+    }
+    c.call(ApiKey::Fetch, version, &request)
+}
+
+/// (partition, has records) of every partition a fetch response answered, in order.
+fn answered(r: &FetchResponse) -> Vec<(i32, bool)> {
+    r.responses
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    p.partition_index,
+                    p.records.as_ref().is_some_and(|b| !b.is_empty()),
+                )
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn incremental_fetch_sessions() {
+    let broker = BrokerProcess::start(
+        "fetch-sessions",
+        &["max.incremental.fetch.session.cache.slots=2"],
+    );
+    let mut c = Client::connect(&broker);
+    let created: CreateTopicsResponse = c.call(
+        ApiKey::CreateTopics,
+        7,
+        &CreateTopicsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(name("fs"))
+                .with_num_partitions(3)
+                .with_replication_factor(1)]),
+    );
+    assert_eq!(created.topics[0].error_code, 0);
+    let id = created.topics[0].topic_id;
+    let batch = |v: &str| build_batch(0, &[record(v, 1_000)]);
+    let mut p = Client::connect(&broker);
+    until("leaders for fs", || {
+        let md: MetadataResponse = p.call(
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default().with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name("fs")))
+            ])),
+        );
+        md.topics[0]
+            .partitions
+            .iter()
+            .all(|p| p.leader_id.0 >= 0)
+            .then_some(())
+    });
+    assert_eq!(produce(&mut p, "fs", 0, batch("a")), 0);
+
+    // A full fetch (epoch 0) opens a session and answers every partition.
+    let all = [(0, 0), (1, 0), (2, 0)];
+    let r = session_fetch(&mut c, 12, "fs", id, (0, 0), &all, &[], 0);
+    assert_eq!(r.error_code, 0);
+    let session = r.session_id;
+    assert!(session > 0, "a session was made");
+    assert_eq!(answered(&r), vec![(0, true), (1, false), (2, false)]);
+
+    // Incremental, partition 0's offset moved past the batch: nothing changed, nothing
+    // answered.
+    let r = session_fetch(&mut c, 12, "fs", id, (session, 1), &[(0, 1)], &[], 0);
+    assert_eq!((r.error_code, r.session_id), (0, session));
+    assert_eq!(answered(&r), vec![]);
+
+    // Records on partition 2 only: only partition 2 is answered, although the request
+    // named no partition at all.
+    assert_eq!(produce(&mut p, "fs", 2, batch("b")), 0);
+    let r = session_fetch(&mut c, 12, "fs", id, (session, 2), &[], &[], 0);
+    assert_eq!(answered(&r), vec![(2, true)]);
+
+    // A parked incremental fetch completes on a produce to a partition the request did not
+    // name (it is in the session).
+    let r = session_fetch(&mut c, 12, "fs", id, (session, 3), &[(2, 1)], &[], 0);
+    assert_eq!(answered(&r), vec![]);
+    let producer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        produce(&mut p, "fs", 1, batch("c"));
+        p
+    });
+    let r = session_fetch(&mut c, 12, "fs", id, (session, 4), &[], &[], 20_000);
+    let mut p = producer.join().expect("producer");
+    assert_eq!(answered(&r), vec![(1, true)]);
+
+    // The wrong epoch, or topic ids against a session by name: errors, session intact.
+    let r = session_fetch(&mut c, 12, "fs", id, (session, 9), &[], &[], 0);
+    assert_eq!(
+        (r.error_code, r.session_id),
+        (INVALID_FETCH_SESSION_EPOCH, 0)
+    );
+    assert_eq!(answered(&r), vec![]);
+    let r = session_fetch(&mut c, 13, "fs", id, (session, 5), &[], &[], 0);
+    assert_eq!(r.error_code, FETCH_SESSION_TOPIC_ID_ERROR);
+    let r = session_fetch(&mut c, 12, "fs", id, (session, 5), &[(1, 1)], &[0], 0);
+    assert_eq!((r.error_code, r.session_id), (0, session));
+
+    // Two slots: a second session fits, a third client gets none (both are fresh).
+    let mut c2 = Client::connect(&broker);
+    let r2 = session_fetch(&mut c2, 17, "fs", id, (0, 0), &[(0, 0)], &[], 0);
+    assert!(r2.session_id > 0 && r2.session_id != session);
+    assert_eq!(answered(&r2), vec![(0, true)]);
+    let mut c3 = Client::connect(&broker);
+    let r3 = session_fetch(&mut c3, 12, "fs", id, (0, 0), &all, &[], 0);
+    assert_eq!((r3.error_code, r3.session_id), (0, 0));
+    assert_eq!(
+        answered(&r3).len(),
+        3,
+        "a full fetch without a session still answers"
+    );
+
+    // The session by topic id (v17): a produce to partition 0 shows there.
+    assert_eq!(produce(&mut p, "fs", 0, batch("d")), 1);
+    let r2 = session_fetch(&mut c2, 17, "fs", id, (r2.session_id, 1), &[(0, 1)], &[], 0);
+    assert_eq!(answered(&r2), vec![(0, true)]);
+    assert_eq!(r2.responses[0].topic_id, id);
+
+    // Forgetting the last partitions closes a session; its id is then unknown. Epoch -1
+    // closes the other.
+    let r = session_fetch(&mut c, 12, "fs", id, (session, 6), &[], &[1, 2], 0);
+    assert_eq!((r.error_code, r.session_id), (0, 0));
+    let r = session_fetch(&mut c, 12, "fs", id, (session, 7), &[], &[], 0);
+    assert_eq!(r.error_code, FETCH_SESSION_ID_NOT_FOUND);
+    let r = session_fetch(
+        &mut c2,
+        17,
+        "fs",
+        id,
+        (r2.session_id, -1),
+        &[(0, 2)],
+        &[],
+        0,
+    );
+    assert_eq!((r.error_code, r.session_id), (0, 0));
+    // Both slots free again: a new full fetch gets a session.
+    let r3 = session_fetch(&mut c3, 12, "fs", id, (0, 0), &all, &[], 0);
+    assert!(r3.session_id > 0);
+}

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
+from test_metrics import scrape
+
 REPO = Path(__file__).resolve().parent.parent
 NODE_MODULES = os.environ.get("KBROKER_NODE_MODULES", str(REPO / ".tools/node/node_modules"))
 JAVA_LIB = os.environ.get("KBROKER_JAVA_LIB", str(REPO / ".tools/java-lib"))
@@ -33,25 +36,37 @@ def test_platformatic_kafka_group_resumes_from_commits(broker):
     assert "unsupported version" not in b.log_text()
 
 
+def incremental_fetches(port: int) -> float:
+    """Fetches the broker served as incremental fetches of a session (KIP-227)."""
+    return scrape(port)["kbroker_fetch_incremental_total"]
+
+
 def test_java_client_group_by_topic_id(broker):
     assert list(Path(JAVA_LIB).glob("kafka-clients-*.jar")), "scripts/test fetches kafka-clients"
-    b = broker()
+    port = free_port()
+    b = broker({"metrics.port": port})
     out = subprocess.run(["java", "-cp", f"{JAVA_LIB}/*", str(REPO / "tests/java/ConsumerGroup.java"),
                           b.bootstrap, "java-group", "600", "90"], capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0 and "OK 600 90" in out.stdout, out.stdout + out.stderr[-3000:]
     assert "unsupported version" not in b.log_text()
+    # The Java consumer fetched through incremental fetch sessions (and still read every
+    # record: the program checks them).
+    assert incremental_fetches(port) > 0
 
 
 @pytest.mark.parametrize("client", ["franz", "sarama"])
 def test_go_client_group_resumes_from_commits(broker, client):
     assert Path(GO_CLIENTS).is_file(), "scripts/test builds tests/go"
-    b = broker()
+    port = free_port()
+    b = broker({"metrics.port": port})
     out = subprocess.run([GO_CLIENTS, client, b.bootstrap, f"go-{client}", "500", "70"],
                          capture_output=True, text=True, timeout=240)
     assert out.returncode == 0 and out.stdout.strip().endswith("OK 500 70"), \
         out.stdout + out.stderr[-3000:]
     assert "unsupported version" not in b.log_text()
+    if client == "franz":  # franz-go uses fetch sessions; sarama does not
+        assert incremental_fetches(port) > 0
 
 
 def test_kafkajs_group_resumes_from_commits(broker):

@@ -278,3 +278,53 @@ def test_consumer_offsets_topic_is_compacted(broker):
         assert {(tp.topic, tp.partition): tp.offset for tp in got} == want(last)
     finally:
         c.close()
+
+
+@pytest.mark.timeout_s(300)
+def test_dirty_ratio_and_compaction_lags_decide_when_the_cleaner_runs(broker):
+    """Three compacted topics get the same rewrites of the same keys, with the cleaner
+    passing every 300 ms: `ratio-only` (min.cleanable.dirty.ratio=1.0: no log is ever that
+    dirty) stays whole; `max-lag` (the same ratio, max.compaction.lag.ms=2000) is compacted
+    once its records are two seconds old; `young` (ratio 0.01, min.compaction.lag.ms one
+    hour) stays whole until IncrementalAlterConfigs drops the lag, then is compacted."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+
+    from kclients import admin_error_code
+    b = broker({"log.cleaner.backoff.ms": 300})
+    a = admin(b.bootstrap)
+    base = {"cleanup.policy": "compact", "segment.bytes": 2048}
+    topics = {
+        "ratio-only": {"min.cleanable.dirty.ratio": "1.0"},
+        "max-lag": {"min.cleanable.dirty.ratio": "1.0", "max.compaction.lag.ms": "2000"},
+        "young": {"min.cleanable.dirty.ratio": "0.01", "min.compaction.lag.ms": "3600000"},
+    }
+    keys = [f"key-{i:02d}".encode() for i in range(20)]
+    logs = {}
+    for topic, cfg in topics.items():
+        create_topic(a, topic, 1, {**base, **cfg})
+        logs[topic] = KeyedLog(b.bootstrap, topic)
+        for rnd in range(20):
+            logs[topic].produce([(k, f"{topic}-{rnd:02d}-".encode() + b"x" * 16) for k in keys])
+    produced = 20 * len(keys)
+
+    def compacted(topic):
+        recs = read_log(b.bootstrap, topic)
+        return recs if len(recs) <= produced // 2 else None
+    recs = wait_until(lambda: compacted("max-lag"), 90,
+                      "max.compaction.lag.ms=2000 never made the cleaner compact the topic",
+                      interval=1.0)
+    check_compacted_view(recs, logs["max-lag"])
+    # By now the cleaner has looked at the other two many times.
+    for topic in ("ratio-only", "young"):
+        recs = read_log(b.bootstrap, topic)
+        assert len(recs) == produced, f"{topic}: compacted although its config forbids it"
+        check_compacted_view(recs, logs[topic])
+
+    res = ConfigResource(ResourceType.TOPIC, "young", incremental_configs=[
+        ConfigEntry("min.compaction.lag.ms", "0", incremental_operation=AlterConfigOpType.SET)])
+    assert admin_error_code(a.incremental_alter_configs([res], request_timeout=20)[res]) is None
+    recs = wait_until(lambda: compacted("young"), 90,
+                      "young was not compacted after min.compaction.lag.ms was set to 0",
+                      interval=1.0)
+    check_compacted_view(recs, logs["young"])
+    assert len(read_log(b.bootstrap, "ratio-only")) == produced

@@ -8,8 +8,8 @@
 //! to any of them re-checks it, the timer expires it, and either way the response is built
 //! from a fresh read. Limits: `max_bytes` for the response, `partition_max_bytes` per
 //! partition, and the first partition with data always returns at least one whole batch.
-//! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which tells
-//! clients to send full fetch requests. From v13 topics are named by topic id (KIP-516):
+//! Fetch sessions (KIP-227, see `crate::fetch_session`) decide which partitions are read
+//! (an incremental fetch reads its whole session) and which are answered. From v13 topics are named by topic id (KIP-516):
 //! an id the metadata does not know answers UNKNOWN_TOPIC_ID for its partitions; from v15
 //! a follower's id comes in the replica state instead of the replica id field.
 
@@ -30,6 +30,7 @@ use super::{
     RequestContext,
 };
 use crate::broker::Broker;
+use crate::fetch_session::{Context, PartitionFetch, SessionRequest, TopicFetch, TopicKey};
 
 /// Longest wait a client may ask for (Kafka bounds it by the request timeout).
 pub const FETCH_WAIT_MS_MAX: i32 = 60_000;
@@ -45,31 +46,10 @@ struct FetchSpec {
     /// A follower's broker id (it reads up to the log end, not the high watermark); -1
     /// for consumers.
     replica_id: i32,
-    session_error: i16,
+    /// What the fetch session makes of this fetch (KIP-227).
+    context: Context,
+    /// What is read: the request's partitions, or an incremental fetch's whole session.
     topics: Vec<TopicFetch>,
-}
-
-/// One topic of a fetch: its name (empty when it was named by an unknown id), its id
-/// (zeros before v13) and partitions.
-struct TopicFetch {
-    name: String,
-    id: [u8; 16],
-    partitions: Vec<PartitionFetch>,
-}
-
-impl TopicFetch {
-    fn resolved(&self) -> bool {
-        !self.name.is_empty()
-    }
-}
-
-/// One partition of a fetch: where to read and how much.
-#[derive(Clone, Copy)]
-struct PartitionFetch {
-    partition: i32,
-    offset: i64,
-    max_bytes: usize,
-    current_leader_epoch: i32,
 }
 
 pub fn handle(
@@ -88,13 +68,53 @@ pub fn handle(
         // Counted as Kafka's FetchFollower in the request metrics.
         responder.mark_follower_fetch();
     }
-    let session_error = if request.session_id != 0 {
-        ResponseError::FetchSessionIdNotFound.code()
-    } else {
-        0
-    };
     // Topic ids (v13+) are resolved through the metadata image; older versions name topics.
     let image = (ctx.version >= 13).then(|| broker.metadata.image());
+    let key = |name: &str, id: &uuid::Uuid| match &image {
+        Some(_) => TopicKey::Id(*id.as_bytes()),
+        None => TopicKey::Name(Arc::from(name)),
+    };
+    let session_request = SessionRequest {
+        version: ctx.version,
+        session_id: request.session_id,
+        epoch: request.session_epoch,
+        privileged: replica_id >= 0,
+        topics: request
+            .topics
+            .iter()
+            .map(|t| TopicFetch {
+                key: key(&t.topic.0, &t.topic_id),
+                name: String::new(),
+                partitions: t
+                    .partitions
+                    .iter()
+                    .map(|p| PartitionFetch {
+                        partition: p.partition,
+                        offset: p.fetch_offset,
+                        max_bytes: p.partition_max_bytes.max(0) as usize,
+                        current_leader_epoch: p.current_leader_epoch,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        forgotten: request
+            .forgotten_topics_data
+            .iter()
+            .map(|t| (key(&t.topic.0, &t.topic_id), t.partitions.clone()))
+            .collect(),
+    };
+    let (context, mut topics) = broker
+        .fetch_sessions
+        .open(session_request, crate::broker::now_ms());
+    for topic in &mut topics {
+        topic.name = match (&topic.key, &image) {
+            (TopicKey::Name(name), _) => name.to_string(),
+            (TopicKey::Id(id), Some(image)) => image
+                .topic_by_id(id)
+                .map_or_else(String::new, |info| info.name.clone()),
+            (TopicKey::Id(_), None) => String::new(),
+        };
+    }
     let spec = FetchSpec {
         correlation_id: ctx.header.correlation_id,
         version: ctx.version,
@@ -102,37 +122,8 @@ pub fn handle(
         min_bytes: request.min_bytes.max(0) as usize,
         read_committed: request.isolation_level == READ_COMMITTED,
         replica_id: replica_id.max(-1),
-        session_error,
-        topics: request
-            .topics
-            .iter()
-            .map(|t| {
-                let (name, id) = match &image {
-                    Some(image) => {
-                        let id = *t.topic_id.as_bytes();
-                        let name = image
-                            .topic_by_id(&id)
-                            .map_or_else(String::new, |info| info.name.clone());
-                        (name, id)
-                    }
-                    None => (t.topic.0.to_string(), [0; 16]),
-                };
-                TopicFetch {
-                    name,
-                    id,
-                    partitions: t
-                        .partitions
-                        .iter()
-                        .map(|p| PartitionFetch {
-                            partition: p.partition,
-                            offset: p.fetch_offset,
-                            max_bytes: p.partition_max_bytes.max(0) as usize,
-                            current_leader_epoch: p.current_leader_epoch,
-                        })
-                        .collect(),
-                }
-            })
-            .collect(),
+        context,
+        topics,
     };
     let max_wait_ms = request.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX);
     let keys: Vec<TopicPartition> = spec
@@ -149,17 +140,8 @@ pub fn handle(
         record_follower_fetches(broker, &spec);
     }
     let (data, bytes, errors) = read(broker, &spec);
-    if max_wait_ms == 0
-        || bytes >= spec.min_bytes.max(1)
-        || errors
-        || keys.is_empty()
-        || session_error != 0
-    {
-        responder.respond(Response::Send(fetch_writer::write(
-            spec.correlation_id,
-            spec.version,
-            &data,
-        )));
+    if max_wait_ms == 0 || bytes >= spec.min_bytes.max(1) || errors || keys.is_empty() {
+        respond(broker, &spec, data, responder);
         return Ok(());
     }
     let op = DelayedFetch {
@@ -213,14 +195,14 @@ fn read(broker: &Broker, spec: &FetchSpec) -> (FetchResponseData, usize, bool) {
         }
         topics.push(TopicData {
             name: topic.name.clone(),
-            id: topic.id,
+            id: topic.key.id(),
             partitions: out,
         });
     }
     (
         FetchResponseData {
             throttle_time_ms: 0,
-            error_code: spec.session_error,
+            error_code: 0,
             session_id: 0,
             topics,
         },
@@ -300,6 +282,22 @@ fn record_follower_fetches(broker: &Broker, spec: &FetchSpec) {
     }
 }
 
+/// Applies the fetch session to the response (session id; only what changed for an
+/// incremental fetch) and sends it.
+fn respond(broker: &Broker, spec: &FetchSpec, mut data: FetchResponseData, responder: Responder) {
+    broker.fetch_sessions.finish(
+        spec.context,
+        &spec.topics,
+        &mut data,
+        crate::broker::now_ms(),
+    );
+    responder.respond(Response::Send(fetch_writer::write(
+        spec.correlation_id,
+        spec.version,
+        &data,
+    )));
+}
+
 struct DelayedFetch {
     broker: Arc<Broker>,
     spec: FetchSpec,
@@ -366,11 +364,7 @@ impl DelayedOperation for DelayedFetch {
             .unwrap_or_else(|p| p.into_inner())
             .take()
         {
-            responder.respond(Response::Send(fetch_writer::write(
-                self.spec.correlation_id,
-                self.spec.version,
-                &data,
-            )));
+            respond(&self.broker, &self.spec, data, responder);
         }
     }
 }

@@ -1,9 +1,11 @@
 //! Log compaction (`cleanup.policy=compact`): keep the latest record per key.
 //!
 //! Kafka's cleaner, simplified to whole passes: build a map key → latest offset over the
-//! whole log (active segment included), then rewrite every rolled segment keeping a record
-//! only if it is the latest for its key (records without a key are kept), and dropping
-//! tombstones (null values) whose segment is older than `delete.retention.ms`. Offsets and
+//! cleanable dirty range (`Log::cleanable` decides when and which: dirty ratio, compaction
+//! lags, high watermark), then rewrite every segment before the range's end keeping a
+//! record only if no later offset of its key is in the map (records without a key are
+//! kept), and dropping tombstones (null values) whose segment is older than
+//! `delete.retention.ms`. Offsets and
 //! timestamps never move, so compaction leaves gaps that readers skip. Compressed batches
 //! are kept verbatim (reading them would need decompression; documented limit).
 //!

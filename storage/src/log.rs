@@ -80,9 +80,27 @@ pub struct LogConfig {
     pub timestamp_before_max_ms: i64,
     pub timestamp_after_max_ms: i64,
     pub timestamp_difference_max_ms: i64,
+    /// `min.cleanable.dirty.ratio`: the share of a compacted log's cleanable bytes that
+    /// must be dirty (not yet cleaned) before the cleaner works on it
+    pub min_cleanable_ratio: f64,
+    /// `min.compaction.lag.ms`: segments holding a record younger than this stay uncleaned
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a dirty record older than this gets its log cleaned
+    /// whatever the dirty ratio, and the active segment rolls by then
+    pub max_compaction_lag_ms: i64,
 }
 
 impl LogConfig {
+    /// How long a segment may be active (Kafka's maxSegmentMs): `segment.ms`, or sooner
+    /// for a compacted log when `max.compaction.lag.ms` is shorter.
+    pub fn max_segment_ms(&self) -> i64 {
+        if self.cleanup_compact && self.max_compaction_lag_ms > 0 {
+            self.segment_ms.min(self.max_compaction_lag_ms)
+        } else {
+            self.segment_ms
+        }
+    }
+
     /// The level to recompress with for `codec` (None: the codec's default).
     pub fn compression_level(&self, codec: i16) -> Option<i32> {
         match codec {
@@ -136,8 +154,24 @@ impl Default for LogConfig {
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: i64::MAX,
             timestamp_difference_max_ms: i64::MAX,
+            min_cleanable_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
         }
     }
+}
+
+/// The cleaner's view of a log ([`Log::cleanable`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cleanable {
+    /// Base of the first segment with records not yet compacted.
+    pub first_dirty: i64,
+    /// Base of the first segment that may not be compacted yet.
+    pub end: i64,
+    /// Dirty bytes / (clean + dirty bytes) of the segments before `end`.
+    pub ratio: f64,
+    /// Whether a pass would run now.
+    pub due: bool,
 }
 
 /// What an append did.
@@ -176,9 +210,11 @@ pub struct Log {
     leader_epochs: Vec<(i32, i64)>,
     unflushed_messages: i64,
     last_flush_ms: i64,
-    /// Active segment base at the last compaction, and whether it kept tombstones.
-    cleaned_through: i64,
-    tombstones_pending: bool,
+    /// Kafka's cleaner checkpoint: where the part not yet compacted starts (-1: the log
+    /// start). Kept in memory: after a restart the whole log counts as dirty.
+    first_dirty_offset: i64,
+    /// When the earliest tombstone a compaction kept becomes removable (i64::MAX: none).
+    tombstones_due_ms: i64,
     /// The log dir's health, shared with every log in the dir.
     dir_health: Arc<DirHealth>,
     /// True while writes fail (the failure is logged once, and the recovery once).
@@ -227,8 +263,8 @@ impl Log {
             leader_epochs: Vec::new(),
             unflushed_messages: 0,
             last_flush_ms: now_ms,
-            cleaned_through: -1,
-            tombstones_pending: false,
+            first_dirty_offset: -1,
+            tombstones_due_ms: i64::MAX,
             dir_health: Arc::new(DirHealth::new(dir.parent().unwrap_or(dir))),
             writes_failing: false,
             producers: ProducerStateManager::new(0),
@@ -822,7 +858,7 @@ impl Log {
         let active = self.active();
         let aged = active
             .first_append_ms()
-            .is_some_and(|t| now_ms - t >= self.config.segment_ms);
+            .is_some_and(|t| now_ms - t >= self.config.max_segment_ms());
         let last_relative = active.next_offset() + offsets - 1 - active.base_offset;
         let offsets_fit = last_relative <= i32::MAX as i64 || active.is_empty();
         if active.fits(incoming)
@@ -1099,6 +1135,8 @@ impl Log {
         }
         self.high_watermark = self.high_watermark.min(self.log_end_offset());
         self.recovery_point = self.recovery_point.min(self.log_end_offset());
+        // What comes after the truncation point will be new: dirty.
+        self.first_dirty_offset = self.first_dirty_offset.min(offset);
         self.leader_epochs.retain(|(_, start)| *start < offset);
         write_leader_epochs(&self.dir, &self.leader_epochs)?;
         let end = self.log_end_offset();
@@ -1112,52 +1150,126 @@ impl Log {
         Ok(())
     }
 
-    /// Compacts the rolled segments if the log is `compact` and something changed since the
-    /// last pass. Returns the bytes removed.
-    pub fn clean(&mut self, now_ms: i64) -> Result<usize, StorageError> {
+    /// What the cleaner would do now (Kafka's LogCleanerManager rules): the cleanable range
+    /// of segment bases `[first dirty segment, first uncleanable segment)`, whether the log
+    /// is due, and the dirty ratio. The first uncleanable offset is the least of the high
+    /// watermark (= last stable offset: no transactions), the active segment and the first
+    /// dirty segment holding a record younger than `min.compaction.lag.ms`; cleaning stops
+    /// at the segment holding it.
+    pub fn cleanable(&self, now_ms: i64) -> Cleanable {
         let active_base = self.active().base_offset;
-        if !self.config.cleanup_compact
-            || self.is_offline()
-            || self.segments.len() < 2
-            || (active_base == self.cleaned_through && !self.tombstones_pending)
-        {
+        let start = self.log_start_offset;
+        let first_dirty = match self.first_dirty_offset {
+            d if d < start || d > self.log_end_offset() => start,
+            d => d,
+        };
+        let floor = |offset: i64| {
+            self.segments
+                .range(..=offset)
+                .next_back()
+                .map_or(offset, |(b, _)| *b)
+        };
+        let dirty_segments = || {
+            self.segments
+                .range(floor(first_dirty)..active_base)
+                .map(|(_, s)| s)
+        };
+        let mut uncleanable = self.high_watermark.min(active_base);
+        if self.config.min_compaction_lag_ms > 0 {
+            let young = now_ms.saturating_sub(self.config.min_compaction_lag_ms);
+            if let Some(s) = dirty_segments().find(|s| s.largest_timestamp() > young) {
+                uncleanable = uncleanable.min(s.base_offset);
+            }
+        }
+        let end = floor(uncleanable.max(first_dirty)).min(active_base);
+        let begin = floor(first_dirty.min(end));
+        let size = |range: std::ops::Range<i64>| -> u64 {
+            self.segments
+                .range(range)
+                .map(|(_, s)| s.size() as u64)
+                .sum()
+        };
+        let clean_bytes = size(i64::MIN..begin);
+        let cleanable_bytes = if begin < end { size(begin..end) } else { 0 };
+        let total = clean_bytes + cleanable_bytes;
+        let ratio = if total == 0 {
+            0.0
+        } else {
+            cleanable_bytes as f64 / total as f64
+        };
+        // KIP-354: a dirty segment whose first batch is older than the max lag forces a pass.
+        let max_lag_passed = self.config.max_compaction_lag_ms != i64::MAX
+            && dirty_segments().any(|s| {
+                let first = s
+                    .header_at(0)
+                    .ok()
+                    .flatten()
+                    .map_or(-1, |h| h.max_timestamp);
+                first > 0 && first < now_ms.saturating_sub(self.config.max_compaction_lag_ms)
+            });
+        let due = (max_lag_passed && cleanable_bytes > 0)
+            || ratio > self.config.min_cleanable_ratio
+            || (self.tombstones_due_ms <= now_ms && end > start);
+        Cleanable {
+            first_dirty: begin,
+            end,
+            ratio,
+            due,
+        }
+    }
+
+    /// Compacts the log if it is `compact` and due (see [`Log::cleanable`]): the latest
+    /// offset of every key in the cleanable range is found, and every segment before the
+    /// range's end keeps only each key's latest record (records without a key stay;
+    /// tombstones go once their segment is older than `delete.retention.ms`). Returns the
+    /// bytes removed.
+    pub fn clean(&mut self, now_ms: i64) -> Result<usize, StorageError> {
+        if !self.config.cleanup_compact || self.is_offline() || self.segments.len() < 2 {
+            return Ok(0);
+        }
+        let plan = self.cleanable(now_ms);
+        if !plan.due {
             return Ok(0);
         }
         let mut latest = std::collections::HashMap::new();
-        for segment in self.segments.values() {
+        for segment in self
+            .segments
+            .range(plan.first_dirty..plan.end)
+            .map(|(_, s)| s)
+        {
             let bytes = segment.read_bytes(0, segment.size())?;
             crate::cleaner::index_keys(&bytes, &mut latest);
         }
         let mut removed = 0usize;
-        let mut tombstones_pending = false;
-        let rolled: Vec<i64> = self
-            .segments
-            .keys()
-            .copied()
-            .filter(|b| *b != active_base)
-            .collect();
-        for base in rolled {
+        let mut tombstones_due_ms = i64::MAX;
+        let bases: Vec<i64> = self.segments.range(..plan.end).map(|(b, _)| *b).collect();
+        for base in bases {
             let segment = &self.segments[&base];
             let bytes = segment.read_bytes(0, segment.size())?;
-            let drop_tombstones =
-                segment.max_timestamp() < now_ms - self.config.delete_retention_ms;
+            let max_timestamp = segment.max_timestamp();
+            let drop_tombstones = max_timestamp < now_ms - self.config.delete_retention_ms;
             let (compacted, kept_tombstones) =
                 crate::cleaner::compact_segment(&bytes, &latest, drop_tombstones);
-            tombstones_pending |= kept_tombstones;
+            if kept_tombstones {
+                tombstones_due_ms = tombstones_due_ms
+                    .min(max_timestamp.saturating_add(self.config.delete_retention_ms) + 1);
+            }
             if let Some(new_bytes) = compacted {
                 removed += bytes.len() - new_bytes.len();
                 self.replace_segment(base, &new_bytes)?;
             }
         }
-        self.cleaned_through = active_base;
-        self.tombstones_pending = tombstones_pending;
+        self.first_dirty_offset = plan.end;
+        self.tombstones_due_ms = tombstones_due_ms;
         if removed > 0 {
             log::info!(
-                "compacted log topic={} partition={} removed_bytes={} segments={}",
+                "compacted log topic={} partition={} removed_bytes={} segments={} \
+                 dirty_ratio={:.3}",
                 self.topic,
                 self.partition,
                 removed,
-                self.segments.len()
+                self.segments.len(),
+                plan.ratio
             );
         }
         Ok(removed)
