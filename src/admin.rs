@@ -474,7 +474,7 @@ impl Worker {
 
     fn plan(&self, spec: &TopicSpec) -> Result<BTreeMap<i32, Vec<i32>>, AdminError> {
         validate_topic_name(&spec.name)?;
-        topic_log_config(self.metadata.defaults(), &spec.configs)
+        topic_log_config(&self.metadata.defaults(), &spec.configs)
             .map_err(|e| AdminError::InvalidConfig(e.to_string()))?;
         let brokers = self.live_brokers();
         if !spec.assignments.is_empty() {

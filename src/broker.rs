@@ -30,6 +30,7 @@ use crate::admin::{Admin, AdminConfig};
 use crate::channel::{ControllerChannel, ControllerRequest, LocalDelivery};
 use crate::config::{topic_log_config, Config};
 use crate::controller::{Controller, ControllerConfig};
+use crate::dynamic_config::{DynamicState, Layers};
 use crate::groups::{CoordinatorConfig, GroupCoordinator};
 use crate::metadata_cache::{MetadataCache, TopicConfig};
 use crate::replica_fetcher::FetcherConfig;
@@ -95,6 +96,8 @@ pub struct Broker {
     pub config_changes_seen: AtomicI64,
     /// Incremental fetch sessions (KIP-227).
     pub fetch_sessions: crate::fetch_session::FetchSessions,
+    /// The dynamic broker configs in force (`/config/brokers`) and the config they make.
+    dynamic: std::sync::RwLock<Arc<DynamicState>>,
     /// True for the embedded store (single node).
     pub single_node: bool,
 }
@@ -168,7 +171,15 @@ impl Broker {
         let cluster_id = cluster::ensure_cluster_id(&*store, || {
             layout::topic_id_to_string(&random_bytes::<16>())
         })?;
-        let defaults = config.default_log_config();
+        // Dynamic broker configs are part of every topic's defaults from the start.
+        let dynamic = match Layers::read(&*store, config.broker_id) {
+            Ok(layers) => DynamicState::from_layers(&config, layers),
+            Err(e) => {
+                log::warn!("reading the dynamic broker configs failed ({e}); static config only");
+                DynamicState::none(&config)
+            }
+        };
+        let defaults = dynamic.effective.default_log_config();
         let stored = cluster::read_topics(&*store)?;
         let mut log_configs: BTreeMap<String, TopicConfig> = BTreeMap::new();
         for (name, (_, cfg)) in &stored {
@@ -295,6 +306,7 @@ impl Broker {
             started_ms: now_ms(),
             config_changes_seen: AtomicI64::new(-1),
             fetch_sessions,
+            dynamic: std::sync::RwLock::new(Arc::new(dynamic)),
             single_node,
         });
         let _ = local.broker.set(Arc::downgrade(&broker));
@@ -312,6 +324,57 @@ impl Broker {
 
     /// Registers this broker and runs for controller. On a single node, waits for the
     /// controller's first round so the broker starts serving its partitions at once.
+    /// The broker's config with the dynamic layers on top (what DescribeConfigs shows and
+    /// what the produce path and the topic defaults use).
+    pub fn effective_config(&self) -> Arc<Config> {
+        Arc::clone(&self.dynamic_state().effective)
+    }
+
+    /// The broker-level `min.insync.replicas` (static or dynamic).
+    pub fn min_insync_replicas(&self) -> i32 {
+        self.dynamic
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .effective
+            .min_insync_replicas
+    }
+
+    pub fn dynamic_state(&self) -> Arc<DynamicState> {
+        Arc::clone(&self.dynamic.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Reads the dynamic broker configs again and applies them: new topic defaults for
+    /// every log that does not override them. An invalid stored config is ignored
+    /// (logged), keeping the one in force.
+    pub fn reload_dynamic_config(&self, store: &dyn MetadataStore) {
+        let layers = match Layers::read(store, self.config.broker_id) {
+            Ok(l) => l,
+            Err(e) => {
+                log::warn!("reading the dynamic broker configs failed: {e}");
+                return;
+            }
+        };
+        let effective = match crate::dynamic_config::effective(&self.config, &layers) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("ignoring the new dynamic broker config ({e}): {layers:?}");
+                return;
+            }
+        };
+        let defaults = effective.default_log_config();
+        log::info!(
+            "dynamic broker config now broker={:?} default={:?}",
+            layers.per_broker,
+            layers.cluster_default
+        );
+        *self.dynamic.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(DynamicState {
+            layers,
+            effective: Arc::new(effective),
+        });
+        self.metadata.set_defaults(defaults);
+        self.replicas.apply_topic_configs();
+    }
+
     pub fn join_cluster(self: &Arc<Self>) -> Result<(), BrokerError> {
         let epoch = self.register()?;
         self.replicas.set_broker_epoch(epoch);
@@ -579,9 +642,13 @@ fn process_config_changes(broker: &Broker, store: Option<&dyn MetadataStore>, no
             return;
         }
     };
+    let own = crate::dynamic_config::entity_path(Some(broker.config.broker_id));
+    let cluster_default = crate::dynamic_config::entity_path(None);
     for change in changes {
         if let Some(topic) = change.entity.strip_prefix("topics/") {
             broker.replicas.reload_topic_config(topic);
+        } else if change.entity == own || change.entity == cluster_default {
+            broker.reload_dynamic_config(store);
         }
         broker
             .config_changes_seen

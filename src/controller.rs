@@ -1818,17 +1818,22 @@ impl From<StoreError> for ControllerError {
 }
 
 /// `unclean.leader.election.enable` for `topic`: its override in `/config/topics/<topic>`
-/// if it has one, else the broker's setting. A store that cannot be read answers false:
+/// if it has one, else the controller broker's dynamic config (its own layer, then the
+/// cluster default), else its static setting. A store that cannot be read answers false:
 /// an election that waits for the ISR loses no acknowledged record.
 fn unclean_election_enabled(c: &Controller, topic: &str) -> bool {
-    match cluster::read_topic_config(&*c.store, topic) {
-        Ok(config) => config
+    const KEY: &str = "unclean.leader.election.enable";
+    let layers = crate::dynamic_config::Layers::read(&*c.store, c.config.broker_id);
+    match (cluster::read_topic_config(&*c.store, topic), layers) {
+        (Ok(config), Ok(layers)) => config
             .config
-            .get("unclean.leader.election.enable")
+            .get(KEY)
+            .map(String::as_str)
+            .or_else(|| layers.lookup(KEY).map(|(_, v)| v))
             .map_or(c.config.unclean_leader_election, |v| {
                 v.trim().eq_ignore_ascii_case("true")
             }),
-        Err(e) => {
+        (Err(e), _) | (_, Err(e)) => {
             log::warn!("reading the config of {topic} failed ({e}); no unclean election");
             false
         }

@@ -38,6 +38,7 @@ pub mod broker;
 pub mod channel;
 pub mod config;
 pub mod controller;
+pub mod dynamic_config;
 pub mod fetch_session;
 pub mod fuzzing;
 pub mod groups;

@@ -104,7 +104,8 @@ pub struct MetadataCache {
     /// The highest controller epoch an update came with.
     controller_epoch: AtomicI32,
     configs: RwLock<BTreeMap<String, Arc<TopicConfig>>>,
-    defaults: LogConfig,
+    /// Every topic's log config before its overrides (static and dynamic broker configs).
+    defaults: RwLock<Arc<LogConfig>>,
     /// Operations waiting for the cluster to change (admin requests, auto-creation).
     pub waiters: Purgatory<&'static str>,
 }
@@ -121,7 +122,7 @@ impl MetadataCache {
             })),
             controller_epoch: AtomicI32::new(-1),
             configs: RwLock::new(BTreeMap::new()),
-            defaults,
+            defaults: RwLock::new(Arc::new(defaults)),
             waiters: Purgatory::new("metadata", METADATA_WAITERS_MAX),
         }
     }
@@ -251,7 +252,7 @@ impl MetadataCache {
             .unwrap_or_else(|| {
                 Arc::new(TopicConfig {
                     overrides: BTreeMap::new(),
-                    log_config: self.defaults.clone(),
+                    log_config: (*self.defaults()).clone(),
                 })
             })
     }
@@ -270,8 +271,31 @@ impl MetadataCache {
             .remove(topic);
     }
 
-    pub fn defaults(&self) -> &LogConfig {
-        &self.defaults
+    pub fn defaults(&self) -> Arc<LogConfig> {
+        Arc::clone(&self.defaults.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// New defaults (a dynamic broker config changed): every cached topic config is
+    /// rebuilt on them; a topic whose overrides no longer make a valid config keeps its
+    /// old one (logged). Returns the topics, for their logs to be updated.
+    pub fn set_defaults(&self, defaults: LogConfig) -> Vec<String> {
+        let defaults = Arc::new(defaults);
+        *self.defaults.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&defaults);
+        let mut configs = self.configs.write().unwrap_or_else(|p| p.into_inner());
+        for (topic, config) in configs.iter_mut() {
+            match crate::config::topic_log_config(&defaults, &config.overrides) {
+                Ok(log_config) => {
+                    *config = Arc::new(TopicConfig {
+                        overrides: config.overrides.clone(),
+                        log_config,
+                    })
+                }
+                Err(e) => {
+                    log::error!("topic {topic}: keeps its config, the new one is invalid: {e}")
+                }
+            }
+        }
+        configs.keys().cloned().collect()
     }
 }
 

@@ -820,11 +820,22 @@ impl ReplicaManager {
         log::info!("topic {topic}: config reloaded {:?}", config.overrides);
     }
 
+    /// Gives every log its topic's config as the metadata cache now has it (after the
+    /// topic defaults changed).
+    pub fn apply_topic_configs(&self) {
+        for (tp, log) in self.logs.all() {
+            let config = self.metadata.topic_config(&tp.topic);
+            if let Ok(mut log) = lock(&log) {
+                log.set_config(config.log_config.clone());
+            }
+        }
+    }
+
     /// Reads the topic's config from the store (on the state thread) into the cache.
     fn load_topic_config(&self, topic: &str) -> Arc<TopicConfig> {
         match cluster::read_topic(&*self.store, topic) {
             Ok(Some((_, entity))) => {
-                match topic_log_config(self.metadata.defaults(), &entity.config) {
+                match topic_log_config(&self.metadata.defaults(), &entity.config) {
                     Ok(log_config) => self.metadata.set_topic_config(
                         topic,
                         TopicConfig {

@@ -86,6 +86,23 @@ fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 
+/// Creates `topic` (CreateTopics v7, replication factor 1); its topic id.
+fn create_topic(c: &mut Client, topic: &str, partitions: i32) -> uuid::Uuid {
+    let created: CreateTopicsResponse = c.call(
+        ApiKey::CreateTopics,
+        7,
+        &CreateTopicsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(name(topic))
+                .with_num_partitions(partitions)
+                .with_replication_factor(1)]),
+    );
+    let t = &created.topics[0];
+    assert_eq!(t.error_code, 0, "{:?}", t.error_message);
+    t.topic_id
+}
+
 fn record(value: &str, timestamp: i64) -> NewRecord {
     NewRecord {
         key: None,
@@ -156,21 +173,7 @@ fn newest_versions_by_topic_id_and_batched() {
     let broker = BrokerProcess::start("protocol-versions", &[]);
     let mut c = Client::connect(&broker);
 
-    let created: CreateTopicsResponse = c.call(
-        ApiKey::CreateTopics,
-        7,
-        &CreateTopicsRequest::default()
-            .with_timeout_ms(10_000)
-            .with_topics(vec![CreatableTopic::default()
-                .with_name(name("pv"))
-                .with_num_partitions(1)
-                .with_replication_factor(1)]),
-    );
-    assert_eq!(
-        created.topics[0].error_code, 0,
-        "{:?}",
-        created.topics[0].error_message
-    );
+    let created_id = create_topic(&mut c, "pv", 1);
 
     // Metadata v12 by name gives the id; by id alone gives the name back.
     let by_name = MetadataRequest::default().with_topics(Some(vec![
@@ -182,7 +185,7 @@ fn newest_versions_by_topic_id_and_batched() {
         (t.error_code == 0 && t.partitions[0].leader_id.0 >= 0).then_some(t.topic_id)
     });
     assert!(!id.is_nil(), "the topic has an id");
-    assert_eq!(id, created.topics[0].topic_id, "the id CreateTopics gave");
+    assert_eq!(id, created_id, "the id CreateTopics gave");
     let unknown = uuid::Uuid::from_bytes([7; 16]);
     let by_id = MetadataRequest::default().with_topics(Some(vec![
         MetadataRequestTopic::default()
@@ -450,18 +453,7 @@ fn incremental_fetch_sessions() {
         &["max.incremental.fetch.session.cache.slots=2"],
     );
     let mut c = Client::connect(&broker);
-    let created: CreateTopicsResponse = c.call(
-        ApiKey::CreateTopics,
-        7,
-        &CreateTopicsRequest::default()
-            .with_timeout_ms(10_000)
-            .with_topics(vec![CreatableTopic::default()
-                .with_name(name("fs"))
-                .with_num_partitions(3)
-                .with_replication_factor(1)]),
-    );
-    assert_eq!(created.topics[0].error_code, 0);
-    let id = created.topics[0].topic_id;
+    let id = create_topic(&mut c, "fs", 3);
     let batch = |v: &str| build_batch(0, &[record(v, 1_000)]);
     let mut p = Client::connect(&broker);
     until("leaders for fs", || {
@@ -565,4 +557,74 @@ fn incremental_fetch_sessions() {
     // Both slots free again: a new full fetch gets a session.
     let r3 = session_fetch(&mut c3, 12, "fs", id, (0, 0), &all, &[], 0);
     assert!(r3.session_id > 0);
+}
+
+#[test]
+fn broker_resources_name_this_broker_or_the_cluster_default() {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    const INVALID_REQUEST: i16 = 42;
+    const INVALID_CONFIG: i16 = 40;
+    let broker = BrokerProcess::start("broker-resources", &[]);
+    let mut c = Client::connect(&broker);
+    let resource = |name: &str, key: &str| {
+        AlterConfigsResource::default()
+            .with_resource_type(4)
+            .with_resource_name(StrBytes::from_string(name.to_string()))
+            .with_configs(vec![AlterableConfig::default()
+                .with_name(StrBytes::from_string(key.to_string()))
+                .with_config_operation(0)
+                .with_value(Some(StrBytes::from_static_str("100000")))])
+    };
+    let request = IncrementalAlterConfigsRequest::default()
+        .with_validate_only(true)
+        .with_resources(vec![
+            resource("", "message.max.bytes"),
+            resource("0", "message.max.bytes"),
+            resource("7", "message.max.bytes"),
+            resource("x", "message.max.bytes"),
+            resource("", "num.io.threads"),
+            resource("0", "log.dirs"),
+        ]);
+    let response: IncrementalAlterConfigsResponse =
+        c.call(ApiKey::IncrementalAlterConfigs, 1, &request);
+    let codes: Vec<i16> = response.responses.iter().map(|r| r.error_code).collect();
+    assert_eq!(
+        codes,
+        vec![
+            0,
+            0,
+            INVALID_REQUEST,
+            INVALID_REQUEST,
+            INVALID_CONFIG,
+            INVALID_CONFIG
+        ]
+    );
+    let message = |i: usize| {
+        response.responses[i]
+            .error_message
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default()
+    };
+    assert!(
+        message(2).contains("Unexpected broker id, expected 0"),
+        "{}",
+        message(2)
+    );
+    assert!(message(4).contains("num.io.threads"), "{}", message(4));
+    assert!(message(5).contains("Cannot update these configs dynamically: Set(log.dirs)"));
+    // validate_only wrote nothing: the default layer describes empty.
+    let described: DescribeConfigsResponse = c.call(
+        ApiKey::DescribeConfigs,
+        4,
+        &DescribeConfigsRequest::default().with_resources(vec![
+            kafka_protocol::messages::describe_configs_request::DescribeConfigsResource::default()
+                .with_resource_type(4)
+                .with_resource_name(StrBytes::from_static_str("")),
+        ]),
+    );
+    assert_eq!(described.results[0].error_code, 0);
+    assert!(described.results[0].configs.is_empty());
 }

@@ -514,3 +514,27 @@ def test_topic_config_altered_through_one_broker_applies_on_every_broker(cluster
         {"version": 1, "entity_type": "topics", "entity_name": "alt"}).encode(), sequence=True)
     for p in range(3):
         wait_until(lambda: last_stored_codec(p) == kbatch.GZIP, 20, f"alt-{p} stored gzip")
+    # Dynamic broker configs: broker 2's own layer (the admin client sends it to broker 2)
+    # limits only broker 2; the cluster-wide layer, written as Kafka's ZooKeeper-era tools
+    # write it, reaches every broker.
+    res = ConfigResource("broker", "2", incremental_configs=[
+        ConfigEntry("message.max.bytes", "300", incremental_operation=AlterConfigOpType.SET)])
+    assert admin_error_code(c.admin(1).incremental_alter_configs([res], request_timeout=20)[res]) is None
+    assert c.zk_json("/config/brokers/2")["config"] == {"message.max.bytes": "300"}
+
+    def produce_code(p: int) -> int:
+        leader = c.leaders("alt")[p]
+        err, _, _ = kbatch.produce(c.brokers[leader].port, "alt", p,
+                                   kbatch.batch([(b"k", b"v" * 1000)]))
+        return err
+    led_by_2 = [p for p, leader in c.leaders("alt").items() if leader == 2]
+    others = [p for p, leader in c.leaders("alt").items() if leader != 2]
+    assert led_by_2 and others
+    wait_until(lambda: produce_code(led_by_2[0]) == 10, 20, "broker 2 refuses a 1 kB batch")
+    assert all(produce_code(p) == 0 for p in others)
+    c.zk.create("/config/brokers/<default>", json.dumps(
+        {"version": 1, "config": {"message.max.bytes": "400"}}).encode(), makepath=True)
+    c.zk.create("/config/changes/config_change_", json.dumps(
+        {"version": 2, "entity_path": "brokers/<default>"}).encode(), sequence=True)
+    for p in others:
+        wait_until(lambda: produce_code(p) == 10, 20, f"the leader of alt-{p} refuses it too")

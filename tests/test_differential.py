@@ -14,6 +14,7 @@ Every difference found is either fixed or listed here, with the reason, and in t
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -227,3 +228,57 @@ def test_client_quotas_match_kafka_39(kafka, broker):
     described = "\n".join(outputs["kbroker"][7])
     assert "user-principal 'alice' are producer_byte_rate=1024.0" in described, described
     assert "default user-principal are consumer_byte_rate=999.0" in described, described
+
+
+def test_dynamic_broker_configs_match_kafka_39(kafka, broker):
+    """kafka-configs sets the cluster-wide and the per-broker dynamic layer on both, and
+    describes them, and a topic's configs under them: the same output. (Removed again at the
+    end: the Kafka broker is shared by this module's tests.)"""
+    from kclients import admin, create_topic
+    from test_kafka_tools import tool
+    b = broker()
+    alter = [
+        ("--entity-type", "brokers", "--entity-default", "--alter", "--add-config",
+         "log.retention.ms=3600000,log.cleanup.policy=[delete,compact]"),
+        ("--entity-type", "brokers", "--entity-name", "0", "--alter", "--add-config",
+         "message.max.bytes=200000,log.retention.ms=7200000"),
+    ]
+    describe = [
+        ("--entity-type", "brokers", "--entity-default", "--describe"),
+        ("--entity-type", "brokers", "--entity-name", "0", "--describe"),
+        ("--entity-type", "topics", "--entity-name", "dyn-diff", "--describe", "--all"),
+    ]
+    undo = [
+        ("--entity-type", "brokers", "--entity-default", "--alter", "--delete-config",
+         "log.retention.ms,log.cleanup.policy"),
+        ("--entity-type", "brokers", "--entity-name", "0", "--alter", "--delete-config",
+         "message.max.bytes,log.retention.ms"),
+    ]
+    compared = ("log.retention.ms", "log.cleanup.policy", "message.max.bytes", "retention.ms",
+                "cleanup.policy", "max.message.bytes", "Dynamic configs", "Default configs")
+    outputs = {}
+    for name, bootstrap in [("kafka", kafka.bootstrap), ("kbroker", b.bootstrap)]:
+        run = functools.partial(tool, "kafka.admin.ConfigCommand", "--bootstrap-server",
+                                bootstrap)
+        create_topic(admin(bootstrap), "dyn-diff", 1)
+        try:
+            for step in alter:
+                run(*step)
+            # Both apply a change when its notification arrives (within a second or so).
+            deadline = time.monotonic() + 30
+            while True:
+                got = [sorted(line.strip() for line in run(*step).splitlines()
+                              if line.strip().startswith(compared)) for step in describe]
+                if any("message.max.bytes=200000" in line for line in got[1]) or \
+                        time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            outputs[name] = got
+        finally:
+            for step in undo:
+                run(*step)
+    assert outputs["kbroker"] == outputs["kafka"], outputs
+    per_broker = "\n".join(outputs["kbroker"][1])
+    assert "log.retention.ms=7200000 sensitive=false synonyms={DYNAMIC_BROKER_CONFIG:" \
+           "log.retention.ms=7200000, DYNAMIC_DEFAULT_BROKER_CONFIG:log.retention.ms=3600000" \
+           in per_broker, per_broker

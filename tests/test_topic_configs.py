@@ -205,6 +205,6 @@ def test_incremental_alter_configs_changes_a_topic(broker):
         == KafkaError.INVALID_CONFIG
     assert alter(ConfigEntry("retention.ms", "5", incremental_operation=AlterConfigOpType.SET),
                  topic="no-such-topic") == KafkaError.UNKNOWN_TOPIC_OR_PART
-    assert alter(ConfigEntry("log.retention.ms", "5", incremental_operation=AlterConfigOpType.SET),
-                 topic="0", kind=ResourceType.BROKER) == KafkaError.INVALID_REQUEST
+    assert alter(ConfigEntry("num.io.threads", "5", incremental_operation=AlterConfigOpType.SET),
+                 topic="0", kind=ResourceType.BROKER) == KafkaError.INVALID_CONFIG
     assert describe(a, "altered")["compression.type"].value == "gzip", "a refused change writes nothing"

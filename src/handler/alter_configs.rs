@@ -9,8 +9,10 @@
 //! applies SET, DELETE, APPEND and SUBTRACT (the last two for list-typed keys only, from the
 //! current value or the default). Errors per resource, as Kafka answers them: an unknown
 //! topic UNKNOWN_TOPIC_OR_PARTITION, a bad key or value INVALID_CONFIG naming the key, a key
-//! named twice INVALID_REQUEST. Broker resources are refused (INVALID_REQUEST): kbroker has
-//! no dynamic broker configs yet. `validate_only` checks without writing.
+//! named twice INVALID_REQUEST. BROKER resources change the dynamic broker configs
+//! (`/config/brokers/<default>` for the name `""`, `/config/brokers/<id>` for this broker;
+//! see `crate::dynamic_config`), announced the same way. `validate_only` checks without
+//! writing.
 
 use std::collections::BTreeMap;
 
@@ -28,6 +30,8 @@ use kbroker_storage::LogConfig;
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::{decode, respond_later, HandlerResult, RequestContext};
 use crate::broker::Broker;
+use crate::config::{Config, KNOWN};
+use crate::dynamic_config;
 use crate::topic_configs::{self, Kind};
 
 const OP_SET: i8 = 0;
@@ -142,7 +146,8 @@ fn run(
     validate_only: bool,
     reply: impl FnOnce(Vec<(i8, String, Outcome)>) + Send + 'static,
 ) {
-    let defaults = broker.metadata.defaults().clone();
+    let defaults = broker.metadata.defaults();
+    let static_config = broker.config.clone();
     broker.admin.with_store(Box::new(move |store| {
         let outcomes = changes
             .iter()
@@ -152,7 +157,10 @@ fn run(
                         ResponseError::RequestTimedOut.code(),
                         Some("the broker's admin queue is full".to_string()),
                     ),
-                    Some(store) => apply(store, &defaults, c, validate_only),
+                    Some(store) => match c.resource_type {
+                        RESOURCE_BROKER => apply_broker(store, &static_config, c, validate_only),
+                        _ => apply(store, &defaults, c, validate_only),
+                    },
                 };
                 (c.resource_type, c.name.clone(), outcome)
             })
@@ -170,13 +178,6 @@ fn apply(
     let error = |e: ResponseError, m: String| (e.code(), Some(m));
     match change.resource_type {
         RESOURCE_TOPIC => {}
-        RESOURCE_BROKER => {
-            return error(
-                ResponseError::InvalidRequest,
-                "Cannot update these configs dynamically: kbroker has no dynamic broker configs"
-                    .to_string(),
-            )
-        }
         other => {
             return error(
                 ResponseError::InvalidRequest,
@@ -195,13 +196,8 @@ fn apply(
         }
         Err(e) => return error(ResponseError::UnknownServerError, e.to_string()),
     };
-    let mut keys: Vec<&str> = change.ops.iter().map(|(k, _, _)| k.as_str()).collect();
-    keys.sort_unstable();
-    if let Some(w) = keys.windows(2).find(|w| w[0] == w[1]) {
-        return error(
-            ResponseError::InvalidRequest,
-            format!("Error due to duplicate config keys: {}", w[0]),
-        );
+    if let Some(outcome) = duplicate_keys(change) {
+        return outcome;
     }
     let mut overrides = if change.replace {
         BTreeMap::new()
@@ -209,7 +205,14 @@ fn apply(
         current.config.clone()
     };
     for (key, op, value) in &change.ops {
-        if let Err(m) = apply_op(&mut overrides, key, *op, value.as_deref()) {
+        let applied = topic_configs::find(key)
+            .ok_or_else(|| format!("unknown config key {key}"))
+            .and_then(|def| {
+                let is_list = matches!(def.kind, Kind::ListOf(_) | Kind::ThrottledReplicas);
+                let list_default = is_list.then_some(def.default);
+                apply_op(&mut overrides, key, *op, value.as_deref(), list_default)
+            });
+        if let Err(m) = applied {
             return error(ResponseError::InvalidConfig, m);
         }
     }
@@ -229,15 +232,112 @@ fn apply(
     }
 }
 
-/// One incremental operation on a topic's overrides; the error names the key.
+/// A key named twice in one resource: INVALID_REQUEST, as Kafka answers it.
+fn duplicate_keys(change: &Change) -> Option<Outcome> {
+    let mut keys: Vec<&str> = change.ops.iter().map(|(k, _, _)| k.as_str()).collect();
+    keys.sort_unstable();
+    keys.windows(2).find(|w| w[0] == w[1]).map(|w| {
+        (
+            ResponseError::InvalidRequest.code(),
+            Some(format!("Error due to duplicate config keys: {}", w[0])),
+        )
+    })
+}
+
+/// A BROKER resource: `""` is the cluster-wide layer (`/config/brokers/<default>`), this
+/// broker's id its own layer (another id INVALID_REQUEST, as Kafka: the admin client
+/// sends a broker's resource to that broker). Only keys kbroker changes at run time are
+/// taken ([`crate::dynamic_config`]); the layers together must make a valid config.
+fn apply_broker(
+    store: &dyn MetadataStore,
+    static_config: &Config,
+    change: &Change,
+    validate_only: bool,
+) -> Outcome {
+    let error = |e: ResponseError, m: String| (e.code(), Some(m));
+    let name = &change.name;
+    let broker_id = static_config.broker_id;
+    let per_broker = match name.parse::<i32>() {
+        _ if name.is_empty() => false,
+        Ok(id) if id == broker_id => true,
+        Ok(_) => {
+            return error(
+                ResponseError::InvalidRequest,
+                format!("Unexpected broker id, expected {broker_id}, but received {name}"),
+            )
+        }
+        Err(_) => {
+            return error(
+                ResponseError::InvalidRequest,
+                format!("Broker id must be an integer, but it is: {name}"),
+            )
+        }
+    };
+    if let Some(outcome) = duplicate_keys(change) {
+        return outcome;
+    }
+    let mut layers = match dynamic_config::Layers::read(store, broker_id) {
+        Ok(l) => l,
+        Err(e) => return error(ResponseError::UnknownServerError, e.to_string()),
+    };
+    let layer = if per_broker {
+        &mut layers.per_broker
+    } else {
+        &mut layers.cluster_default
+    };
+    let before = layer.clone();
+    if change.replace {
+        layer.clear();
+    }
+    let invalid = |m: String| {
+        error(
+            ResponseError::InvalidConfig,
+            format!(
+                "Invalid config value for resource ConfigResource(type=BROKER, name='{name}'): {m}"
+            ),
+        )
+    };
+    for (key, op, value) in &change.ops {
+        let list_default = topic_configs::for_broker_key(key)
+            .filter(|def| matches!(def.kind, Kind::ListOf(_)))
+            .map(|_| KNOWN.iter().find(|(k, _)| k == key).map_or("", |(_, d)| *d));
+        if let Err(m) = apply_op(layer, key, *op, value.as_deref(), list_default) {
+            return invalid(m);
+        }
+    }
+    let keys: Vec<&str> = layer.keys().map(String::as_str).collect();
+    if let Some(m) = dynamic_config::refused(&keys) {
+        return invalid(m);
+    }
+    let updated = layer.clone();
+    if let Err(e) = dynamic_config::effective(static_config, &layers) {
+        return invalid(e.to_string());
+    }
+    if validate_only || updated == before {
+        return (0, None);
+    }
+    let entity = dynamic_config::entity_path(per_broker.then_some(broker_id));
+    let config = kbroker_coordinator::layout::EntityConfig { config: updated };
+    match cluster::change_entity_config(store, &entity, &config) {
+        Ok(()) => {
+            log::info!("dynamic broker config {entity}: now {:?}", config.config);
+            (0, None)
+        }
+        Err(e) => error(ResponseError::UnknownServerError, e.to_string()),
+    }
+}
+
+/// One incremental operation on a config map; `list_default` is the value APPEND and
+/// SUBTRACT start from when the key is list-typed (None: the key is not, and they are
+/// refused). The error names the key.
 fn apply_op(
     overrides: &mut BTreeMap<String, String>,
     key: &str,
     op: i8,
     value: Option<&str>,
+    list_default: Option<&str>,
 ) -> Result<(), String> {
-    let def = topic_configs::find(key).ok_or_else(|| format!("unknown config key {key}"))?;
-    let is_list = matches!(def.kind, Kind::ListOf(_) | Kind::ThrottledReplicas);
+    let is_list = list_default.is_some();
     match op {
         OP_SET => {
             let v = value.ok_or_else(|| format!("Null value not supported for : {key}"))?;
@@ -255,7 +355,8 @@ fn apply_op(
             let current = overrides
                 .get(key)
                 .map(String::as_str)
-                .unwrap_or(def.default);
+                .or(list_default)
+                .unwrap_or("");
             let mut items: Vec<String> = split_list(current);
             let given = split_list(value.unwrap_or(""));
             if op == OP_APPEND {
@@ -286,23 +387,35 @@ fn split_list(v: &str) -> Vec<String> {
 mod tests {
     use super::*;
 
+    /// `apply_op` for a topic key, as `apply` calls it.
+    fn topic_op(
+        o: &mut BTreeMap<String, String>,
+        key: &str,
+        op: i8,
+        value: Option<&str>,
+    ) -> Result<(), String> {
+        let def = topic_configs::find(key).ok_or_else(|| format!("unknown config key {key}"))?;
+        let list = matches!(def.kind, Kind::ListOf(_)).then_some(def.default);
+        apply_op(o, key, op, value, list)
+    }
+
     #[test]
     fn incremental_operations_as_kafka_applies_them() {
         let mut o = BTreeMap::new();
-        apply_op(&mut o, "retention.ms", OP_SET, Some("1000")).unwrap();
+        topic_op(&mut o, "retention.ms", OP_SET, Some("1000")).unwrap();
         assert_eq!(o["retention.ms"], "1000");
-        apply_op(&mut o, "retention.ms", OP_DELETE, None).unwrap();
+        topic_op(&mut o, "retention.ms", OP_DELETE, None).unwrap();
         assert!(o.is_empty());
         // APPEND starts from the default ("delete") when there is no override.
-        apply_op(&mut o, "cleanup.policy", OP_APPEND, Some("compact")).unwrap();
+        topic_op(&mut o, "cleanup.policy", OP_APPEND, Some("compact")).unwrap();
         assert_eq!(o["cleanup.policy"], "delete,compact");
-        apply_op(&mut o, "cleanup.policy", OP_APPEND, Some("compact")).unwrap();
+        topic_op(&mut o, "cleanup.policy", OP_APPEND, Some("compact")).unwrap();
         assert_eq!(o["cleanup.policy"], "delete,compact", "no duplicates");
-        apply_op(&mut o, "cleanup.policy", OP_SUBTRACT, Some("delete")).unwrap();
+        topic_op(&mut o, "cleanup.policy", OP_SUBTRACT, Some("delete")).unwrap();
         assert_eq!(o["cleanup.policy"], "compact");
-        assert!(apply_op(&mut o, "retention.ms", OP_APPEND, Some("1")).is_err());
-        assert!(apply_op(&mut o, "no.such.key", OP_SET, Some("1")).is_err());
-        assert!(apply_op(&mut o, "retention.ms", OP_SET, None).is_err());
-        assert!(apply_op(&mut o, "retention.ms", 9, Some("1")).is_err());
+        assert!(topic_op(&mut o, "retention.ms", OP_APPEND, Some("1")).is_err());
+        assert!(topic_op(&mut o, "no.such.key", OP_SET, Some("1")).is_err());
+        assert!(topic_op(&mut o, "retention.ms", OP_SET, None).is_err());
+        assert!(topic_op(&mut o, "retention.ms", 9, Some("1")).is_err());
     }
 }

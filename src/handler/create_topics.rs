@@ -66,6 +66,7 @@ pub fn handle(
     let version = ctx.version;
     let defaults = broker.metadata.defaults().clone();
     let config = broker.config.clone();
+    let dynamic = broker.dynamic_state();
     let by_name: BTreeMap<String, BTreeMap<String, String>> = specs
         .iter()
         .map(|s| (s.name.clone(), s.configs.clone()))
@@ -89,9 +90,9 @@ pub fn handle(
                         if version >= 5 {
                             let overrides = by_name.get(&name).cloned().unwrap_or_default();
                             let log_config = topic_log_config(&defaults, &overrides)
-                                .unwrap_or_else(|_| defaults.clone());
+                                .unwrap_or_else(|_| (*defaults).clone());
                             r.configs = Some(
-                                topic_config_entries(&config, &log_config, &overrides)
+                                topic_config_entries(&config, &dynamic, &log_config, &overrides)
                                     .into_iter()
                                     .map(|t| {
                                         CreatableTopicConfigs::default()

@@ -19,6 +19,7 @@ use kbroker_storage::LogConfig;
 use super::{decode, HandlerResult, RequestContext};
 use crate::broker::Broker;
 use crate::config::{Config, KNOWN};
+use crate::dynamic_config::{DynamicState, SOURCE_DYNAMIC_BROKER, SOURCE_DYNAMIC_DEFAULT_BROKER};
 use crate::topic_configs::{TopicConfigDef, COMPRESSION_CODECS, TOPIC_CONFIGS};
 
 pub const RESOURCE_TOPIC: i8 = 2;
@@ -38,9 +39,11 @@ pub struct TopicEntry {
     pub synonyms: Vec<(String, String, i8)>,
 }
 
-/// Every Kafka topic config of a topic whose log config is `c` and overrides `overrides`.
+/// Every Kafka topic config of a topic whose log config is `c` and overrides `overrides`,
+/// on a broker whose static config is `config` under the dynamic layers of `dynamic`.
 pub fn topic_config_entries(
     config: &Config,
+    dynamic: &DynamicState,
     c: &LogConfig,
     overrides: &BTreeMap<String, String>,
 ) -> Vec<TopicEntry> {
@@ -50,6 +53,16 @@ pub fn topic_config_entries(
             let mut synonyms = Vec::new();
             if let Some(v) = overrides.get(def.name) {
                 synonyms.push((def.name.to_string(), v.clone(), SOURCE_DYNAMIC_TOPIC));
+            }
+            // Kafka's order: each layer over all the broker synonyms, highest layer first.
+            for source in [SOURCE_DYNAMIC_BROKER, SOURCE_DYNAMIC_DEFAULT_BROKER] {
+                for key in def.synonyms {
+                    for (s, v) in dynamic.layers.all(key) {
+                        if s == source {
+                            synonyms.push((key.to_string(), v.to_string(), s));
+                        }
+                    }
+                }
             }
             for key in def.synonyms {
                 if let Some(v) = broker_value_set(config, key) {
@@ -74,17 +87,14 @@ pub fn topic_config_entries(
                 SOURCE_DEFAULT,
             ));
             let source = synonyms[0].2;
-            // The override as written; else what the log acts on; else the broker's value in
-            // the topic key's unit.
-            let value = overrides
-                .get(def.name)
-                .cloned()
-                .or_else(|| log_config_value(def.name, c, config.min_insync_replicas))
-                .or_else(|| {
-                    def.synonyms
-                        .iter()
-                        .find_map(|k| broker_value_set(config, k).map(|v| in_ms(k, &v)))
-                })
+            // The highest setting as written (a broker key's in the topic key's unit), as
+            // Kafka shows it; else what the log acts on; else the default.
+            let min_isr = dynamic.effective.min_insync_replicas;
+            let value = synonyms
+                .iter()
+                .find(|(_, _, s)| *s != SOURCE_DEFAULT)
+                .map(|(k, v, _)| in_ms(k, v))
+                .or_else(|| log_config_value(def.name, c, min_isr))
                 .unwrap_or_else(|| def.default.to_string());
             TopicEntry {
                 def,
@@ -202,6 +212,53 @@ fn topic_entry(version: i16, include: Include, t: &TopicEntry) -> DescribeConfig
     e
 }
 
+/// Where a broker key's value can come from, Kafka's way: every layer over the key's
+/// synonym group (`log.retention.ms`, `.minutes`, `.hours`), highest layer first — the
+/// broker's own dynamic layer (only with `per_broker`), the cluster-wide one, the static
+/// config where it sets a key to something else than its default, the defaults — then
+/// whatever precedes the key's own name dropped. The default resource shows only the
+/// cluster-wide layer.
+fn broker_synonyms(
+    config: &Config,
+    dynamic: &DynamicState,
+    key: &str,
+    per_broker: bool,
+) -> Vec<DescribeConfigsSynonym> {
+    let names: Vec<&str> = crate::topic_configs::for_broker_key(key)
+        .map_or_else(|| vec![key], |def| def.synonyms.to_vec());
+    let mut found: Vec<(&str, String, i8)> = Vec::new();
+    for source in [SOURCE_DYNAMIC_BROKER, SOURCE_DYNAMIC_DEFAULT_BROKER] {
+        for name in &names {
+            for (s, v) in dynamic.layers.all(name) {
+                if s == source {
+                    found.push((name, v.to_string(), s));
+                }
+            }
+        }
+    }
+    for name in &names {
+        if let Some(v) = broker_value_set(config, name) {
+            found.push((name, v, SOURCE_STATIC_BROKER));
+        }
+    }
+    for name in &names {
+        if let Some((_, d)) = KNOWN.iter().find(|(k, d)| k == name && !d.is_empty()) {
+            found.push((name, d.to_string(), SOURCE_DEFAULT));
+        }
+    }
+    found
+        .into_iter()
+        .skip_while(|(name, _, _)| *name != key)
+        .filter(|(_, _, s)| per_broker || *s == SOURCE_DYNAMIC_DEFAULT_BROKER)
+        .map(|(name, v, s)| {
+            DescribeConfigsSynonym::default()
+                .with_name(StrBytes::from_string(name.to_string()))
+                .with_value(Some(StrBytes::from_string(v)))
+                .with_source(s)
+        })
+        .collect()
+}
+
 fn wanted(keys: &Option<Vec<StrBytes>>, key: &str) -> bool {
     keys.as_ref()
         .is_none_or(|ks| ks.is_empty() || ks.iter().any(|k| k.as_str() == key))
@@ -223,7 +280,8 @@ pub fn handle(
         .collect();
     let send = super::respond_later::<DescribeConfigsResponse>(ctx, responder);
     let config = broker.config.clone();
-    let defaults = broker.metadata.defaults().clone();
+    let dynamic = broker.dynamic_state();
+    let defaults = broker.metadata.defaults();
     let version = ctx.version;
     let include = Include {
         synonyms: request.include_synonyms,
@@ -235,7 +293,7 @@ pub fn handle(
             let results = request
                 .resources
                 .iter()
-                .map(|r| describe(&config, &defaults, version, include, r, &configs))
+                .map(|r| describe(&config, &dynamic, &defaults, version, include, r, &configs))
                 .collect();
             send(DescribeConfigsResponse::default().with_results(results));
         }),
@@ -245,6 +303,7 @@ pub fn handle(
 
 fn describe(
     config: &crate::config::Config,
+    dynamic: &DynamicState,
     defaults: &LogConfig,
     version: i16,
     include: Include,
@@ -260,7 +319,7 @@ fn describe(
             Ok(Some(overrides)) => {
                 let log_config = crate::config::topic_log_config(defaults, &overrides)
                     .unwrap_or_else(|_| defaults.clone());
-                result.configs = topic_config_entries(config, &log_config, &overrides)
+                result.configs = topic_config_entries(config, dynamic, &log_config, &overrides)
                     .iter()
                     .filter(|t| wanted(&resource.configuration_keys, t.def.name))
                     .map(|t| topic_entry(version, include, t))
@@ -277,23 +336,37 @@ fn describe(
                 result.error_message = Some(StrBytes::from_string(e.to_string()));
             }
         },
-        RESOURCE_BROKER if name.is_empty() || name == config.broker_id.to_string() => {
-            result.configs = config
+        // The cluster-wide dynamic layer alone, as Kafka describes the default resource.
+        RESOURCE_BROKER if name.is_empty() => {
+            result.configs = dynamic
+                .layers
+                .cluster_default
+                .iter()
+                .filter(|(k, _)| wanted(&resource.configuration_keys, k))
+                .map(|(k, v)| {
+                    let mut e = entry(version, k, v, SOURCE_DYNAMIC_DEFAULT_BROKER);
+                    if version >= 1 && include.synonyms {
+                        e.synonyms = broker_synonyms(config, dynamic, k, false);
+                    }
+                    e
+                })
+                .collect();
+        }
+        RESOURCE_BROKER if name == config.broker_id.to_string() => {
+            result.configs = dynamic
+                .effective
                 .raw
                 .iter()
                 .filter(|(k, _)| wanted(&resource.configuration_keys, k))
                 .map(|(k, v)| {
-                    let is_default = KNOWN.iter().any(|(dk, dv)| dk == k && dv == v);
-                    entry(
-                        version,
-                        k,
-                        v,
-                        if is_default {
-                            SOURCE_DEFAULT
-                        } else {
-                            SOURCE_STATIC_BROKER
-                        },
-                    )
+                    let synonyms = broker_synonyms(config, dynamic, k, true);
+                    let source = synonyms.first().map_or(SOURCE_DEFAULT, |s| s.source);
+                    let mut e = entry(version, k, v, source);
+                    e.read_only = !crate::dynamic_config::is_dynamic(k);
+                    if version >= 1 && include.synonyms {
+                        e.synonyms = synonyms;
+                    }
+                    e
                 })
                 .collect();
         }

@@ -229,7 +229,7 @@ fn append(
     // `min.insync.replicas` matters to acks=-1 only (a map lookup per partition).
     let min_isr = if acks == -1 {
         let min_isr =
-            ReplicaManager::min_insync_replicas(&view.config, broker.config.min_insync_replicas);
+            ReplicaManager::min_insync_replicas(&view.config, broker.min_insync_replicas());
         if (view.isr.len() as i32) < min_isr {
             r.error_code = ResponseError::NotEnoughReplicas.code();
             return None;

@@ -4,9 +4,11 @@
 //! `min.compaction.lag.ms`, and whatever the ratio once a dirty record is older than
 //! `max.compaction.lag.ms` (which also rolls the active segment of a compacted log).
 
+mod common;
+
 use std::path::PathBuf;
 
-use kbroker_storage::batch::{self, BatchIter, NewRecord};
+use kbroker_storage::batch::{self, NewRecord};
 use kbroker_storage::{Log, LogConfig};
 
 const NOW: i64 = 10_000_000;
@@ -60,25 +62,11 @@ fn segment_of_all_keys(log: &mut Log, tag: &str, timestamp: i64) {
 
 /// Every record left: (offset, key, value).
 fn records(log: &Log) -> Vec<(i64, String, String)> {
-    let mut out = Vec::new();
-    let mut offset = log.log_start_offset();
-    while offset < log.log_end_offset() {
-        let read = log
-            .read(offset, log.log_end_offset(), 1 << 20, true)
-            .expect("read");
-        let Some(region) = read.region else { break };
-        let bytes = log.read_region_bytes(&region).expect("bytes");
-        for (pos, header) in BatchIter::new(&bytes, true) {
-            for r in batch::uncompressed_records(&bytes[pos..pos + header.total_size()])
-                .expect("uncompressed")
-            {
-                let text = |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or(b"")).to_string();
-                out.push((r.offset, text(r.key), text(r.value)));
-            }
-            offset = header.next_offset();
-        }
-    }
-    out
+    let text = |b: Option<Vec<u8>>| String::from_utf8_lossy(&b.unwrap_or_default()).to_string();
+    common::read_records(log, 1 << 20)
+        .into_iter()
+        .map(|(offset, k, v)| (offset, text(k), text(v)))
+        .collect()
 }
 
 fn value_of(log: &Log, key: &str) -> Vec<String> {

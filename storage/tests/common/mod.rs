@@ -9,6 +9,14 @@ use kbroker_storage::{Log, LogConfig};
 
 /// Every record from the log start as (offset, value), `max_bytes` per read.
 pub fn read_all(log: &Log, max_bytes: usize) -> Vec<(i64, Vec<u8>)> {
+    read_records(log, max_bytes)
+        .into_iter()
+        .map(|(offset, _, value)| (offset, value.unwrap_or_default()))
+        .collect()
+}
+
+/// Every record from the log start as (offset, key, value), `max_bytes` per read.
+pub fn read_records(log: &Log, max_bytes: usize) -> Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)> {
     let mut out = Vec::new();
     let mut offset = log.log_start_offset();
     loop {
@@ -22,7 +30,11 @@ pub fn read_all(log: &Log, max_bytes: usize) -> Vec<(i64, Vec<u8>)> {
             let records = batch::uncompressed_records(&bytes[pos..pos + header.total_size()])
                 .expect("decode");
             for r in records {
-                out.push((r.offset, r.value.map(|v| v.to_vec()).unwrap_or_default()));
+                out.push((
+                    r.offset,
+                    r.key.map(<[u8]>::to_vec),
+                    r.value.map(<[u8]>::to_vec),
+                ));
             }
             last = header.next_offset();
         }
