@@ -15,8 +15,11 @@ pub fn read_all(log: &Log, max_bytes: usize) -> Vec<(i64, Vec<u8>)> {
         .collect()
 }
 
-/// Every record from the log start as (offset, key, value), `max_bytes` per read.
-pub fn read_records(log: &Log, max_bytes: usize) -> Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)> {
+/// One record as read back: (offset, key, value).
+pub type ReadRecord = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Every record from the log start, `max_bytes` per read.
+pub fn read_records(log: &Log, max_bytes: usize) -> Vec<ReadRecord> {
     let mut out = Vec::new();
     let mut offset = log.log_start_offset();
     loop {
