@@ -538,3 +538,46 @@ def test_topic_config_altered_through_one_broker_applies_on_every_broker(cluster
         {"version": 2, "entity_path": "brokers/<default>"}).encode(), sequence=True)
     for p in others:
         wait_until(lambda: produce_code(p) == 10, 20, f"the leader of alt-{p} refuses it too")
+
+
+def test_kafka_reassign_and_leader_election_tools(cluster, tmp_path):
+    """Kafka's own `kafka-reassign-partitions` (--execute, --verify, --list) moves a
+    partition from brokers 1,2 to 2,3, and `kafka-leader-election` (preferred, one partition
+    and --all-topic-partitions) runs against the controller, from the published jars."""
+    from test_kafka_tools import tool
+    c = cluster(3)
+    create_topics(c, 1, [NewTopic("tl", num_partitions=1, replica_assignment=[[1, 2]])])
+    c.wait_converged(["tl"])
+    for i in range(20):
+        err, _, msg = kbatch.produce(c.brokers[c.leaders("tl")[0]].port, "tl", 0,
+                                     kbatch.batch([(b"k", f"v{i}".encode())]))
+        assert err == 0, msg
+    bs = ("--bootstrap-server", c.bootstrap())
+    plan = tmp_path / "reassign.json"
+    plan.write_text(json.dumps(
+        {"version": 1, "partitions": [{"topic": "tl", "partition": 0, "replicas": [2, 3]}]}))
+    reassign = ("org.apache.kafka.tools.reassign.ReassignPartitionsCommand", *bs,
+                "--reassignment-json-file", str(plan))
+    out = tool(*reassign, "--execute")
+    assert "Successfully started partition reassignment for tl-0" in out, out
+    wait_until(lambda: "Reassignment of partition tl-0 is completed" in tool(*reassign, "--verify"),
+               90, "the reassignment completes")
+    assert c.zk_topic("tl")[0]["replicas"] == [2, 3]
+    assert "No partition reassignments found" in tool(
+        "org.apache.kafka.tools.reassign.ReassignPartitionsCommand", *bs, "--list")
+    c.wait_converged(["tl"])
+    # A controlled shutdown of broker 2 hands tl-0 to 3; back in the ISR, 2 is preferred
+    # again and the tool's preferred election moves the leadership back.
+    c.brokers[2].stop()
+    wait_until(lambda: c.leaders("tl")[0] == 3, 30, "tl-0 led by 3")
+    c.brokers[2].start()
+    wait_until(lambda: sorted(c.zk_topic("tl")[0]["isr"]) == [2, 3], 60, "2 back in the ISR")
+    election = ("org.apache.kafka.tools.LeaderElectionCommand", *bs, "--election-type",
+                "preferred")
+    out = tool(*election, "--topic", "tl", "--partition", "0")
+    assert "Successfully completed leader election (PREFERRED) for partitions tl-0" in out, out
+    wait_until(lambda: c.leaders("tl")[0] == 2, 30, "tl-0 led by 2 again")
+    out = tool(*election, "--topic", "tl", "--partition", "0")
+    assert "Valid replica already elected for partitions tl-0" in out, out
+    # Every partition: nothing needed, nothing printed, exit 0.
+    assert "tl-0" not in tool(*election, "--all-topic-partitions")
