@@ -586,7 +586,17 @@ fn run_scheduler(broker: Arc<Broker>, flag: Arc<AtomicBool>) {
         if broker.config.log_cleaner_enable && now - last_clean >= clean_every {
             last_clean = now;
             for (tp, log) in logs.all() {
-                let cleaned = kbroker_storage::manager::lock(&log).and_then(|mut l| l.clean(now));
+                use kbroker_storage::manager::lock;
+                // Planned and installed under the log's lock; the reading, compacting and
+                // writing in between without it (produce and fetch go on).
+                let job = lock(&log).map(|l| l.prepare_clean(now));
+                let cleaned = match job {
+                    Ok(Some(job)) => job
+                        .run()
+                        .and_then(|outcome| lock(&log).and_then(|mut l| l.finish_clean(outcome))),
+                    Ok(None) => Ok(0),
+                    Err(e) => Err(e),
+                };
                 match cleaned {
                     Ok(_) | Err(kbroker_storage::StorageError::Offline(_)) => {}
                     Err(e) => log::error!("compaction failed partition={tp}: {e}"),

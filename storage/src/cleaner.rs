@@ -12,7 +12,10 @@
 //! A rewritten segment is written to `<base>.log.cleaned`, fsynced, renamed to
 //! `<base>.log.swap`, the old files deleted, and the swap renamed to `.log`; at start a
 //! `.swap` is promoted and a `.cleaned` deleted, so a crash at any point loses nothing.
-//! Pure functions here; `Log::clean` holds the log's lock while it runs.
+//! Pure functions here. The log's lock is held only to plan a pass (`Log::prepare_clean`)
+//! and to install it (`Log::finish_clean`, which drops the pass if a segment it read was
+//! truncated, deleted or replaced meanwhile); reading, compacting and writing the `.cleaned`
+//! files run without it (`CleanJob::run`), so produce and fetch go on.
 
 use std::collections::HashMap;
 

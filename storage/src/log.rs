@@ -174,6 +174,118 @@ pub struct Cleanable {
     pub due: bool,
 }
 
+/// One segment as a [`CleanJob`] found it.
+struct SegmentSnapshot {
+    base: i64,
+    file: Arc<std::fs::File>,
+    size: usize,
+    max_timestamp: i64,
+}
+
+/// A compaction planned under the log's lock ([`Log::prepare_clean`]) that reads the
+/// segments and writes their compacted bytes without it ([`CleanJob::run`]): rolled
+/// segments below the high watermark are immutable but for truncation, deletion and the
+/// cleaner itself, which [`Log::finish_clean`] checks for before installing anything.
+pub struct CleanJob {
+    dir: PathBuf,
+    plan: Cleanable,
+    now_ms: i64,
+    delete_retention_ms: i64,
+    /// Every segment before the plan's end, in order.
+    segments: Vec<SegmentSnapshot>,
+}
+
+/// What became of one segment.
+enum Rewrite {
+    Unchanged,
+    /// Nothing was left: the segment goes.
+    Removed,
+    /// Compacted to this many bytes, written to `<base>.log.cleaned`.
+    Cleaned(usize),
+}
+
+/// A finished [`CleanJob`], for [`Log::finish_clean`].
+pub struct CleanOutcome {
+    job: CleanJob,
+    rewrites: Vec<Rewrite>,
+    tombstones_due_ms: i64,
+}
+
+impl CleanJob {
+    /// Reads the segments (the dirty ones twice: keys, then the rewrite; one segment in
+    /// memory at a time) and writes the compacted ones as `.cleaned` files, fsynced.
+    pub fn run(self) -> Result<CleanOutcome, StorageError> {
+        let mut rewrites: Vec<Rewrite> = Vec::with_capacity(self.segments.len());
+        match self.rewrite_all(&mut rewrites) {
+            Ok(tombstones_due_ms) => Ok(CleanOutcome {
+                job: self,
+                rewrites,
+                tombstones_due_ms,
+            }),
+            Err(e) => {
+                discard_cleaned_in(&self.dir, &self.segments, &rewrites);
+                Err(e)
+            }
+        }
+    }
+
+    fn rewrite_all(&self, rewrites: &mut Vec<Rewrite>) -> Result<i64, StorageError> {
+        let mut latest = std::collections::HashMap::new();
+        for snap in self
+            .segments
+            .iter()
+            .filter(|s| s.base >= self.plan.first_dirty)
+        {
+            crate::cleaner::index_keys(&read_whole(snap)?, &mut latest);
+        }
+        let mut tombstones_due_ms = i64::MAX;
+        for snap in &self.segments {
+            let bytes = read_whole(snap)?;
+            let drop_tombstones = snap.max_timestamp < self.now_ms - self.delete_retention_ms;
+            let (compacted, kept_tombstones) =
+                crate::cleaner::compact_segment(&bytes, &latest, drop_tombstones);
+            if kept_tombstones {
+                tombstones_due_ms = tombstones_due_ms
+                    .min(snap.max_timestamp.saturating_add(self.delete_retention_ms) + 1);
+            }
+            rewrites.push(match compacted {
+                None => Rewrite::Unchanged,
+                Some(new_bytes) if new_bytes.is_empty() => Rewrite::Removed,
+                Some(new_bytes) => {
+                    write_atomically(&cleaned_path(&self.dir, snap.base), &new_bytes)?;
+                    crate::failpoint::hit("cleaner.after_write_cleaned");
+                    Rewrite::Cleaned(new_bytes.len())
+                }
+            });
+        }
+        Ok(tombstones_due_ms)
+    }
+}
+
+fn cleaned_path(dir: &Path, base: i64) -> PathBuf {
+    dir.join(crate::segment::file_name(base, "log"))
+        .with_extension("log.cleaned")
+}
+
+/// A segment's bytes as the job found it (`pread` of the size it had then).
+fn read_whole(snap: &SegmentSnapshot) -> Result<Vec<u8>, StorageError> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; snap.size];
+    snap.file.read_exact_at(&mut buf, 0).map_err(|e| {
+        StorageError::io(format!("reading segment {} for compaction", snap.base), e)
+    })?;
+    Ok(buf)
+}
+
+/// Removes the `.cleaned` files a job wrote and will not install.
+fn discard_cleaned_in(dir: &Path, segments: &[SegmentSnapshot], rewrites: &[Rewrite]) {
+    for (snap, rewrite) in segments.iter().zip(rewrites) {
+        if matches!(rewrite, Rewrite::Cleaned(_)) {
+            let _ = std::fs::remove_file(cleaned_path(dir, snap.base));
+        }
+    }
+}
+
 /// What an append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
@@ -1218,48 +1330,95 @@ impl Log {
         }
     }
 
-    /// Compacts the log if it is `compact` and due (see [`Log::cleanable`]): the latest
-    /// offset of every key in the cleanable range is found, and every segment before the
-    /// range's end keeps only each key's latest record (records without a key stay;
-    /// tombstones go once their segment is older than `delete.retention.ms`). Returns the
-    /// bytes removed.
+    /// Compacts the log if it is `compact` and due, all under the caller's borrow: the
+    /// three steps of [`Log::prepare_clean`], [`CleanJob::run`] and [`Log::finish_clean`]
+    /// (the broker runs the middle one without the log's lock). Returns the bytes removed.
     pub fn clean(&mut self, now_ms: i64) -> Result<usize, StorageError> {
+        match self.prepare_clean(now_ms) {
+            Some(job) => {
+                let outcome = job.run()?;
+                self.finish_clean(outcome)
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// The compaction to run now, if the log is `compact` and due (see
+    /// [`Log::cleanable`]); cheap, so it can be called under the log's lock.
+    pub fn prepare_clean(&self, now_ms: i64) -> Option<CleanJob> {
         if !self.config.cleanup_compact || self.is_offline() || self.segments.len() < 2 {
-            return Ok(0);
+            return None;
         }
         let plan = self.cleanable(now_ms);
         if !plan.due {
+            return None;
+        }
+        Some(CleanJob {
+            dir: self.dir.clone(),
+            plan,
+            now_ms,
+            delete_retention_ms: self.config.delete_retention_ms,
+            segments: self
+                .segments
+                .range(..plan.end)
+                .map(|(base, s)| SegmentSnapshot {
+                    base: *base,
+                    file: s.file_arc(),
+                    size: s.size(),
+                    max_timestamp: s.max_timestamp(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Installs what a [`CleanJob`] wrote, if every segment it read is still the one it
+    /// read (same file, same size: not truncated, deleted or replaced meanwhile); otherwise
+    /// its files are removed and nothing changes (the next pass plans again). Each segment
+    /// is swapped crash-safely (see `install_cleaned`). Returns the bytes removed.
+    pub fn finish_clean(&mut self, outcome: CleanOutcome) -> Result<usize, StorageError> {
+        let CleanOutcome {
+            job,
+            rewrites,
+            tombstones_due_ms,
+        } = outcome;
+        let unchanged = !self.is_offline()
+            && job.segments.iter().all(|snap| {
+                self.segments.get(&snap.base).is_some_and(|s| {
+                    Arc::ptr_eq(&s.file_arc(), &snap.file)
+                        && s.size() == snap.size
+                        && !s.is_active()
+                })
+            });
+        if !unchanged {
+            log::debug!(
+                "compaction of {}-{} dropped: the log changed while it ran",
+                self.topic,
+                self.partition
+            );
+            discard_cleaned_in(&job.dir, &job.segments, &rewrites);
             return Ok(0);
         }
-        let mut latest = std::collections::HashMap::new();
-        for segment in self
-            .segments
-            .range(plan.first_dirty..plan.end)
-            .map(|(_, s)| s)
-        {
-            let bytes = segment.read_bytes(0, segment.size())?;
-            crate::cleaner::index_keys(&bytes, &mut latest);
-        }
         let mut removed = 0usize;
-        let mut tombstones_due_ms = i64::MAX;
-        let bases: Vec<i64> = self.segments.range(..plan.end).map(|(b, _)| *b).collect();
-        for base in bases {
-            let segment = &self.segments[&base];
-            let bytes = segment.read_bytes(0, segment.size())?;
-            let max_timestamp = segment.max_timestamp();
-            let drop_tombstones = max_timestamp < now_ms - self.config.delete_retention_ms;
-            let (compacted, kept_tombstones) =
-                crate::cleaner::compact_segment(&bytes, &latest, drop_tombstones);
-            if kept_tombstones {
-                tombstones_due_ms = tombstones_due_ms
-                    .min(max_timestamp.saturating_add(self.config.delete_retention_ms) + 1);
-            }
-            if let Some(new_bytes) = compacted {
-                removed += bytes.len() - new_bytes.len();
-                self.replace_segment(base, &new_bytes)?;
+        for (i, rewrite) in rewrites.iter().enumerate() {
+            let snap = &job.segments[i];
+            match rewrite {
+                Rewrite::Unchanged => {}
+                Rewrite::Removed => {
+                    removed += snap.size;
+                    if let Some(old) = self.segments.remove(&snap.base) {
+                        old.delete()?;
+                    }
+                }
+                Rewrite::Cleaned(len) => {
+                    removed += snap.size - len;
+                    if let Err(e) = self.install_cleaned(snap.base) {
+                        discard_cleaned_in(&job.dir, &job.segments[i + 1..], &rewrites[i + 1..]);
+                        return Err(e);
+                    }
+                }
             }
         }
-        self.first_dirty_offset = plan.end;
+        self.first_dirty_offset = job.plan.end;
         self.tombstones_due_ms = tombstones_due_ms;
         if removed > 0 {
             log::info!(
@@ -1269,18 +1428,18 @@ impl Log {
                 self.partition,
                 removed,
                 self.segments.len(),
-                plan.ratio
+                job.plan.ratio
             );
         }
         Ok(removed)
     }
 
-    /// Swaps a rolled segment's contents for `bytes`; an empty result removes the segment.
-    /// Crash-safe at every step (each has a failpoint): the new bytes are written and
-    /// fsynced as `.cleaned`, renamed to `.swap` (from here on the swap wins at recovery),
-    /// the old indexes are deleted, the swap is renamed over the `.log` (atomic), and the
-    /// indexes are rebuilt. A crash before the `.swap` exists leaves the old segment.
-    fn replace_segment(&mut self, base: i64, bytes: &[u8]) -> Result<(), StorageError> {
+    /// Swaps a rolled segment's contents for its `.cleaned` file. Crash-safe at every step
+    /// (each has a failpoint): the `.cleaned` file (written and fsynced by the job) is
+    /// renamed to `.swap` (from here on the swap wins at recovery), the old indexes are
+    /// deleted, the swap is renamed over the `.log` (atomic), and the indexes are rebuilt.
+    /// A crash before the `.swap` exists leaves the old segment.
+    fn install_cleaned(&mut self, base: i64) -> Result<(), StorageError> {
         let next = self
             .segments
             .range(base + 1..)
@@ -1288,16 +1447,8 @@ impl Log {
             .map(|(b, _)| *b)
             .unwrap_or(base);
         let log_path = self.dir.join(crate::segment::file_name(base, "log"));
-        if bytes.is_empty() {
-            return match self.segments.remove(&base) {
-                Some(old) => old.delete(),
-                None => Ok(()),
-            };
-        }
         let cleaned = log_path.with_extension("log.cleaned");
         let swap = log_path.with_extension("log.swap");
-        write_atomically(&cleaned, bytes)?;
-        crate::failpoint::hit("cleaner.after_write_cleaned");
         std::fs::rename(&cleaned, &swap)
             .map_err(|e| StorageError::io(format!("renaming {}", cleaned.display()), e))?;
         sync_dir(&self.dir)?;

@@ -202,6 +202,11 @@ impl Segment {
     pub fn path(&self) -> &Path {
         &self.log_path
     }
+    /// The segment's file, shared (the cleaner reads a rolled segment without the log's
+    /// lock; the same `Arc` later proves the segment was not replaced meanwhile).
+    pub(crate) fn file_arc(&self) -> Arc<File> {
+        Arc::clone(&self.file)
+    }
     pub fn file_ref(&self) -> &File {
         &self.file
     }

@@ -193,3 +193,58 @@ fn a_truncated_log_counts_what_follows_as_dirty() {
         "{plan:?} vs {first_clean_end}"
     );
 }
+
+#[test]
+fn a_compaction_runs_beside_appends_and_is_dropped_if_the_log_changed_under_it() {
+    let mut log = open("beside", |c| c.min_cleanable_ratio = 0.0);
+    segment_of_all_keys(&mut log, "v1", NOW);
+    segment_of_all_keys(&mut log, "v2", NOW);
+    // Planned, then appends (and a roll) while the job runs: installed all the same.
+    let job = log.prepare_clean(NOW).expect("due");
+    write(&mut log, &[("k0", "during")], NOW);
+    log.roll().expect("roll");
+    let outcome = job.run().expect("run");
+    assert!(log.finish_clean(outcome).expect("finish") > 0);
+    assert_eq!(value_of(&log, "k0"), vec!["v2", "during"]);
+    assert_eq!(value_of(&log, "k5"), vec!["v2"]);
+
+    // Planned, then a truncation into the planned range: nothing is installed, no
+    // `.cleaned` file is left, and the next pass plans again.
+    // (half the keys: the v2 segment keeps the other half, so it is rewritten, not removed)
+    for k in ["k0", "k1", "k2", "k3", "k4"] {
+        write(&mut log, &[(k, "v3")], NOW); // a batch each: truncation cuts between them
+    }
+    log.roll().expect("roll");
+    let job = log.prepare_clean(NOW).expect("due");
+    let outcome = job.run().expect("run");
+    let cleaned = |log: &Log| {
+        std::fs::read_dir(log.dir())
+            .expect("dir")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".cleaned"))
+            })
+            .count()
+    };
+    assert!(cleaned(&log) > 0, "the job wrote its segments");
+    let end = log.log_end_offset();
+    log.truncate_to(end - 2).expect("truncate");
+    assert_eq!(log.finish_clean(outcome).expect("finish"), 0);
+    assert_eq!(cleaned(&log), 0, "discarded");
+    assert_eq!(
+        value_of(&log, "k0"),
+        vec!["v2", "during", "v3"],
+        "untouched"
+    );
+    assert_eq!(
+        value_of(&log, "k4"),
+        vec!["v2"],
+        "k4's v3 was truncated away"
+    );
+    assert_eq!(value_of(&log, "k2"), vec!["v2", "v3"]);
+    log.roll().expect("roll"); // the truncated segment was the last: active again
+    assert!(log.clean(NOW).expect("clean again") > 0);
+    assert_eq!(value_of(&log, "k0"), vec!["v3"]);
+    assert_eq!(value_of(&log, "k4"), vec!["v2"]);
+    assert_eq!(value_of(&log, "k9"), vec!["v2"]);
+}
