@@ -262,6 +262,24 @@ impl OffsetIndex {
             None => (self.base_offset, 0),
         }
     }
+    /// The last entry whose offset is below `max_offset` and whose position is at most
+    /// `max_position` (both grow with the entry number: a binary search).
+    pub fn last_within(&self, max_offset: i64, max_position: u32) -> Option<(i64, u32)> {
+        let ok = |i: usize| {
+            let (offset, position) = self.entry(i);
+            offset < max_offset && position <= max_position
+        };
+        let (mut lo, mut hi) = (0usize, self.inner.entries);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if ok(mid) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo.checked_sub(1).map(|i| self.entry(i))
+    }
     pub fn append(&mut self, offset: i64, position: u32) {
         let relative = offset - self.base_offset;
         assert!(

@@ -518,6 +518,24 @@ impl Segment {
         }
         let mut end = start;
         let mut header = Some(first);
+        // Skip ahead with the offset index: every batch before the last indexed batch that
+        // starts within `max_bytes` and ends below `max_offset` is wholly inside both bounds,
+        // so only the batches after it are walked (a few, one `index.interval.bytes` apart)
+        // instead of every header from `start`. The indexed batch must be where the index
+        // says, or the walk starts from the beginning.
+        let limit = u32::try_from(start.saturating_add(max_bytes)).unwrap_or(u32::MAX);
+        if let Some((last, position)) = self.index.last_within(max_offset, limit) {
+            let position = position as usize;
+            if position > start {
+                if let Some(h) = self
+                    .header_at(position)?
+                    .filter(|h| h.last_offset() == last)
+                {
+                    end = position;
+                    header = Some(h);
+                }
+            }
+        }
         while let Some(h) = header {
             let size = h.total_size();
             if h.next_offset() > max_offset
