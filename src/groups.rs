@@ -71,6 +71,10 @@ pub struct GroupEntry {
     /// Set when the entry leaves the map (deleted, unloaded): a request that found it just
     /// before looks it up again instead of changing a group nobody else sees.
     removed: bool,
+    /// Since when the group has had no members (Kafka's currentStateTimestamp of an Empty
+    /// group): committed offsets of a consumer group are kept `offsets.retention.minutes`
+    /// from then. Restored from the group record; None while it has members.
+    empty_since_ms: Option<i64>,
 }
 
 impl GroupEntry {
@@ -79,6 +83,7 @@ impl GroupEntry {
             group: Group::new(id),
             offsets: BTreeMap::new(),
             removed: false,
+            empty_since_ms: None,
         }
     }
 }
@@ -528,6 +533,10 @@ fn apply_record(
                     v.protocol,
                 );
                 entry.group = fresh;
+                // Members are not recorded: only a record written while the group was empty
+                // (no leader) says since when; otherwise it counts as empty from its load.
+                entry.empty_since_ms = (v.state_timestamp_ms > 0 && v.leader.is_none())
+                    .then_some(v.state_timestamp_ms);
             }
         }
         (OffsetsKey::Group { group }, None) => {
@@ -551,6 +560,7 @@ fn run_timer(coordinator: Arc<GroupCoordinator>, stop: Arc<AtomicBool>) {
             replies.extend(entry.group.tick(&coordinator.config.group, now));
             let events = entry.group.drain_events();
             coordinator.mirror_events(id, events);
+            note_emptiness(&coordinator, id, entry, now);
             if check_expiry && entry.group.is_empty() {
                 expire_offsets(&coordinator, id, entry, now);
             }
@@ -559,14 +569,36 @@ fn run_timer(coordinator: Arc<GroupCoordinator>, stop: Arc<AtomicBool>) {
     }
 }
 
-/// Deletes (tombstones, then forgets) the committed offsets of empty group `id` older than
-/// `offsets.retention.minutes`; under the group's lock, so no commit slips in between.
+/// Keeps `empty_since_ms` as Kafka keeps an Empty group's state timestamp: set when the
+/// last member goes (and written in a group record, so a new coordinator knows it), cleared
+/// while there are members.
+fn note_emptiness(coordinator: &GroupCoordinator, id: &str, entry: &mut GroupEntry, now: i64) {
+    if !entry.group.is_empty() {
+        entry.empty_since_ms = None;
+    } else if entry.empty_since_ms.is_none() {
+        entry.empty_since_ms = Some(now);
+        if entry.group.generation_id() > 0 {
+            let record = GroupCoordinator::group_record(&entry.group);
+            if let Err(e) = coordinator.append(id, vec![record]) {
+                log::warn!("recording that group={id} is empty failed: {e}");
+            }
+        }
+    }
+}
+
+/// Deletes (tombstones, then forgets) the committed offsets of empty group `id` whose
+/// retention has passed — Kafka's rule: for a consumer group (one with a protocol type)
+/// `offsets.retention.minutes` from when it became empty, for a group that only stores
+/// offsets from each offset's commit. Under the group's lock, so no commit slips in.
 fn expire_offsets(coordinator: &GroupCoordinator, id: &str, entry: &mut GroupEntry, now: i64) {
     let cutoff = now - coordinator.config.offsets_retention_ms;
+    let empty_since = entry
+        .empty_since_ms
+        .filter(|_| entry.group.protocol_type().is_some());
     let old: Vec<(String, i32)> = entry
         .offsets
         .iter()
-        .filter(|(_, v)| v.commit_timestamp_ms < cutoff)
+        .filter(|(_, v)| empty_since.unwrap_or(v.commit_timestamp_ms) < cutoff)
         .map(|(k, _)| k.clone())
         .collect();
     if old.is_empty() {
@@ -1019,5 +1051,63 @@ mod tests {
             );
             assert_eq!(*seen.lock().unwrap(), Some(commit_code), "{replica_code}");
         }
+    }
+
+    #[test]
+    fn offsets_of_a_consumer_group_are_kept_retention_from_when_it_became_empty() {
+        let log = Arc::new(ModelLog::default());
+        let c = coordinator(&log); // retention 1 s
+        for p in 0..3 {
+            log.led.lock().unwrap().insert(p);
+            c.became_leader(&TopicPartition::new(OFFSETS_TOPIC, p));
+        }
+        // A consumer group whose last record was written while it had members, and whose
+        // offset was committed long ago (t = 1 ms); and a group that only stores offsets.
+        let record = GroupValue {
+            protocol_type: "consumer".into(),
+            generation_id: 3,
+            protocol: Some("range".into()),
+            leader: Some("m-1".into()),
+            state_timestamp_ms: 5,
+        };
+        let key = OffsetsKey::Group { group: "g".into() };
+        c.append("g", vec![(key, Some(record.encode())), commit("g", "t", 7)])
+            .unwrap();
+        c.append("s", vec![commit("s", "t", 8)]).unwrap();
+        let reloaded = coordinator(&log);
+        for p in 0..3 {
+            reloaded.became_leader(&TopicPartition::new(OFFSETS_TOPIC, p));
+        }
+        let run = |group: &str, now: i64| {
+            reloaded.with_group(group, |e| {
+                note_emptiness(&reloaded, group, e, now);
+                expire_offsets(&reloaded, group, e, now);
+            });
+        };
+        // Seen empty from 10 s on (not from its old record's time): kept for 1 s from then.
+        run("g", 10_000);
+        run("g", 10_900);
+        assert_eq!(
+            committed(&reloaded, "g", "t"),
+            Some(7),
+            "within retention of emptiness"
+        );
+        run("g", 11_100);
+        assert_eq!(
+            committed(&reloaded, "g", "t"),
+            None,
+            "expired a retention after"
+        );
+        // The standalone group's offset counts from its commit.
+        run("s", 10_000);
+        assert_eq!(committed(&reloaded, "s", "t"), None);
+        // The group record written when it was seen empty names no leader and that time:
+        // a coordinator loading it next counts from then.
+        let third = coordinator(&log);
+        for p in 0..3 {
+            third.became_leader(&TopicPartition::new(OFFSETS_TOPIC, p));
+        }
+        let since = third.with_group("g", |e| e.empty_since_ms).flatten();
+        assert!(since.is_some_and(|t| t > 5), "{since:?}");
     }
 }

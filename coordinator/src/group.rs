@@ -420,9 +420,10 @@ impl<R> Group<R> {
             return;
         };
         if member.group_instance_id != req.group_instance_id && req.group_instance_id.is_some() {
+            // An instance id no member holds (Kafka's groupInstanceIdNotFound).
             out.push(Reply::Join(
                 reply,
-                JoinResult::error(GroupError::FencedInstanceId, &member_id),
+                JoinResult::error(GroupError::UnknownMemberId, &member_id),
             ));
             return;
         }
@@ -484,7 +485,6 @@ impl<R> Group<R> {
                 SyncResult::error(GroupError::FencedInstanceId),
             ));
         }
-        let unchanged = member.protocols == req.protocols;
         member.member_id = new_id.clone();
         member.last_heartbeat_ms = now_ms;
         member.session_timeout_ms = req.session_timeout_ms;
@@ -509,10 +509,23 @@ impl<R> Group<R> {
             subscription,
         });
         match self.state {
-            GroupState::Stable | GroupState::CompletingRebalance if unchanged => {
-                let result = self.join_result_for(&new_id);
-                out.push(Reply::Join(reply, result));
+            // Kafka: a Stable group takes the restarted instance's new protocols, and
+            // rebalances only if that changes the group's protocol (its metadata bytes
+            // change with every restart of a Java client).
+            GroupState::Stable => {
+                if let Some(m) = self.members.get_mut(&new_id) {
+                    m.protocols = req.protocols.clone();
+                }
+                if self.select_protocol() == self.protocol_name {
+                    let result = self.join_result_for(&new_id);
+                    out.push(Reply::Join(reply, result));
+                } else {
+                    self.update_member(&new_id, req, Some(reply), now_ms);
+                    self.prepare_rebalance(cfg, now_ms, out);
+                    self.maybe_complete_join(now_ms, out);
+                }
             }
+            // Mid-rebalance the leader is assigning to the old id: a new round.
             _ => {
                 self.update_member(&new_id, req, Some(reply), now_ms);
                 self.prepare_rebalance(cfg, now_ms, out);
@@ -607,13 +620,7 @@ impl<R> Group<R> {
                 }
             }
         }
-        let rebalance_timeout = self
-            .members
-            .values()
-            .map(|m| m.rebalance_timeout_ms)
-            .max()
-            .unwrap_or(0) as i64;
-        self.rebalance_deadline_ms = now_ms + rebalance_timeout;
+        self.rebalance_deadline_ms = now_ms + self.max_rebalance_timeout_ms();
         self.initial_delay_until_ms =
             (self.state == GroupState::Empty && cfg.initial_rebalance_delay_ms > 0).then(|| {
                 (now_ms + cfg.initial_rebalance_delay_ms as i64).min(self.rebalance_deadline_ms)
@@ -634,20 +641,26 @@ impl<R> Group<R> {
             return;
         }
         if self.all_joined() || now_ms >= self.rebalance_deadline_ms {
-            self.complete_join(out);
+            self.complete_join(now_ms, out);
         }
     }
 
-    fn complete_join(&mut self, out: &mut Vec<Reply<R>>) {
-        // Members that did not rejoin in time are removed.
+    fn complete_join(&mut self, now_ms: i64, out: &mut Vec<Reply<R>>) {
+        // Dynamic members that did not rejoin in time are removed; static ones stay until
+        // their session expires (Kafka: a restarting static member keeps its place).
         let laggards: Vec<String> = self
             .members
             .values()
-            .filter(|m| m.awaiting_join.is_none())
+            .filter(|m| m.awaiting_join.is_none() && m.group_instance_id.is_none())
             .map(|m| m.member_id.clone())
             .collect();
         for id in laggards {
             self.remove_member(&id);
+        }
+        if !self.members.is_empty() && self.members.values().all(|m| m.awaiting_join.is_none()) {
+            // Only static members that have not rejoined: wait another rebalance timeout.
+            self.rebalance_deadline_ms = now_ms + self.max_rebalance_timeout_ms();
+            return;
         }
         self.pending.clear();
         self.initial_delay_until_ms = None;
@@ -659,25 +672,37 @@ impl<R> Group<R> {
             return;
         }
         self.protocol_name = self.select_protocol();
-        if self
-            .leader
-            .as_ref()
-            .is_none_or(|l| !self.members.contains_key(l))
-        {
-            self.leader = self.members.keys().next().cloned();
+        // The leader is a member that rejoined.
+        let joined =
+            |g: &Self, id: &str| g.members.get(id).is_some_and(|m| m.awaiting_join.is_some());
+        if self.leader.as_deref().is_none_or(|l| !joined(self, l)) {
+            self.leader = self
+                .members
+                .values()
+                .find(|m| m.awaiting_join.is_some())
+                .map(|m| m.member_id.clone());
         }
         self.state = GroupState::CompletingRebalance;
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for id in ids {
             let result = self.join_result_for(&id);
-            if let Some(r) = self
-                .members
-                .get_mut(&id)
-                .and_then(|m| m.awaiting_join.take())
-            {
-                out.push(Reply::Join(r, result));
+            if let Some(m) = self.members.get_mut(&id) {
+                if let Some(r) = m.awaiting_join.take() {
+                    // Answered now: the session runs from here (Kafka reschedules the
+                    // member's heartbeat deadline as it answers).
+                    m.last_heartbeat_ms = now_ms;
+                    out.push(Reply::Join(r, result));
+                }
             }
         }
+    }
+
+    fn max_rebalance_timeout_ms(&self) -> i64 {
+        self.members
+            .values()
+            .map(|m| m.rebalance_timeout_ms)
+            .max()
+            .unwrap_or(0) as i64
     }
 
     fn join_result_for(&self, member_id: &str) -> JoinResult {
@@ -778,12 +803,49 @@ impl<R> Group<R> {
             });
         };
         if group_instance_id.is_some() && m.group_instance_id.as_deref() != group_instance_id {
-            return Err(GroupError::FencedInstanceId);
+            // Named an instance id no member holds: Kafka's UNKNOWN_MEMBER_ID.
+            return Err(GroupError::UnknownMemberId);
         }
         if generation_id != self.generation_id {
             return Err(GroupError::IllegalGeneration);
         }
         Ok(())
+    }
+
+    /// SyncGroup v5+, which also names the protocol type and name the member was given:
+    /// after the member checks, a mismatch is INCONSISTENT_GROUP_PROTOCOL (as Kafka).
+    #[allow(clippy::too_many_arguments)]
+    pub fn sync_with_protocol(
+        &mut self,
+        member_id: &str,
+        generation_id: i32,
+        group_instance_id: Option<&str>,
+        protocol: (Option<&str>, Option<&str>),
+        assignments: Vec<(String, Vec<u8>)>,
+        reply: R,
+        now_ms: i64,
+    ) -> Vec<Reply<R>> {
+        let (protocol_type, protocol_name) = protocol;
+        let mismatch = protocol_type.is_some_and(|t| self.protocol_type.as_deref() != Some(t))
+            || protocol_name.is_some_and(|n| self.protocol_name.as_deref() != Some(n));
+        if mismatch
+            && self
+                .check_member(member_id, generation_id, group_instance_id)
+                .is_ok()
+        {
+            return vec![Reply::Sync(
+                reply,
+                SyncResult::error(GroupError::InconsistentGroupProtocol),
+            )];
+        }
+        self.sync(
+            member_id,
+            generation_id,
+            group_instance_id,
+            assignments,
+            reply,
+            now_ms,
+        )
     }
 
     pub fn sync(
@@ -829,6 +891,7 @@ impl<R> Group<R> {
                     });
                     for m in self.members.values_mut() {
                         if let Some(r) = m.awaiting_sync.take() {
+                            m.last_heartbeat_ms = now_ms;
                             out.push(Reply::Sync(
                                 r,
                                 SyncResult {
@@ -843,11 +906,13 @@ impl<R> Group<R> {
                 }
             }
             GroupState::Stable => {
-                let assignment = self
-                    .members
-                    .get(member_id)
-                    .map(|m| m.assignment.clone())
-                    .unwrap_or_default();
+                let assignment = match self.members.get_mut(member_id) {
+                    Some(m) => {
+                        m.last_heartbeat_ms = now_ms;
+                        m.assignment.clone()
+                    }
+                    None => Vec::new(),
+                };
                 out.push(Reply::Sync(
                     reply,
                     SyncResult {
@@ -897,11 +962,9 @@ impl<R> Group<R> {
         if self.state == GroupState::Dead {
             return Err(GroupError::CoordinatorNotAvailable);
         }
-        if generation_id < 0 && member_id.is_empty() && self.state == GroupState::Empty {
-            return Ok(());
-        }
+        // Kafka: an empty group only stores offsets; any member id is taken.
         if generation_id < 0 && self.state == GroupState::Empty {
-            return Err(GroupError::UnknownMemberId);
+            return Ok(());
         }
         if let Some(instance) = group_instance_id {
             if self
@@ -1284,6 +1347,158 @@ mod tests {
         assert_eq!(
             join_result(g.join(short, 3, &cfg(), 1), 3).error,
             Some(GroupError::InvalidSessionTimeout)
+        );
+    }
+
+    /// Two dynamic members, Stable at generation 2.
+    fn stable_pair(g: &mut Group<u32>) -> (String, String) {
+        let (a, r) = join_new(g, 1, 0);
+        join_result(r, 1);
+        g.sync(&a, 1, None, vec![], 2, 0);
+        let (b, r) = join_new(g, 3, 0);
+        assert!(r.is_empty());
+        let r = g.join(req(&a, None), 4, &cfg(), 0);
+        assert_eq!(r.len(), 2);
+        g.sync(&b, 2, None, vec![], 5, 0);
+        g.sync(&a, 2, None, vec![], 6, 0);
+        assert_eq!(g.state(), GroupState::Stable);
+        (a, b)
+    }
+
+    #[test]
+    fn a_member_answered_after_a_long_join_is_not_expired_before_its_sync() {
+        let mut g: Group<u32> = Group::new("g");
+        let (a, b) = stable_pair(&mut g);
+        // b rejoins at 1 s (new metadata), a only at 15 s; sessions are 10 s.
+        let mut rb = req(&b, None);
+        rb.protocols = vec![("range".into(), vec![9]), ("roundrobin".into(), vec![2])];
+        assert!(g.join(rb, 7, &cfg(), 1000).is_empty());
+        g.heartbeat(&a, 2, None, 9000).ok();
+        assert_eq!(
+            g.join(req(&a, None), 8, &cfg(), 15_000).len(),
+            2,
+            "join completes"
+        );
+        g.tick(&cfg(), 15_100);
+        assert!(
+            g.members().any(|m| m.member_id == b),
+            "b expired before its SyncGroup"
+        );
+        assert_eq!(g.state(), GroupState::CompletingRebalance);
+    }
+
+    #[test]
+    fn a_static_restart_with_new_metadata_keeps_a_stable_group_stable() {
+        let mut g: Group<u32> = Group::new("g");
+        let j = join_result(g.join(req("", Some("i1")), 1, &cfg(), 0), 1);
+        g.sync(
+            &j.member_id,
+            1,
+            Some("i1"),
+            vec![(j.member_id.clone(), vec![7])],
+            2,
+            0,
+        );
+        let mut again = req("", Some("i1"));
+        again.protocols = vec![
+            ("range".into(), vec![1, 0]),
+            ("roundrobin".into(), vec![2, 0]),
+        ];
+        let j2 = join_result(g.join(again, 3, &cfg(), 1000), 3);
+        assert_eq!(
+            g.state(),
+            GroupState::Stable,
+            "same protocol selected: no rebalance"
+        );
+        assert_eq!((j2.error, j2.generation_id), (None, 1));
+        let s = g.sync(&j2.member_id, 1, Some("i1"), vec![], 4, 1001);
+        assert!(
+            matches!(&s[0], Reply::Sync(4, r) if r.assignment == vec![7]),
+            "kept its assignment"
+        );
+    }
+
+    #[test]
+    fn a_static_restart_mid_rebalance_starts_a_new_round() {
+        let mut g: Group<u32> = Group::new("g");
+        let a = join_result(g.join(req("", Some("ia")), 1, &cfg(), 0), 1).member_id;
+        g.sync(&a, 1, Some("ia"), vec![], 2, 0);
+        assert!(g.join(req("", Some("ib")), 3, &cfg(), 0).is_empty());
+        join_result(g.join(req(&a, Some("ia")), 4, &cfg(), 0), 3);
+        assert_eq!(g.state(), GroupState::CompletingRebalance);
+        // b restarts before it synced: the leader is assigning to its old id.
+        let out = g.join(req("", Some("ib")), 5, &cfg(), 1);
+        assert!(
+            out.iter().all(|r| !matches!(r, Reply::Join(5, _))),
+            "parked for a new round"
+        );
+        assert_eq!(g.state(), GroupState::PreparingRebalance);
+    }
+
+    #[test]
+    fn a_static_member_that_does_not_rejoin_keeps_its_place_until_its_session_ends() {
+        let mut g: Group<u32> = Group::new("g");
+        let mut r = req("", Some("ia"));
+        r.session_timeout_ms = 120_000;
+        let a = join_result(g.join(r, 1, &cfg(), 0), 1).member_id;
+        g.sync(&a, 1, Some("ia"), vec![], 2, 0);
+        let (b, out) = join_new(&mut g, 3, 10);
+        assert!(out.is_empty());
+        g.tick(&cfg(), 30_011);
+        assert!(
+            g.members().any(|m| m.member_id == a),
+            "kept at the rebalance timeout"
+        );
+        assert_eq!(g.state(), GroupState::CompletingRebalance);
+        assert_eq!(
+            g.leader(),
+            Some(b.as_str()),
+            "the leader is a member that rejoined"
+        );
+        g.tick(&cfg(), 121_000);
+        assert!(
+            !g.members().any(|m| m.member_id == a),
+            "gone once its session expired"
+        );
+    }
+
+    #[test]
+    fn sync_v5_checks_the_protocol_it_names() {
+        let mut g: Group<u32> = Group::new("g");
+        let (a, r) = join_new(&mut g, 1, 0);
+        join_result(r, 1);
+        let out = g.sync_with_protocol(
+            &a,
+            1,
+            None,
+            (Some("consumer"), Some("roundrobin")),
+            vec![],
+            2,
+            0,
+        );
+        assert!(
+            matches!(&out[0], Reply::Sync(2, r) if r.error == Some(GroupError::InconsistentGroupProtocol))
+        );
+        let out =
+            g.sync_with_protocol(&a, 1, None, (Some("consumer"), Some("range")), vec![], 3, 0);
+        assert!(matches!(&out[0], Reply::Sync(3, r) if r.error.is_none()));
+        assert_eq!(g.state(), GroupState::Stable);
+    }
+
+    #[test]
+    fn unknown_instance_ids_and_simple_commits_as_kafka() {
+        let mut g: Group<u32> = Group::new("g");
+        assert_eq!(
+            g.validate_commit("whoever", -1, None, 0),
+            Ok(()),
+            "an empty group stores offsets"
+        );
+        let (a, r) = join_new(&mut g, 1, 0);
+        join_result(r, 1);
+        g.sync(&a, 1, None, vec![], 2, 0);
+        assert_eq!(
+            g.heartbeat(&a, 1, Some("nobody"), 1),
+            Err(GroupError::UnknownMemberId)
         );
     }
 }

@@ -91,7 +91,7 @@ pub fn handle(
     if group_error.is_none() {
         // The group's own lock, held across the append (records of one group go to the
         // log in the order they were validated); no lock is held while replicating.
-        let appended = coordinator.with_group_or_create(&group_id, |entry| {
+        let commit = |entry: &mut GroupEntry| {
             validate_member(entry, &request, ctx.version).map_err(group_error_code)?;
             let records: Vec<_> = plan
                 .iter()
@@ -112,7 +112,17 @@ pub fn handle(
                 log::warn!("offset commit group={group_id} failed: {e}");
                 ResponseError::CoordinatorNotAvailable.code()
             })
-        });
+        };
+        // Kafka: a commit without a generation to an unknown group makes a group that only
+        // stores offsets; one naming a generation is from a group that is not here (an
+        // older coordinator's, or expired): ILLEGAL_GENERATION, and no group is made.
+        let appended = if ctx.version >= 1 && request.generation_id_or_member_epoch >= 0 {
+            coordinator
+                .with_group(&group_id, commit)
+                .unwrap_or(Err(ResponseError::IllegalGeneration.code()))
+        } else {
+            coordinator.with_group_or_create(&group_id, commit)
+        };
         match appended {
             Ok(Some(appended)) => {
                 // Kafka's acks=-1 for offsets: the cache and the answer wait until the

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 use kbroker_coordinator::group::SyncResult;
 use kbroker_reactor::Responder;
 
@@ -27,7 +28,12 @@ pub fn handle(
         version: ctx.version,
     };
     let group_id = request.group_id.0.to_string();
-    if let Some(code) = check_coordinator(broker, &group_id) {
+    if let Some(mut code) = check_coordinator(broker, &group_id) {
+        // Kafka: a loading coordinator lost the rebalance; REBALANCE_IN_PROGRESS sends the
+        // member back to JoinGroup (clients do not expect LOAD_IN_PROGRESS here).
+        if code == ResponseError::CoordinatorLoadInProgress.code() {
+            code = ResponseError::RebalanceInProgress.code();
+        }
         send_code(
             pending,
             code,
@@ -51,10 +57,14 @@ pub fn handle(
     let done = coordinator.with_group(&group_id, |entry| {
         let before = entry.group.state();
         let replies = match pending.take() {
-            Some(pending) => entry.group.sync(
+            Some(pending) => entry.group.sync_with_protocol(
                 &request.member_id,
                 request.generation_id,
                 instance.as_deref(),
+                (
+                    request.protocol_type.as_ref().map(|s| s.as_str()),
+                    request.protocol_name.as_ref().map(|s| s.as_str()),
+                ),
                 assignments,
                 pending,
                 now_ms(),
