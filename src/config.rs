@@ -133,6 +133,9 @@ pub struct Config {
     pub zookeeper_connection_timeout_ms: u64,
     /// `broker.rack`
     pub broker_rack: Option<String>,
+    /// `replica.selector.class` is Kafka's RackAwareReplicaSelector (KIP-392): consumers
+    /// are sent to a follower in their `client.rack`.
+    pub rack_aware_replica_selector: bool,
     /// `inter.broker.listener.name` (the first listener's name when unset).
     pub inter_broker_listener_name: String,
     pub unclean_leader_election_enable: bool,
@@ -221,6 +224,7 @@ pub const KNOWN: &[(&str, &str)] = &[
     ("zookeeper.session.timeout.ms", "18000"),
     ("zookeeper.connection.timeout.ms", ""),
     ("broker.rack", ""),
+    ("replica.selector.class", ""),
     ("inter.broker.listener.name", ""),
     ("unclean.leader.election.enable", "false"),
     ("auto.leader.rebalance.enable", "true"),
@@ -544,6 +548,19 @@ impl Config {
                 None => usize_min("zookeeper.session.timeout.ms", 1)? as u64,
             },
             broker_rack: get("broker.rack").map(str::to_string),
+            rack_aware_replica_selector: match get("replica.selector.class") {
+                None | Some("org.apache.kafka.common.replica.LeaderSelector") => false,
+                Some("org.apache.kafka.common.replica.RackAwareReplicaSelector") => true,
+                Some(other) => {
+                    return Err(invalid(
+                        "replica.selector.class",
+                        format!(
+                            "{other:?}: kbroker has org.apache.kafka.common.replica.\
+                             RackAwareReplicaSelector and LeaderSelector"
+                        ),
+                    ))
+                }
+            },
             inter_broker_listener_name,
             unclean_leader_election_enable: parse_bool(
                 "unclean.leader.election.enable",

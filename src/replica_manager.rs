@@ -372,6 +372,75 @@ impl ReplicaManager {
         })
     }
 
+    /// The log a consumer may read (KIP-392: Fetch v11+ consumers read from followers
+    /// too, up to the follower's high watermark): the leader's, or with `allow_follower`
+    /// this broker's follower replica. The flag says which.
+    pub fn readable_log(
+        &self,
+        topic: &str,
+        partition: i32,
+        allow_follower: bool,
+    ) -> Result<(LeaderView, bool), LookupError> {
+        match self.leader_log(topic, partition) {
+            Err(LookupError::NotLeader) if allow_follower => {}
+            other => return other.map(|view| (view, true)),
+        }
+        let tp = TopicPartition::new(topic, partition);
+        let p = self.partition(&tp).ok_or(LookupError::NotLeader)?;
+        let role = p.role();
+        if !role.replicas.contains(&self.broker_id) || role.leader < 0 {
+            return Err(LookupError::NotLeader);
+        }
+        let log = p.log.clone().ok_or(LookupError::Offline)?;
+        Ok((
+            LeaderView {
+                log,
+                leader_epoch: role.leader_epoch,
+                isr: role.isr,
+                config: self.metadata.topic_config(topic),
+            },
+            false,
+        ))
+    }
+
+    /// KIP-392's RackAwareReplicaSelector, on the leader: for a consumer in `client_rack`
+    /// reading from `fetch_offset`, the follower in that rack to read from instead — the
+    /// one furthest along among those that have the offset — unless the leader is in that
+    /// rack (or none is). None means "read here".
+    pub fn preferred_read_replica(
+        &self,
+        tp: &TopicPartition,
+        client_rack: &str,
+        fetch_offset: i64,
+    ) -> Option<i32> {
+        if client_rack.is_empty() {
+            return None;
+        }
+        let p = self.partition(tp)?;
+        let role = p.role();
+        if role.leader != self.broker_id {
+            return None;
+        }
+        let image = self.metadata.image();
+        let in_rack = |b: i32| {
+            image
+                .brokers
+                .get(&b)
+                .is_some_and(|n| n.rack.as_deref() == Some(client_rack))
+        };
+        if in_rack(self.broker_id) {
+            return None;
+        }
+        let followers = p.followers();
+        role.replicas
+            .iter()
+            .filter(|b| **b != self.broker_id && in_rack(**b))
+            .filter_map(|b| followers.get(b).map(|f| (*b, f)))
+            .filter(|(_, f)| f.log_end_offset >= fetch_offset)
+            .max_by_key(|(b, f)| (f.log_end_offset, f.last_caught_up_ms, -b))
+            .map(|(b, _)| b)
+    }
+
     /// Appends validated records to a led partition; the high watermark moves at once if
     /// the ISR is this broker alone, else as followers fetch. Wakes waiting fetches.
     pub fn append(
@@ -533,7 +602,31 @@ impl ReplicaManager {
         let Some(log) = self.follower_log(tp, leader_epoch) else {
             return Ok(None);
         };
-        let mut l = lock(&log)?;
+        let end = self.append_fetched(
+            tp,
+            &log,
+            leader_epoch,
+            fetch_offset,
+            records,
+            (leader_high_watermark, leader_log_start),
+        )?;
+        if end.is_some() {
+            // Consumers reading from this follower (KIP-392) wait in the purgatory too.
+            self.fetch_purgatory.check_and_complete(tp);
+        }
+        Ok(end)
+    }
+
+    fn append_fetched(
+        &self,
+        tp: &TopicPartition,
+        log: &SharedLog,
+        leader_epoch: i32,
+        fetch_offset: i64,
+        records: &[u8],
+        (leader_high_watermark, leader_log_start): (i64, i64),
+    ) -> Result<Option<i64>, StorageError> {
+        let mut l = lock(log)?;
         // Again under the log lock: becoming leader changes the role before it takes the
         // lock to begin its epoch, so a fetch that raced with it is dropped here rather than
         // appended to the new leader's log.

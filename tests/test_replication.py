@@ -439,3 +439,47 @@ def test_follower_fetches_are_counted_apart_in_the_metrics(cluster):
     key = 'kafka_network_requests_total{request="%s"}'
     assert m.get(key % "FetchFollower", 0) > 0, "the followers' fetches"
     assert m.get(key % "FetchConsumer", 0) > 0, "the consumer's fetches"
+
+
+def test_consumers_read_from_a_follower_in_their_rack(cluster):
+    """KIP-392: with replica.selector.class=RackAwareReplicaSelector and each broker in its
+    own rack, a consumer with client.rack=rack-2 is sent (preferred_read_replica) to broker 2,
+    a follower, and reads every record from it; one without client.rack stays on the leader."""
+    from conftest import free_port
+    from test_metrics import scrape
+    selector = "org.apache.kafka.common.replica.RackAwareReplicaSelector"
+    c = cluster(3, overrides={**FAST, "replica.selector.class": selector}, start=False)
+    ports = {bid: free_port() for bid in c.brokers}
+    for bid, b in c.brokers.items():
+        b.overrides["metrics.port"] = str(ports[bid])
+        b.overrides["broker.rack"] = f"rack-{bid}"
+    c.start()
+    create(c, "racked", assignment=[[1, 2, 3]])
+    values = [f"r{i}".encode() for i in range(300)]
+    produce_acked(c, "racked", values)
+    key = 'kafka_network_requests_total{request="FetchConsumer"}'
+    before = scrape(ports[2]).get(key, 0)
+
+    def consume(**conf) -> list[bytes]:
+        consumer = Consumer({"bootstrap.servers": c.bootstrap(), "group.id": f"rk-{time.time()}",
+                             "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                             "logger": RDKAFKA_LOGGER, **conf})
+        got: list[bytes] = []
+        try:
+            consumer.assign([CTP("racked", 0, 0)])
+            deadline = time.monotonic() + 60
+            while len(got) < len(values) and time.monotonic() < deadline:
+                m = consumer.poll(0.5)
+                if m is not None and m.error() is None:
+                    got.append(m.value())
+        finally:
+            consumer.close()
+        return got
+
+    assert consume(**{"client.rack": "rack-2"}) == values
+    served = scrape(ports[2]).get(key, 0) - before
+    assert served > 0, "broker 2 (a follower in the consumer's rack) served its fetches"
+    assert c.leaders("racked")[0] == 1
+    before = scrape(ports[2]).get(key, 0)
+    assert consume() == values
+    assert scrape(ports[2]).get(key, 0) == before, "without client.rack: the leader only"

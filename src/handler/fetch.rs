@@ -46,6 +46,9 @@ struct FetchSpec {
     /// A follower's broker id (it reads up to the log end, not the high watermark); -1
     /// for consumers.
     replica_id: i32,
+    /// A consumer at Fetch v11+ (KIP-392): it may read from a follower, and is sent to one
+    /// in its rack (`rack`) when the broker has the rack-aware selector.
+    rack_aware: Option<String>,
     /// What the fetch session makes of this fetch (KIP-227).
     context: Context,
     /// What is read: the request's partitions, or an incremental fetch's whole session.
@@ -122,6 +125,13 @@ pub fn handle(
         min_bytes: request.min_bytes.max(0) as usize,
         read_committed: request.isolation_level == READ_COMMITTED,
         replica_id: replica_id.max(-1),
+        rack_aware: (replica_id < 0 && ctx.version >= 11).then(|| {
+            if broker.config.rack_aware_replica_selector {
+                request.rack_id.to_string()
+            } else {
+                String::new()
+            }
+        }),
         context,
         topics,
     };
@@ -184,7 +194,8 @@ fn read(broker: &Broker, spec: &FetchSpec) -> (FetchResponseData, usize, bool) {
                 f.max_bytes.min(remaining),
                 first_with_data,
             );
-            errors |= p.error_code != 0;
+            // An error, or a replica to read from instead, is answered at once.
+            errors |= p.error_code != 0 || p.preferred_read_replica >= 0;
             let n = p.records.len();
             if n > 0 {
                 first_with_data = false;
@@ -225,13 +236,26 @@ fn read_partition(
         current_leader_epoch,
         ..
     } = *f;
-    let (log, leader_epoch) = match broker.replicas.leader_log(topic, partition) {
-        Ok(view) => (view.log, view.leader_epoch),
-        Err(e) => return PartitionData::error(partition, lookup_error_code(e)),
-    };
+    let allow_follower = spec.rack_aware.is_some();
+    let (log, leader_epoch, is_leader) =
+        match broker
+            .replicas
+            .readable_log(topic, partition, allow_follower)
+        {
+            Ok((view, is_leader)) => (view.log, view.leader_epoch, is_leader),
+            Err(e) => return PartitionData::error(partition, lookup_error_code(e)),
+        };
     if let Some(code) = leader_epoch_error(current_leader_epoch, leader_epoch) {
         return PartitionData::error(partition, code);
     }
+    let preferred = match &spec.rack_aware {
+        Some(rack) if is_leader => broker.replicas.preferred_read_replica(
+            &TopicPartition::new(topic, partition),
+            rack,
+            offset,
+        ),
+        _ => None,
+    };
     let log = match lock(&log) {
         Ok(log) => log,
         Err(e) => return PartitionData::error(partition, storage_error_code(&e)),
@@ -248,6 +272,11 @@ fn read_partition(
         preferred_read_replica: -1,
         records: Records::Empty,
     };
+    if let Some(replica) = preferred {
+        // Kafka: no records, only where to read them (the client fetches from there next).
+        data.preferred_read_replica = replica;
+        return data;
+    }
     match log.read(offset, upper, max_bytes, min_one) {
         Ok(read) => {
             if let Some(region) = read.region {
@@ -326,11 +355,26 @@ fn ready_by_offsets(broker: &Broker, spec: &FetchSpec) -> Option<bool> {
             return Some(true);
         }
         for f in &topic.partitions {
-            let Ok(view) = broker.replicas.leader_log(&topic.name, f.partition) else {
+            let allow_follower = spec.rack_aware.is_some();
+            let Ok((view, is_leader)) =
+                broker
+                    .replicas
+                    .readable_log(&topic.name, f.partition, allow_follower)
+            else {
                 return Some(true);
             };
             if leader_epoch_error(f.current_leader_epoch, view.leader_epoch).is_some() {
                 return Some(true);
+            }
+            if let (Some(rack), true) = (&spec.rack_aware, is_leader) {
+                let tp = TopicPartition::new(&topic.name, f.partition);
+                if broker
+                    .replicas
+                    .preferred_read_replica(&tp, rack, f.offset)
+                    .is_some()
+                {
+                    return Some(true);
+                }
             }
             let Ok(log) = lock(&view.log) else {
                 return Some(true);
