@@ -563,6 +563,7 @@ fn run_timer(coordinator: Arc<GroupCoordinator>, stop: Arc<AtomicBool>) {
             note_emptiness(&coordinator, id, entry, now);
             if check_expiry && entry.group.is_empty() {
                 expire_offsets(&coordinator, id, entry, now);
+                remove_if_dead(&coordinator, id, entry);
             }
         });
         coordinator.send_replies(replies);
@@ -612,6 +613,30 @@ fn expire_offsets(coordinator: &GroupCoordinator, id: &str, entry: &mut GroupEnt
             log::info!("expired {} offsets of group={id}", old.len());
         }
         Err(e) => log::warn!("expiring offsets of group={id} failed: {e}"),
+    }
+}
+
+/// Kafka's cleanup after an expiry pass: an empty group with no committed offsets left is
+/// Dead — its group record is tombstoned and it leaves memory (and ListGroups).
+fn remove_if_dead(coordinator: &GroupCoordinator, id: &str, entry: &mut GroupEntry) {
+    if entry.group.state() != kbroker_coordinator::group::GroupState::Empty
+        || !entry.group.is_empty()
+        || !entry.offsets.is_empty()
+    {
+        return;
+    }
+    let tombstone = (
+        OffsetsKey::Group {
+            group: id.to_string(),
+        },
+        None,
+    );
+    match coordinator.append(id, vec![tombstone]) {
+        Ok(_) => {
+            coordinator.remove_group(id, entry);
+            log::info!("group={id} is empty and has no offsets: removed");
+        }
+        Err(e) => log::warn!("removing empty group={id} failed: {e}"),
     }
 }
 
@@ -1109,5 +1134,13 @@ mod tests {
         }
         let since = third.with_group("g", |e| e.empty_since_ms).flatten();
         assert!(since.is_some_and(|t| t > 5), "{since:?}");
+        // Empty with no offsets left: Dead, tombstoned, gone (also for the next loader).
+        third.with_group("g", |e| remove_if_dead(&third, "g", e));
+        assert!(third.with_group("g", |_| ()).is_none(), "removed");
+        let fourth = coordinator(&log);
+        for p in 0..3 {
+            fourth.became_leader(&TopicPartition::new(OFFSETS_TOPIC, p));
+        }
+        assert!(fourth.with_group("g", |_| ()).is_none(), "tombstoned");
     }
 }
