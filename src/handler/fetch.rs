@@ -9,9 +9,11 @@
 //! from a fresh read. Limits: `max_bytes` for the response, `partition_max_bytes` per
 //! partition, and the first partition with data always returns at least one whole batch.
 //! Fetch sessions (KIP-227, see `crate::fetch_session`) decide which partitions are read
-//! (an incremental fetch reads its whole session) and which are answered. From v13 topics are named by topic id (KIP-516):
-//! an id the metadata does not know answers UNKNOWN_TOPIC_ID for its partitions; from v15
-//! a follower's id comes in the replica state instead of the replica id field.
+//! (an incremental fetch reads its whole session) and which are answered. From v13 topics
+//! are named by topic id (KIP-516): an id the metadata does not know answers
+//! UNKNOWN_TOPIC_ID for its partitions; from v15 a follower's id comes in the replica state
+//! instead of the replica id field. From v11 consumers may read from a follower, and a
+//! leader with the rack-aware selector sends them to one in their rack (KIP-392).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
