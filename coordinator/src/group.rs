@@ -15,7 +15,7 @@
 //! the whole machine is testable with plain integers and a simulated clock. Not thread
 //! safe: the caller keeps each group behind a lock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
@@ -204,6 +204,10 @@ pub struct Group<R> {
     static_members: HashMap<String, String>,
     rebalance_deadline_ms: i64,
     initial_delay_until_ms: Option<i64>,
+    /// Members answered by the last join that have not sent their SyncGroup yet, and when
+    /// they are out of time (Kafka's DelayedSync: the rebalance timeout after the join).
+    pending_sync: HashSet<String>,
+    sync_deadline_ms: i64,
     events: Vec<GroupEvent>,
     next_member_seq: u64,
 }
@@ -222,6 +226,8 @@ impl<R> Group<R> {
             static_members: HashMap::new(),
             rebalance_deadline_ms: 0,
             initial_delay_until_ms: None,
+            pending_sync: HashSet::new(),
+            sync_deadline_ms: 0,
             events: Vec::new(),
             next_member_seq: 0,
         }
@@ -485,6 +491,9 @@ impl<R> Group<R> {
                 SyncResult::error(GroupError::FencedInstanceId),
             ));
         }
+        if self.pending_sync.remove(old_id) {
+            self.pending_sync.insert(new_id.clone());
+        }
         member.member_id = new_id.clone();
         member.last_heartbeat_ms = now_ms;
         member.session_timeout_ms = req.session_timeout_ms;
@@ -620,6 +629,7 @@ impl<R> Group<R> {
                 }
             }
         }
+        self.pending_sync.clear();
         self.rebalance_deadline_ms = now_ms + self.max_rebalance_timeout_ms();
         self.initial_delay_until_ms =
             (self.state == GroupState::Empty && cfg.initial_rebalance_delay_ms > 0).then(|| {
@@ -683,6 +693,8 @@ impl<R> Group<R> {
                 .map(|m| m.member_id.clone());
         }
         self.state = GroupState::CompletingRebalance;
+        self.pending_sync.clear();
+        self.sync_deadline_ms = now_ms + self.max_rebalance_timeout_ms();
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for id in ids {
             let result = self.join_result_for(&id);
@@ -692,6 +704,7 @@ impl<R> Group<R> {
                     // member's heartbeat deadline as it answers).
                     m.last_heartbeat_ms = now_ms;
                     out.push(Reply::Join(r, result));
+                    self.pending_sync.insert(id);
                 }
             }
         }
@@ -764,6 +777,7 @@ impl<R> Group<R> {
 
     fn remove_member(&mut self, member_id: &str) -> Option<Member<R>> {
         let m = self.members.remove(member_id)?;
+        self.pending_sync.remove(member_id);
         if let Some(instance) = &m.group_instance_id {
             if self.static_members.get(instance).map(String::as_str) == Some(member_id) {
                 self.static_members.remove(instance);
@@ -861,6 +875,12 @@ impl<R> Group<R> {
         if let Err(e) = self.check_member(member_id, generation_id, group_instance_id) {
             out.push(Reply::Sync(reply, SyncResult::error(e)));
             return out;
+        }
+        if matches!(
+            self.state,
+            GroupState::CompletingRebalance | GroupState::Stable
+        ) {
+            self.pending_sync.remove(member_id);
         }
         match self.state {
             GroupState::Empty | GroupState::Dead => out.push(Reply::Sync(
@@ -1057,7 +1077,24 @@ impl<R> Group<R> {
             log::info!("group={} member={} session expired", self.id, id);
             self.remove_member(id);
         }
-        if !expired.is_empty() {
+        // Kafka's DelayedSync: members that were given a generation but did not send their
+        // SyncGroup within the rebalance timeout are removed, and the group rebalances.
+        let mut late: Vec<String> = Vec::new();
+        if !self.pending_sync.is_empty()
+            && now_ms >= self.sync_deadline_ms
+            && matches!(
+                self.state,
+                GroupState::CompletingRebalance | GroupState::Stable
+            )
+        {
+            late = self.pending_sync.drain().collect();
+            late.sort_unstable();
+            for id in &late {
+                log::info!("group={} member={} sent no SyncGroup in time", self.id, id);
+                self.remove_member(id);
+            }
+        }
+        if !expired.is_empty() || !late.is_empty() {
             self.after_removal(cfg, now_ms, &mut out);
         }
         self.maybe_complete_join(now_ms, &mut out);
@@ -1460,6 +1497,42 @@ mod tests {
             !g.members().any(|m| m.member_id == a),
             "gone once its session expired"
         );
+    }
+
+    #[test]
+    fn members_that_send_no_sync_group_in_time_are_removed() {
+        let mut g: Group<u32> = Group::new("g");
+        let (a, b) = stable_pair(&mut g);
+        // A new round: both rejoin, the leader never syncs; the follower's sync is parked.
+        let mut rb = req(&b, None);
+        rb.protocols = vec![("range".into(), vec![3])];
+        assert!(g.join(rb, 7, &cfg(), 1_000).is_empty());
+        let out = g.join(req(&a, None), 8, &cfg(), 1_000);
+        let leader = join_result(out, 8).leader;
+        let follower = if leader == a { b.clone() } else { a.clone() };
+        let token = if follower == b { 9 } else { 10 };
+        assert!(
+            g.sync(&follower, 3, None, vec![], token, 1_100).is_empty(),
+            "parked"
+        );
+        // The leader keeps heartbeating (its session never runs out): only the sync
+        // deadline removes it.
+        for t in [9_000, 18_000, 27_000] {
+            assert_eq!(g.heartbeat(&leader, 3, None, t), Ok(()));
+            assert!(
+                g.tick(&cfg(), t + 100).is_empty(),
+                "within the rebalance timeout"
+            );
+        }
+        assert_eq!(g.heartbeat(&leader, 3, None, 31_000), Ok(()));
+        let out = g.tick(&cfg(), 31_001);
+        assert!(
+            !g.members().any(|m| m.member_id == leader),
+            "the leader never synced"
+        );
+        assert!(out.iter().any(|r| matches!(r, Reply::Sync(t, s)
+            if *t == token && s.error == Some(GroupError::RebalanceInProgress))));
+        assert_eq!(g.state(), GroupState::PreparingRebalance);
     }
 
     #[test]
