@@ -220,6 +220,8 @@ struct Inner {
     sessions: HashMap<i32, Session>,
     cached_partitions: usize,
     rng: u64,
+    evictions: u64,
+    incremental_fetches: u64,
 }
 
 /// Counters for the metrics page.
@@ -236,7 +238,6 @@ pub struct FetchSessions {
     inner: Mutex<Inner>,
     max_slots: usize,
     max_partitions: usize,
-    stats: Mutex<(u64, u64)>,
 }
 
 impl FetchSessions {
@@ -254,10 +255,11 @@ impl FetchSessions {
                 sessions: HashMap::new(),
                 cached_partitions: 0,
                 rng: seed,
+                evictions: 0,
+                incremental_fetches: 0,
             }),
             max_slots,
             max_partitions,
-            stats: Mutex::new((0, 0)),
         }
     }
 
@@ -266,17 +268,12 @@ impl FetchSessions {
     }
 
     pub fn stats(&self) -> SessionStats {
-        let (sessions, partitions) = {
-            let inner = self.inner();
-            (inner.sessions.len(), inner.cached_partitions)
-        };
-        let (evictions, incremental_fetches) =
-            *self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        let inner = self.inner();
         SessionStats {
-            sessions,
-            partitions,
-            evictions,
-            incremental_fetches,
+            sessions: inner.sessions.len(),
+            partitions: inner.cached_partitions,
+            evictions: inner.evictions,
+            incremental_fetches: inner.incremental_fetches,
         }
     }
 
@@ -354,8 +351,7 @@ impl FetchSessions {
             epoch: session.epoch,
         };
         let topics = session.topics();
-        drop(inner);
-        self.stats.lock().unwrap_or_else(|p| p.into_inner()).1 += 1;
+        inner.incremental_fetches += 1;
         (context, topics)
     }
 
@@ -446,7 +442,7 @@ impl FetchSessions {
             match inner.evict_for(privileged, size, now_ms) {
                 Some(id) => {
                     log::debug!("fetch session {id} evicted");
-                    self.stats.lock().unwrap_or_else(|p| p.into_inner()).0 += 1;
+                    inner.evictions += 1;
                 }
                 None => return 0,
             }

@@ -238,26 +238,14 @@ fn read_partition(
         current_leader_epoch,
         ..
     } = *f;
-    let allow_follower = spec.rack_aware.is_some();
-    let (log, leader_epoch, is_leader) =
-        match broker
-            .replicas
-            .readable_log(topic, partition, allow_follower)
-        {
-            Ok((view, is_leader)) => (view.log, view.leader_epoch, is_leader),
-            Err(e) => return PartitionData::error(partition, lookup_error_code(e)),
-        };
-    if let Some(code) = leader_epoch_error(current_leader_epoch, leader_epoch) {
+    let (view, preferred) = match replica_to_read(broker, spec, topic, f) {
+        Ok(found) => found,
+        Err(e) => return PartitionData::error(partition, lookup_error_code(e)),
+    };
+    if let Some(code) = leader_epoch_error(current_leader_epoch, view.leader_epoch) {
         return PartitionData::error(partition, code);
     }
-    let preferred = match &spec.rack_aware {
-        Some(rack) if is_leader => broker.replicas.preferred_read_replica(
-            &TopicPartition::new(topic, partition),
-            rack,
-            offset,
-        ),
-        _ => None,
-    };
+    let log = view.log;
     let log = match lock(&log) {
         Ok(log) => log,
         Err(e) => return PartitionData::error(partition, storage_error_code(&e)),
@@ -288,6 +276,31 @@ fn read_partition(
         Err(e) => data.error_code = storage_error_code(&e),
     }
     data
+}
+
+/// The replica this fetch reads `topic`/`f` from: the leader's log, or a follower's for a
+/// v11+ consumer (KIP-392); and, from a leader with the rack-aware selector, the follower in
+/// the consumer's rack it should read from instead.
+fn replica_to_read(
+    broker: &Broker,
+    spec: &FetchSpec,
+    topic: &str,
+    f: &PartitionFetch,
+) -> Result<(crate::replica_manager::LeaderView, Option<i32>), crate::replica_manager::LookupError>
+{
+    let (view, is_leader) =
+        broker
+            .replicas
+            .readable_log(topic, f.partition, spec.rack_aware.is_some())?;
+    let preferred = match &spec.rack_aware {
+        Some(rack) if is_leader => broker.replicas.preferred_read_replica(
+            &TopicPartition::new(topic, f.partition),
+            rack,
+            f.offset,
+        ),
+        _ => None,
+    };
+    Ok((view, preferred))
 }
 
 /// A follower's fetch offsets are its log end offsets: the leader's view of its progress,
@@ -357,26 +370,13 @@ fn ready_by_offsets(broker: &Broker, spec: &FetchSpec) -> Option<bool> {
             return Some(true);
         }
         for f in &topic.partitions {
-            let allow_follower = spec.rack_aware.is_some();
-            let Ok((view, is_leader)) =
-                broker
-                    .replicas
-                    .readable_log(&topic.name, f.partition, allow_follower)
-            else {
+            let Ok((view, preferred)) = replica_to_read(broker, spec, &topic.name, f) else {
                 return Some(true);
             };
-            if leader_epoch_error(f.current_leader_epoch, view.leader_epoch).is_some() {
+            if leader_epoch_error(f.current_leader_epoch, view.leader_epoch).is_some()
+                || preferred.is_some()
+            {
                 return Some(true);
-            }
-            if let (Some(rack), true) = (&spec.rack_aware, is_leader) {
-                let tp = TopicPartition::new(&topic.name, f.partition);
-                if broker
-                    .replicas
-                    .preferred_read_replica(&tp, rack, f.offset)
-                    .is_some()
-                {
-                    return Some(true);
-                }
             }
             let Ok(log) = lock(&view.log) else {
                 return Some(true);
