@@ -13,13 +13,17 @@ included, and a follower cut off from its leader only (then healed). After each 
 until every partition's ISR is whole again. At the end every acknowledged record is read back and checked at the offset its
 acknowledgement named. Reports cycles run, records acknowledged, lost (must be 0), duplicated,
 misplaced, and per fault kind the longest time any partition went without an acknowledgement
-while that fault was applied and healed. Not a test:
-figures depend on the machine, so nothing here is asserted on time.
+while that fault was applied and healed, split by whether the victim led or followed that
+partition when the fault began. Not a test:
+figures depend on the machine, so nothing here is asserted on time. The broker logs stay in
+the temporary directory it prints; KBROKER_CHAOS_CLIENT_DEBUG=topic,eos,metadata adds the
+load producer's librdkafka debug log there.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import random
 import signal
@@ -54,13 +58,32 @@ FAULTS = ["kill_leader", "kill_follower", "kill_controller", "zombie_leader", "p
 NETNS_FAULTS = ["isolate_leader", "isolate_controller", "cut_follower"]
 
 
+def client_debug(workdir: Path) -> dict:
+    """KBROKER_CHAOS_CLIENT_DEBUG=topic,eos,... : the load producer's librdkafka debug
+    contexts, logged to <workdir>/rdkafka-debug.log (how the client saw a failover)."""
+    contexts = os.environ.get("KBROKER_CHAOS_CLIENT_DEBUG")
+    if not contexts:
+        return {}
+    handler = logging.FileHandler(workdir / "rdkafka-debug.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    RDKAFKA_LOGGER.addHandler(handler)
+    RDKAFKA_LOGGER.setLevel(logging.DEBUG)
+    return {"debug": contexts}
+
+
 class Load:
     """An idempotent acks=all producer writing r00000000, r00000001, ... round-robin."""
 
     def __init__(self, c: Cluster, partitions: int):
+        # reconnect.backoff.max.ms: librdkafka's default (10 s) makes a client that saw a
+        # broker refuse connections while it restarted wait up to 10 s before it connects
+        # to it again, even once that broker leads a partition: that wait is the client's,
+        # not the cluster's, so the load caps it at 1 s to measure the cluster.
         self.p = Producer({"bootstrap.servers": c.bootstrap(), "acks": "all",
                            "enable.idempotence": True, "linger.ms": 2,
-                           "message.timeout.ms": 300000, "logger": RDKAFKA_LOGGER})
+                           "reconnect.backoff.max.ms": 1000,
+                           "message.timeout.ms": 300000, "logger": RDKAFKA_LOGGER,
+                           **client_debug(c.workdir)})
         self.partitions = partitions
         self.acked: dict[bytes, tuple[int, int]] = {}
         self.failed = 0
@@ -96,10 +119,14 @@ class Load:
 
     def window(self) -> float:
         """The longest gap of any partition since `start_window` (up to now)."""
+        return max(self.window_by_partition().values())
+
+    def window_by_partition(self) -> dict[int, float]:
+        """Each partition's longest gap since `start_window` (up to now)."""
         now = time.monotonic()
         with self._lock:
-            return max(max(self.window_gap[p], now - self.last_ack[p])
-                       for p in range(self.partitions))
+            return {p: max(self.window_gap[p], now - self.last_ack[p])
+                    for p in range(self.partitions)}
 
     def _run(self):
         while not self._stop.is_set():
@@ -133,7 +160,9 @@ def full_isr(c: Cluster, partitions: int) -> bool:
         return False
 
 
-def fault(c: Cluster, kind: str, rng: random.Random, partitions: int, net=None) -> str:
+def fault(c: Cluster, kind: str, rng: random.Random, partitions: int,
+          net=None) -> tuple[str, int, dict[int, int]]:
+    """Applies and heals one fault: (description, victim broker, leaders before it)."""
     leaders = c.leaders(TOPIC)
     p = rng.randrange(partitions)
     leader = leaders[p]
@@ -172,7 +201,11 @@ def fault(c: Cluster, kind: str, rng: random.Random, partitions: int, net=None) 
             time.sleep(pause + rng.uniform(0, 2))
         finally:
             os.kill(b.proc.pid, signal.SIGCONT)
-    return f"{kind} broker {victim} (partition {p}'s leader was {leader})"
+    return f"{kind} broker {victim} (partition {p}'s leader was {leader})", victim, leaders
+
+
+def fmt_gap(g: float | None) -> str:
+    return "-" if g is None else f"{g:.1f} s"
 
 
 def batch_headers(log_dir: Path, partition: int) -> list[dict]:
@@ -272,6 +305,7 @@ def main() -> int:
     zk = ZkNode(work / "zk", host=net.gateway if net else "127.0.0.1")
     c = Cluster(work / "cluster", zk.connect, 3, OVERRIDES)
     gaps: dict[str, float] = {}
+    role_gaps: dict[tuple[str, str], float] = {}
     started = time.monotonic()
     log: list[str] = []
     cycles = 0
@@ -292,8 +326,9 @@ def main() -> int:
         for i in range(args.cycles):
             kind = rng.choice(faults)
             load.start_window()
+            began = time.strftime("%H:%M:%S", time.gmtime())
             try:
-                what = fault(c, kind, rng, args.partitions, net)
+                what, victim, leaders = fault(c, kind, rng, args.partitions, net)
             except Exception as e:  # a broker that would not restart: report, then stop
                 log.append(f"cycle {i + 1}: {kind} failed: {e!r}"[:2000])
                 print(log[-1], flush=True)
@@ -305,6 +340,7 @@ def main() -> int:
                 log.append(f"cycle {i + 1}: {what}: {e}")
                 print(log[-1], flush=True)
                 break
+            isr_whole = time.monotonic() - healed
             cycles += 1
             # Acknowledgements resume once the ISR is whole at the latest; a little more,
             # and every partition acknowledged again, so that this fault's gap is counted
@@ -316,10 +352,18 @@ def main() -> int:
                 log.append(f"cycle {i + 1}: {what}: {e}")
                 print(log[-1], flush=True)
                 break
-            window = load.window()
+            by_p = load.window_by_partition()
+            window = max(by_p.values())
             gaps[kind] = max(gaps.get(kind, 0.0), window)
-            log.append(f"cycle {i + 1}: {what}; ISR whole {time.monotonic() - healed:.1f} s later, "
-                       f"longest gap {window:.1f} s, {len(load.acked)} acknowledged so far")
+            # The victim of a "follower" fault usually leads another partition: each
+            # partition's gap is counted under the role the victim had in it.
+            for p, g in by_p.items():
+                role = "leader" if leaders.get(p) == victim else "follower"
+                role_gaps[(kind, role)] = max(role_gaps.get((kind, role), 0.0), g)
+            log.append(f"cycle {i + 1} ({began} UTC): {what}; ISR whole "
+                       f"{isr_whole:.1f} s after the heal, gaps by partition "
+                       f"{', '.join(f'{g:.1f}' for _, g in sorted(by_p.items()))} s, "
+                       f"{len(load.acked)} acknowledged so far")
             print(log[-1], flush=True)
         undelivered = load.stop()
         stored = read_back(c, args.partitions)
@@ -365,9 +409,10 @@ def main() -> int:
         "Longest time any partition went without an acknowledgement while a fault of each kind "
         "was applied and healed (pauses and cuts last their full duration by design):",
         "",
-        "| fault | cycles | longest gap |",
-        "|---|---|---|",
-        *[f"| {k} | {sum(1 for line in log if f': {k} ' in line)} | {v:.1f} s |"
+        "| fault | cycles | longest gap | where the victim led | where it followed |",
+        "|---|---|---|---|---|",
+        *[f"| {k} | {sum(1 for line in log if f': {k} ' in line)} | {v:.1f} s | "
+          f"{fmt_gap(role_gaps.get((k, 'leader')))} | {fmt_gap(role_gaps.get((k, 'follower')))} |"
           for k, v in sorted(gaps.items())],
         "",
         "Cycles:",
@@ -386,6 +431,7 @@ def main() -> int:
                           f"{load.acked.get(v)} ({copies.get(v, 'batches not found')})")
     text = "\n".join(report)
     print(text)
+    print(f"broker logs: {work}", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

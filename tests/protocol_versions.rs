@@ -29,6 +29,7 @@ use support::process::BrokerProcess;
 const UNKNOWN_TOPIC_ID: i16 = 100;
 const UNSUPPORTED_VERSION: i16 = 35;
 const MISMATCHED_ENDPOINT_TYPE: i16 = 114;
+const ILLEGAL_GENERATION: i16 = 22;
 const GZIP: i16 = 1;
 
 struct Client {
@@ -334,6 +335,23 @@ fn newest_versions_by_topic_id_and_batched() {
             "offset fetch v{version}"
         );
     }
+
+    // A commit naming a generation to a group that does not exist: ILLEGAL_GENERATION (as
+    // Kafka), and no group is made by it.
+    let stray = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("g-none")))
+        .with_generation_id_or_member_epoch(3)
+        .with_member_id(StrBytes::from_static_str("m-1"))
+        .with_topics(commit.topics.clone());
+    let r: OffsetCommitResponse = c.call(ApiKey::OffsetCommit, 8, &stray);
+    assert_eq!(r.topics[0].partitions[0].error_code, ILLEGAL_GENERATION);
+    let described: DescribeGroupsResponse = c.call(
+        ApiKey::DescribeGroups,
+        5,
+        &DescribeGroupsRequest::default()
+            .with_groups(vec![GroupId(StrBytes::from_static_str("g-none"))]),
+    );
+    assert_eq!(described.groups[0].group_state.as_str(), "Dead");
 
     // ListGroups v5: every group is a classic one.
     let list = |c: &mut Client, types: &[&'static str]| -> Vec<(String, String)> {
