@@ -143,3 +143,145 @@ pub fn section(runs: &[MemoryRun]) -> String {
     }
     out
 }
+
+/// What the machine charges for new page-cache pages written through a shared mapping,
+/// the way an active segment is written, measured in the bench's own thread: CPU seconds
+/// (user, system) per GB of 1 MiB copies into a new sparse file, first on whatever pages
+/// the kernel hands out, then once more at once on the pages the first pass freed (its
+/// file deleted). On a virtual machine whose memory the host backs lazily, and takes back
+/// when the guest reports it free (virtio-balloon free page reporting), the first pass
+/// costs several times the second: the first write to a page the host does not back is a
+/// fault on the host too, and it shows up in the guest as time in the kernel's zero-fill
+/// of the new page. That is what a broker pays for every page while its page cache grows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PageFill {
+    pub bytes: u64,
+    pub first: (f64, f64),
+    pub again: (f64, f64),
+    /// Whether a virtio-balloon device offers free page reporting (None: no balloon).
+    pub free_page_reporting: Option<bool>,
+}
+
+/// Bytes each page-fill pass writes.
+pub const PAGE_FILL_BYTES: u64 = 1 << 30;
+
+/// VIRTIO_BALLOON_F_REPORTING, a feature bit of the balloon device (virtio device id 5).
+const BALLOON_DEVICE_ID: &str = "0x0005";
+const BALLOON_F_REPORTING: usize = 5;
+
+/// Whether the machine's virtio-balloon device (if any) has free page reporting on.
+fn free_page_reporting() -> Option<bool> {
+    let devices = std::fs::read_dir("/sys/bus/virtio/devices").ok()?;
+    for d in devices.flatten() {
+        let path = d.path();
+        let id = std::fs::read_to_string(path.join("device")).unwrap_or_default();
+        if id.trim() != BALLOON_DEVICE_ID {
+            continue;
+        }
+        // `features` is one '0'/'1' character per feature bit, bit 0 first.
+        let features = std::fs::read_to_string(path.join("features")).unwrap_or_default();
+        return Some(features.as_bytes().get(BALLOON_F_REPORTING) == Some(&b'1'));
+    }
+    None
+}
+
+/// This thread's (user, system) CPU seconds.
+fn thread_cpu() -> (f64, f64) {
+    // SAFETY: getrusage writes only into the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_THREAD is valid on Linux.
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) } != 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (s(u.ru_utime), s(u.ru_stime))
+}
+/// One pass: `bytes` written through a shared mapping of a new file in `dir`, deleted after.
+fn page_fill_pass(dir: &std::path::Path, bytes: u64) -> Result<(f64, f64), String> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(format!("kbroker-bench-page-fill-{}", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(|e| format!("creating {}: {e}", path.display()))?;
+    let result = (|| {
+        file.set_len(bytes)
+            .map_err(|e| format!("sizing {}: {e}", path.display()))?;
+        let len = usize::try_from(bytes).map_err(|_| "page fill larger than the address space")?;
+        // SAFETY: a fresh shared mapping of a file this function owns, unmapped below
+        // before the file is closed; nothing else maps it.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return Err(format!(
+                "mapping {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        let chunk = vec![0xA5u8; 1 << 20];
+        let (u0, s0) = thread_cpu();
+        let mut at = 0usize;
+        while at < len {
+            let n = chunk.len().min(len - at);
+            // SAFETY: `at + n <= len`, inside the mapping; the source is a separate Vec.
+            unsafe { std::ptr::copy_nonoverlapping(chunk.as_ptr(), (map as *mut u8).add(at), n) };
+            at += n;
+        }
+        let (u1, s1) = thread_cpu();
+        // SAFETY: `map` and `len` are what mmap returned and was given.
+        unsafe { libc::munmap(map, len) };
+        let gb = bytes as f64 / 1e9;
+        Ok(((u1 - u0) / gb, (s1 - s0) / gb))
+    })();
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+/// Two page-fill passes in the directory the brokers' log dirs are made in.
+pub fn page_fill() -> Result<PageFill, String> {
+    let dir = std::env::temp_dir();
+    let first = page_fill_pass(&dir, PAGE_FILL_BYTES)?;
+    let again = page_fill_pass(&dir, PAGE_FILL_BYTES)?;
+    Ok(PageFill {
+        bytes: PAGE_FILL_BYTES,
+        free_page_reporting: free_page_reporting(),
+        first,
+        again,
+    })
+}
+
+pub fn page_fill_section(p: &PageFill) -> String {
+    let balloon = match p.free_page_reporting {
+        Some(true) => {
+            "this machine's virtio-balloon reports free pages to its host, which takes them back"
+        }
+        Some(false) => "this machine has a virtio-balloon device without free page reporting",
+        None => "this machine has no virtio-balloon device",
+    };
+    format!(
+        "## New page-cache pages through a shared mapping (the machine's cost)\n\n\
+         {:.1} GB of 1 MiB copies into a new sparse file through one shared mapping, in the bench's \
+         own thread: **{:.2} user + {:.2} system CPU-s/GB**; at once again on the pages that pass \
+         freed: {:.2} + {:.2}. The first figure is what a broker pays the kernel for every GB it \
+         writes while its page cache grows (new pages), the second what a page reused at once \
+         costs; {balloon}. The broker's CPU per GB below includes the first.\n",
+        p.bytes as f64 / 1e9,
+        p.first.0,
+        p.first.1,
+        p.again.0,
+        p.again.1,
+    )
+}
