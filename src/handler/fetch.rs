@@ -245,8 +245,8 @@ fn read_partition(
     if let Some(code) = leader_epoch_error(current_leader_epoch, view.leader_epoch) {
         return PartitionData::error(partition, code);
     }
-    let log = view.log;
-    let log = match lock(&log) {
+    let shared = view.log;
+    let log = match lock(&shared) {
         Ok(log) => log,
         Err(e) => return PartitionData::error(partition, storage_error_code(&e)),
     };
@@ -267,7 +267,13 @@ fn read_partition(
         data.preferred_read_replica = replica;
         return data;
     }
-    match log.read(offset, upper, max_bytes, min_one) {
+    // A rolled segment's headers are read after the lock is released (producers to this
+    // partition do not wait for them); the offsets in the answer are the ones taken here.
+    let plan = log.plan_read(offset, upper, max_bytes, min_one);
+    drop(log);
+    let read = plan
+        .and_then(|plan| plan.finish(|| lock(&shared)?.read(offset, upper, max_bytes, min_one)));
+    match read {
         Ok(read) => {
             if let Some(region) = read.region {
                 data.records = Records::Region(region);

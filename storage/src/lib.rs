@@ -35,7 +35,9 @@ pub mod window;
 
 use std::path::Path;
 
-pub use crate::log::{AppendInfo, CleanJob, CleanOutcome, Cleanable, Log, LogConfig, LogRead};
+pub use crate::log::{
+    AppendInfo, CleanJob, CleanOutcome, Cleanable, Log, LogConfig, LogRead, ReadPlan,
+};
 pub use manager::LogManager;
 pub use segment::FileRegion;
 

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use crate::batch::{BatchError, BatchHeader};
 use crate::disk::DirHealth;
 use crate::producer_state::{Origin, ProducerEntry, ProducerStateManager};
-use crate::segment::{Assign, FileRegion, Segment};
+use crate::segment::{Assign, FileRegion, RolledOutcome, RolledRead, Segment};
 use crate::validate::{ValidatedBatch, ValidatedRecords};
 use crate::StorageError;
 
@@ -308,6 +308,43 @@ pub struct LogRead {
     pub high_watermark: i64,
     pub log_start_offset: i64,
     pub log_end_offset: i64,
+}
+
+/// A read begun under the log's lock ([`Log::plan_read`]) and finished without it.
+pub enum ReadPlan {
+    /// Read already (in the active segment, or refused).
+    Done(LogRead),
+    /// In a rolled segment: its headers are read by [`ReadPlan::finish`].
+    Rolled {
+        offsets: LogRead,
+        rolled: RolledRead,
+        args: (i64, i64, usize, bool),
+    },
+}
+
+impl ReadPlan {
+    /// The read's result. `read_again` is the whole read under the lock once more, for the
+    /// rare read that must go on past the rolled segment (no batch there reaches the
+    /// offset: compaction gaps).
+    pub fn finish(
+        self,
+        read_again: impl FnOnce() -> Result<LogRead, StorageError>,
+    ) -> Result<LogRead, StorageError> {
+        match self {
+            ReadPlan::Done(read) => Ok(read),
+            ReadPlan::Rolled {
+                mut offsets,
+                rolled,
+                args: (offset, max_offset, max_bytes, min_one),
+            } => match rolled.read(offset, max_offset, max_bytes, min_one)? {
+                RolledOutcome::Here(region) => {
+                    offsets.region = region;
+                    Ok(offsets)
+                }
+                RolledOutcome::NotHere => read_again(),
+            },
+        }
+    }
 }
 
 pub struct Log {
@@ -1026,14 +1063,8 @@ impl Log {
         min_one: bool,
     ) -> Result<LogRead, StorageError> {
         self.check_online()?;
+        self.offset_in_range(offset)?;
         let log_end_offset = self.log_end_offset();
-        if offset < self.log_start_offset || offset > log_end_offset {
-            return Err(StorageError::OffsetOutOfRange {
-                offset,
-                log_start_offset: self.log_start_offset,
-                log_end_offset,
-            });
-        }
         let mut region = None;
         let floor = self
             .segments
@@ -1057,6 +1088,51 @@ impl Log {
             log_start_offset: self.log_start_offset,
             log_end_offset,
         })
+    }
+
+    /// [`Log::read`] in two steps, so that the batch headers of a rolled segment are read
+    /// after the caller releases the log's lock: this part (under the lock) checks the
+    /// offset, takes the log's offsets and, when the offset is in a rolled segment, what
+    /// [`ReadPlan::finish`] needs to read it from the shared file; a read in the active
+    /// segment (in memory, from its map) is done at once.
+    pub fn plan_read(
+        &self,
+        offset: i64,
+        max_offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<ReadPlan, StorageError> {
+        self.check_online()?;
+        let floor = self.segments.range(..=offset).next_back().map(|(_, s)| s);
+        let rolled = floor.and_then(|s| s.rolled_read(offset, max_offset, max_bytes));
+        let (Some(rolled), true) = (rolled, self.offset_in_range(offset).is_ok()) else {
+            return self
+                .read(offset, max_offset, max_bytes, min_one)
+                .map(ReadPlan::Done);
+        };
+        Ok(ReadPlan::Rolled {
+            offsets: LogRead {
+                region: None,
+                high_watermark: self.high_watermark,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: self.log_end_offset(),
+            },
+            rolled,
+            args: (offset, max_offset, max_bytes, min_one),
+        })
+    }
+
+    /// OffsetOutOfRange unless `offset` is within [log start, log end].
+    fn offset_in_range(&self, offset: i64) -> Result<(), StorageError> {
+        let log_end_offset = self.log_end_offset();
+        if offset < self.log_start_offset || offset > log_end_offset {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset,
+            });
+        }
+        Ok(())
     }
 
     /// Batch bytes of a region, read into memory (internal readers and tests).

@@ -440,22 +440,7 @@ impl Segment {
                 buf[..n].copy_from_slice(mapped);
                 Ok(n)
             }
-            None => {
-                let mut done = 0;
-                while done < n {
-                    let got = self
-                        .file
-                        .read_at(&mut buf[done..n], (position + done) as u64)
-                        .map_err(|e| {
-                            StorageError::io(format!("reading {}", self.log_path.display()), e)
-                        })?;
-                    if got == 0 {
-                        break;
-                    }
-                    done += got;
-                }
-                Ok(done)
-            }
+            None => pread_full(&self.file, &self.log_path, position, &mut buf[..n]),
         }
     }
 
@@ -463,10 +448,7 @@ impl Segment {
     pub fn header_at(&self, position: usize) -> Result<Option<BatchHeader>, StorageError> {
         let mut buf = [0u8; BATCH_HEADER_BYTES];
         let n = self.read_at(position, &mut buf)?;
-        match BatchHeader::parse(&buf[..n]) {
-            Ok(h) if position + h.total_size() <= self.size => Ok(Some(h)),
-            _ => Ok(None),
-        }
+        Ok(whole_header(&buf[..n], position, self.size))
     }
 
     /// Position and header of the first batch whose last offset is >= `offset`.
@@ -501,6 +483,32 @@ impl Segment {
         Ok(())
     }
 
+    /// What a read of this segment needs once the log's lock is released, if the segment
+    /// is rolled (immutable: only the active one is appended to); None for the active one,
+    /// which is read in place from its map. The index is consulted now; the batch headers
+    /// are read later, by [`RolledRead::read`], from the file alone. The skip-ahead bound is
+    /// taken from where the index starts the walk (at or before the batch holding
+    /// `offset`), so it never lands past what `max_bytes` allows from that batch.
+    pub fn rolled_read(
+        &self,
+        offset: i64,
+        max_offset: i64,
+        max_bytes: usize,
+    ) -> Option<RolledRead> {
+        if self.is_active() {
+            return None;
+        }
+        let (_, from) = self.index.lookup(offset);
+        let limit = from.saturating_add(u32::try_from(max_bytes).unwrap_or(u32::MAX));
+        Some(RolledRead {
+            file: Arc::clone(&self.file),
+            log_path: self.log_path.clone(),
+            size: self.size,
+            from: from as usize,
+            jump: self.index.last_within(max_offset, limit),
+        })
+    }
+
     /// The region of whole batches starting at the batch holding `offset`: batches wholly
     /// below `max_offset`, within `max_bytes` unless `min_one` and it is the first batch.
     pub fn read(
@@ -516,36 +524,14 @@ impl Segment {
         if first.next_offset() > max_offset {
             return Ok(None);
         }
-        let mut end = start;
-        let mut header = Some(first);
-        // Skip ahead with the offset index: every batch before the last indexed batch that
-        // starts within `max_bytes` and ends below `max_offset` is wholly inside both bounds,
-        // so only the batches after it are walked (a few, one `index.interval.bytes` apart)
-        // instead of every header from `start`. The indexed batch must be where the index
-        // says, or the walk starts from the beginning.
         let limit = u32::try_from(start.saturating_add(max_bytes)).unwrap_or(u32::MAX);
-        if let Some((last, position)) = self.index.last_within(max_offset, limit) {
-            let position = position as usize;
-            if position > start {
-                if let Some(h) = self
-                    .header_at(position)?
-                    .filter(|h| h.last_offset() == last)
-                {
-                    end = position;
-                    header = Some(h);
-                }
-            }
-        }
-        while let Some(h) = header {
-            let size = h.total_size();
-            if h.next_offset() > max_offset
-                || (end + size - start > max_bytes && !(min_one && end == start))
-            {
-                break;
-            }
-            end += size;
-            header = self.header_at(end)?;
-        }
+        let jump = self.index.last_within(max_offset, limit);
+        let bounds = Bounds {
+            max_offset,
+            max_bytes,
+            min_one,
+        };
+        let end = bounded_end(|p| self.header_at(p), start, first, jump, &bounds)?;
         if end == start {
             return Ok(None);
         }
@@ -830,5 +816,142 @@ impl Segment {
         index.delete()?;
         time_index.delete()?;
         remove_if_exists(&log_path)
+    }
+}
+
+/// The limits of one read: whole batches below `max_offset`, at most `max_bytes` unless
+/// `min_one` lets a first batch exceed it.
+struct Bounds {
+    max_offset: i64,
+    max_bytes: usize,
+    min_one: bool,
+}
+
+/// The header parsed from `buf` (read at `position`), if the whole batch lies below `size`.
+fn whole_header(buf: &[u8], position: usize, size: usize) -> Option<BatchHeader> {
+    match BatchHeader::parse(buf) {
+        Ok(h) if position + h.total_size() <= size => Some(h),
+        _ => None,
+    }
+}
+
+/// Reads `buf.len()` bytes of `file` at `position` or up to its end.
+fn pread_full(
+    file: &File,
+    path: &Path,
+    position: usize,
+    buf: &mut [u8],
+) -> Result<usize, StorageError> {
+    let mut done = 0;
+    while done < buf.len() {
+        let got = file
+            .read_at(&mut buf[done..], (position + done) as u64)
+            .map_err(|e| StorageError::io(format!("reading {}", path.display()), e))?;
+        if got == 0 {
+            break;
+        }
+        done += got;
+    }
+    Ok(done)
+}
+
+/// Where the run of whole batches starting at `start` (header `first`, already within
+/// `max_offset`) ends within `bounds`. Every batch before the last indexed one that starts
+/// within `max_bytes` and ends below `max_offset` (`jump`: its last offset and position) is
+/// wholly inside both bounds, so the walk starts there, if the index is right about it,
+/// instead of at `start`: a few headers (one `index.interval.bytes` apart) instead of all.
+fn bounded_end(
+    header_at: impl Fn(usize) -> Result<Option<BatchHeader>, StorageError>,
+    start: usize,
+    first: BatchHeader,
+    jump: Option<(i64, u32)>,
+    bounds: &Bounds,
+) -> Result<usize, StorageError> {
+    let mut end = start;
+    let mut header = Some(first);
+    if let Some((last, position)) = jump {
+        let position = position as usize;
+        if position > start && position - start <= bounds.max_bytes {
+            if let Some(h) = header_at(position)?.filter(|h| h.last_offset() == last) {
+                end = position;
+                header = Some(h);
+            }
+        }
+    }
+    while let Some(h) = header {
+        let size = h.total_size();
+        if h.next_offset() > bounds.max_offset
+            || (end + size - start > bounds.max_bytes && !(bounds.min_one && end == start))
+        {
+            break;
+        }
+        end += size;
+        header = header_at(end)?;
+    }
+    Ok(end)
+}
+
+/// A read of a rolled segment prepared under the log's lock ([`Segment::rolled_read`]) and
+/// done without it: the file is shared (`Arc`), its bytes below `size` never change, and
+/// a segment truncated or replaced meanwhile shows up as a shorter read (truncation) or
+/// the old file's bytes (compaction renames a new file in; this one stays readable).
+pub struct RolledRead {
+    file: Arc<File>,
+    log_path: PathBuf,
+    size: usize,
+    from: usize,
+    jump: Option<(i64, u32)>,
+}
+
+/// What a [`RolledRead`] found.
+pub enum RolledOutcome {
+    /// The segment holds a batch reaching the offset: this is the read (None: that batch
+    /// breaks a bound).
+    Here(Option<FileRegion>),
+    /// No batch of this segment reaches the offset (compaction gaps): read on in the next.
+    NotHere,
+}
+
+impl RolledRead {
+    fn header_at(&self, position: usize) -> Result<Option<BatchHeader>, StorageError> {
+        if position >= self.size {
+            return Ok(None);
+        }
+        let mut buf = [0u8; BATCH_HEADER_BYTES];
+        let n = buf.len().min(self.size - position);
+        let got = pread_full(&self.file, &self.log_path, position, &mut buf[..n])?;
+        Ok(whole_header(&buf[..got], position, self.size))
+    }
+
+    /// The same region [`Segment::read`] gives for these arguments.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<RolledOutcome, StorageError> {
+        let mut position = self.from;
+        let (start, first) = loop {
+            match self.header_at(position)? {
+                Some(h) if h.last_offset() >= offset => break (position, h),
+                Some(h) => position += h.total_size(),
+                None => return Ok(RolledOutcome::NotHere),
+            }
+        };
+        if first.next_offset() > max_offset {
+            return Ok(RolledOutcome::Here(None));
+        }
+        let bounds = Bounds {
+            max_offset,
+            max_bytes,
+            min_one,
+        };
+        let end = bounded_end(|p| self.header_at(p), start, first, self.jump, &bounds)?;
+        Ok(RolledOutcome::Here((end > start).then(|| FileRegion {
+            file: Arc::clone(&self.file),
+            position: start as u64,
+            len: end - start,
+        })))
     }
 }

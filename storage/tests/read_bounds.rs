@@ -57,6 +57,18 @@ proptest! {
             let offset = o as i64 % end;
             let max_offset = offset + 1 + (m as i64 % (end - offset));
             let read = log.read(offset, max_offset, max_bytes, min_one).expect("read");
+            // The read in two steps (rolled segments read without the lock) gives the same.
+            let planned = log
+                .plan_read(offset, max_offset, max_bytes, min_one)
+                .expect("plan")
+                .finish(|| log.read(offset, max_offset, max_bytes, min_one))
+                .expect("finish");
+            let span = |r: &Option<kbroker_storage::FileRegion>| r.as_ref().map(|r| (r.position, r.len));
+            prop_assert_eq!(span(&planned.region), span(&read.region), "planned read at {}", offset);
+            prop_assert_eq!(
+                (planned.high_watermark, planned.log_start_offset, planned.log_end_offset),
+                (read.high_watermark, read.log_start_offset, read.log_end_offset)
+            );
             let got = match read.region {
                 Some(region) => batches(&log.read_region_bytes(&region).expect("bytes")),
                 None => Vec::new(),
