@@ -196,6 +196,7 @@ fn thread_cpu() -> (f64, f64) {
     let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     (s(u.ru_utime), s(u.ru_stime))
 }
+
 /// One pass: `bytes` written through a shared mapping of a new file in `dir`, deleted after.
 fn page_fill_pass(dir: &std::path::Path, bytes: u64) -> Result<(f64, f64), String> {
     use std::os::fd::AsRawFd;

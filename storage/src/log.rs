@@ -28,7 +28,7 @@ use std::sync::Arc;
 use crate::batch::{BatchError, BatchHeader};
 use crate::disk::DirHealth;
 use crate::producer_state::{Origin, ProducerEntry, ProducerStateManager};
-use crate::segment::{Assign, FileRegion, RolledOutcome, RolledRead, Segment};
+use crate::segment::{Assign, FileRegion, Found, ReadBounds, RolledRead, Segment};
 use crate::validate::{ValidatedBatch, ValidatedRecords};
 use crate::StorageError;
 
@@ -318,7 +318,6 @@ pub enum ReadPlan {
     Rolled {
         offsets: LogRead,
         rolled: RolledRead,
-        args: (i64, i64, usize, bool),
     },
 }
 
@@ -335,13 +334,12 @@ impl ReadPlan {
             ReadPlan::Rolled {
                 mut offsets,
                 rolled,
-                args: (offset, max_offset, max_bytes, min_one),
-            } => match rolled.read(offset, max_offset, max_bytes, min_one)? {
-                RolledOutcome::Here(region) => {
+            } => match rolled.read()? {
+                Found::Here(region) => {
                     offsets.region = region;
                     Ok(offsets)
                 }
-                RolledOutcome::NotHere => read_again(),
+                Found::NotHere => read_again(),
             },
         }
     }
@@ -1065,20 +1063,23 @@ impl Log {
         self.check_online()?;
         self.offset_in_range(offset)?;
         let log_end_offset = self.log_end_offset();
+        let bounds = ReadBounds {
+            offset,
+            max_offset,
+            max_bytes,
+            min_one,
+        };
         let mut region = None;
         let floor = self
             .segments
             .range(..=offset)
             .next_back()
             .map_or(i64::MIN, |(b, _)| *b);
+        // On past a segment only if it has no batch reaching `offset` at all (compaction
+        // gaps); a batch there that breaks a bound ends the read.
         for segment in self.segments.range(floor..).map(|(_, s)| s) {
-            if let Some(r) = segment.read(offset, max_offset, max_bytes, min_one)? {
-                region = Some(r);
-                break;
-            }
-            // Nothing at or after `offset` here (compaction gaps, or the high watermark):
-            // move on only if this segment has no batch reaching `offset` at all.
-            if segment.find_batch(offset)?.is_some() {
+            if let Found::Here(r) = segment.read(&bounds)? {
+                region = r;
                 break;
             }
         }
@@ -1103,9 +1104,15 @@ impl Log {
         min_one: bool,
     ) -> Result<ReadPlan, StorageError> {
         self.check_online()?;
+        self.offset_in_range(offset)?;
+        let bounds = ReadBounds {
+            offset,
+            max_offset,
+            max_bytes,
+            min_one,
+        };
         let floor = self.segments.range(..=offset).next_back().map(|(_, s)| s);
-        let rolled = floor.and_then(|s| s.rolled_read(offset, max_offset, max_bytes));
-        let (Some(rolled), true) = (rolled, self.offset_in_range(offset).is_ok()) else {
+        let Some(rolled) = floor.and_then(|s| s.rolled_read(bounds)) else {
             return self
                 .read(offset, max_offset, max_bytes, min_one)
                 .map(ReadPlan::Done);
@@ -1118,7 +1125,6 @@ impl Log {
                 log_end_offset: self.log_end_offset(),
             },
             rolled,
-            args: (offset, max_offset, max_bytes, min_one),
         })
     }
 

@@ -52,7 +52,7 @@ pub struct Assign {
 
 pub struct Segment {
     pub base_offset: i64,
-    log_path: PathBuf,
+    log_path: Arc<Path>,
     file: Arc<File>,
     /// The mapped window of the active segment (None once rolled: read with `pread`).
     map: Option<ActiveMap>,
@@ -148,7 +148,7 @@ impl Segment {
         )?;
         Ok(Segment {
             base_offset,
-            log_path,
+            log_path: log_path.into(),
             file: Arc::new(file),
             map: None,
             size,
@@ -454,14 +454,7 @@ impl Segment {
     /// Position and header of the first batch whose last offset is >= `offset`.
     pub fn find_batch(&self, offset: i64) -> Result<Option<(usize, BatchHeader)>, StorageError> {
         let (_, start) = self.index.lookup(offset);
-        let mut position = start as usize;
-        while let Some(h) = self.header_at(position)? {
-            if h.last_offset() >= offset {
-                return Ok(Some((position, h)));
-            }
-            position += h.total_size();
-        }
-        Ok(None)
+        batch_reaching(|p| self.header_at(p), start as usize, offset)
     }
 
     /// Calls `f` with the header of every batch from the one holding `offset` to the end of
@@ -487,59 +480,39 @@ impl Segment {
     /// is rolled (immutable: only the active one is appended to); None for the active one,
     /// which is read in place from its map. The index is consulted now; the batch headers
     /// are read later, by [`RolledRead::read`], from the file alone. The skip-ahead bound is
-    /// taken from where the index starts the walk (at or before the batch holding
-    /// `offset`), so it never lands past what `max_bytes` allows from that batch.
-    pub fn rolled_read(
-        &self,
-        offset: i64,
-        max_offset: i64,
-        max_bytes: usize,
-    ) -> Option<RolledRead> {
+    /// taken from where the index starts the walk (at or before the batch holding the
+    /// offset), so it never lands past what `max_bytes` allows from that batch.
+    pub fn rolled_read(&self, bounds: ReadBounds) -> Option<RolledRead> {
         if self.is_active() {
             return None;
         }
-        let (_, from) = self.index.lookup(offset);
-        let limit = from.saturating_add(u32::try_from(max_bytes).unwrap_or(u32::MAX));
+        let (_, from) = self.index.lookup(bounds.offset);
+        let limit = from.saturating_add(u32::try_from(bounds.max_bytes).unwrap_or(u32::MAX));
         Some(RolledRead {
             file: Arc::clone(&self.file),
-            log_path: self.log_path.clone(),
+            log_path: Arc::clone(&self.log_path),
             size: self.size,
             from: from as usize,
-            jump: self.index.last_within(max_offset, limit),
+            jump: self.index.last_within(bounds.max_offset, limit),
+            bounds,
         })
     }
 
-    /// The region of whole batches starting at the batch holding `offset`: batches wholly
-    /// below `max_offset`, within `max_bytes` unless `min_one` and it is the first batch.
-    pub fn read(
-        &self,
-        offset: i64,
-        max_offset: i64,
-        max_bytes: usize,
-        min_one: bool,
-    ) -> Result<Option<FileRegion>, StorageError> {
-        let Some((start, first)) = self.find_batch(offset)? else {
-            return Ok(None);
+    /// The region of whole batches starting at the batch holding `bounds.offset`, within
+    /// `bounds`; NotHere if no batch of this segment reaches that offset.
+    pub fn read(&self, bounds: &ReadBounds) -> Result<Found, StorageError> {
+        let (_, from) = self.index.lookup(bounds.offset);
+        let jump = |start: usize| {
+            let limit = u32::try_from(start.saturating_add(bounds.max_bytes)).unwrap_or(u32::MAX);
+            self.index.last_within(bounds.max_offset, limit)
         };
-        if first.next_offset() > max_offset {
-            return Ok(None);
-        }
-        let limit = u32::try_from(start.saturating_add(max_bytes)).unwrap_or(u32::MAX);
-        let jump = self.index.last_within(max_offset, limit);
-        let bounds = Bounds {
-            max_offset,
-            max_bytes,
-            min_one,
-        };
-        let end = bounded_end(|p| self.header_at(p), start, first, jump, &bounds)?;
-        if end == start {
-            return Ok(None);
-        }
-        Ok(Some(FileRegion {
-            file: Arc::clone(&self.file),
-            position: start as u64,
-            len: end - start,
-        }))
+        read_region(
+            |p| self.header_at(p),
+            &self.file,
+            from as usize,
+            bounds,
+            jump,
+        )
     }
 
     /// Reads whole batch bytes of a region into memory (for internal readers and tests).
@@ -819,12 +792,66 @@ impl Segment {
     }
 }
 
-/// The limits of one read: whole batches below `max_offset`, at most `max_bytes` unless
-/// `min_one` lets a first batch exceed it.
-struct Bounds {
-    max_offset: i64,
-    max_bytes: usize,
-    min_one: bool,
+/// One read: whole batches from the one holding `offset`, below `max_offset`, at most
+/// `max_bytes` unless `min_one` lets a first batch exceed it.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadBounds {
+    pub offset: i64,
+    pub max_offset: i64,
+    pub max_bytes: usize,
+    pub min_one: bool,
+}
+
+/// What a read of one segment found.
+pub enum Found {
+    /// The segment holds a batch reaching the offset: this is the read (None: that batch
+    /// breaks a bound).
+    Here(Option<FileRegion>),
+    /// No batch of this segment reaches the offset (compaction gaps): read on in the next.
+    NotHere,
+}
+
+type HeaderAt<'a> = dyn Fn(usize) -> Result<Option<BatchHeader>, StorageError> + 'a;
+
+/// Position and header of the first batch from `from` on whose last offset is >= `offset`.
+fn batch_reaching(
+    header_at: impl Fn(usize) -> Result<Option<BatchHeader>, StorageError>,
+    from: usize,
+    offset: i64,
+) -> Result<Option<(usize, BatchHeader)>, StorageError> {
+    let mut position = from;
+    while let Some(h) = header_at(position)? {
+        if h.last_offset() >= offset {
+            return Ok(Some((position, h)));
+        }
+        position += h.total_size();
+    }
+    Ok(None)
+}
+
+/// The read shared by a segment read in place and a rolled one read without the lock:
+/// the walk from `from` (where the index puts the offset) to the batch holding it, then
+/// the bounded run of batches from there. `jump` gives, for the start found, the indexed
+/// batch to skip ahead to ([`bounded_end`]).
+fn read_region(
+    header_at: impl Fn(usize) -> Result<Option<BatchHeader>, StorageError>,
+    file: &Arc<File>,
+    from: usize,
+    bounds: &ReadBounds,
+    jump: impl FnOnce(usize) -> Option<(i64, u32)>,
+) -> Result<Found, StorageError> {
+    let Some((start, first)) = batch_reaching(&header_at, from, bounds.offset)? else {
+        return Ok(Found::NotHere);
+    };
+    if first.next_offset() > bounds.max_offset {
+        return Ok(Found::Here(None));
+    }
+    let end = bounded_end(&header_at, start, first, jump(start), bounds)?;
+    Ok(Found::Here((end > start).then(|| FileRegion {
+        file: Arc::clone(file),
+        position: start as u64,
+        len: end - start,
+    })))
 }
 
 /// The header parsed from `buf` (read at `position`), if the whole batch lies below `size`.
@@ -861,11 +888,11 @@ fn pread_full(
 /// wholly inside both bounds, so the walk starts there, if the index is right about it,
 /// instead of at `start`: a few headers (one `index.interval.bytes` apart) instead of all.
 fn bounded_end(
-    header_at: impl Fn(usize) -> Result<Option<BatchHeader>, StorageError>,
+    header_at: &HeaderAt<'_>,
     start: usize,
     first: BatchHeader,
     jump: Option<(i64, u32)>,
-    bounds: &Bounds,
+    bounds: &ReadBounds,
 ) -> Result<usize, StorageError> {
     let mut end = start;
     let mut header = Some(first);
@@ -897,19 +924,11 @@ fn bounded_end(
 /// the old file's bytes (compaction renames a new file in; this one stays readable).
 pub struct RolledRead {
     file: Arc<File>,
-    log_path: PathBuf,
+    log_path: Arc<Path>,
     size: usize,
     from: usize,
     jump: Option<(i64, u32)>,
-}
-
-/// What a [`RolledRead`] found.
-pub enum RolledOutcome {
-    /// The segment holds a batch reaching the offset: this is the read (None: that batch
-    /// breaks a bound).
-    Here(Option<FileRegion>),
-    /// No batch of this segment reaches the offset (compaction gaps): read on in the next.
-    NotHere,
+    bounds: ReadBounds,
 }
 
 impl RolledRead {
@@ -923,35 +942,11 @@ impl RolledRead {
         Ok(whole_header(&buf[..got], position, self.size))
     }
 
-    /// The same region [`Segment::read`] gives for these arguments.
-    pub fn read(
-        &self,
-        offset: i64,
-        max_offset: i64,
-        max_bytes: usize,
-        min_one: bool,
-    ) -> Result<RolledOutcome, StorageError> {
-        let mut position = self.from;
-        let (start, first) = loop {
-            match self.header_at(position)? {
-                Some(h) if h.last_offset() >= offset => break (position, h),
-                Some(h) => position += h.total_size(),
-                None => return Ok(RolledOutcome::NotHere),
-            }
-        };
-        if first.next_offset() > max_offset {
-            return Ok(RolledOutcome::Here(None));
-        }
-        let bounds = Bounds {
-            max_offset,
-            max_bytes,
-            min_one,
-        };
-        let end = bounded_end(|p| self.header_at(p), start, first, self.jump, &bounds)?;
-        Ok(RolledOutcome::Here((end > start).then(|| FileRegion {
-            file: Arc::clone(&self.file),
-            position: start as u64,
-            len: end - start,
-        })))
+    /// The same as [`Segment::read`] with these bounds.
+    pub fn read(&self) -> Result<Found, StorageError> {
+        let header_at = |p| self.header_at(p);
+        read_region(header_at, &self.file, self.from, &self.bounds, |_| {
+            self.jump
+        })
     }
 }
