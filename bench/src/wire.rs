@@ -332,6 +332,142 @@ fn produce_loop(
     Ok((requests, errors, latencies))
 }
 
+/// A paced raw producer: what a client library batching with a 1 ms linger would send at
+/// `records_per_s`, without the library's own queue. One connection; every `tick` one
+/// Produce request carrying one batch per partition, the records of that tick split among
+/// them. Requests are sent on schedule whether or not earlier ones were answered, and each
+/// latency is counted from when its request was due (a late send counts against the
+/// broker side, as a stalled broker would make a client send late).
+#[derive(Debug, Clone, Copy)]
+pub struct PacedProduce {
+    pub partitions: i32,
+    pub records_per_s: f64,
+    pub value_bytes: usize,
+    pub tick: Duration,
+    pub duration: Duration,
+}
+
+#[derive(Debug, Default)]
+pub struct PacedProduceResult {
+    pub requests: u64,
+    pub records: u64,
+    pub record_bytes: u64,
+    pub errors: u64,
+    /// Requests sent more than one tick after they were due (the sender fell behind).
+    pub late: u64,
+    pub records_per_request: usize,
+    pub elapsed: Duration,
+    pub latencies: Latencies,
+}
+
+/// A Produce request with one batch for each of `partitions`.
+fn produce_frame_all(topic: &str, partitions: i32, batch: &Bytes, acks: i16) -> Vec<u8> {
+    let data = (0..partitions)
+        .map(|p| {
+            PartitionProduceData::default()
+                .with_index(p)
+                .with_records(Some(batch.clone()))
+        })
+        .collect();
+    let request = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic_name(topic))
+            .with_partition_data(data)]);
+    frame(ApiKey::Produce, PRODUCE_VERSION, 1, &request)
+}
+
+pub fn paced_produce(
+    bootstrap: &str,
+    topic: &str,
+    spec: PacedProduce,
+) -> Result<PacedProduceResult, String> {
+    assert!(spec.partitions > 0 && !spec.tick.is_zero());
+    let per_tick = spec.records_per_s * spec.tick.as_secs_f64();
+    let per_batch = ((per_tick / spec.partitions as f64).round() as usize).max(1);
+    let batch = record_batch(per_batch, spec.value_bytes, now_ms());
+    let request = produce_frame_all(topic, spec.partitions, &batch, 1);
+    let mut reader = connect(bootstrap)?;
+    let mut writer = reader.try_clone().map_err(|e| e.to_string())?;
+    let ticks = (spec.duration.as_secs_f64() / spec.tick.as_secs_f64()).ceil() as u64;
+    // Due times travel from the sender to the reader; responses come back in order.
+    let (due_tx, due_rx) = std::sync::mpsc::channel::<Instant>();
+    let started = Instant::now();
+    let trace_slow = std::env::var_os("KBROKER_BENCH_TRACE_SLOW").is_some();
+    let mono_at_start = {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid timespec to write into.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    };
+    let tick = spec.tick;
+    let sender = std::thread::spawn(move || -> Result<u64, String> {
+        let mut late = 0;
+        for k in 0..ticks {
+            let due = started + tick.mul_f64(k as f64);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            } else if now - due > tick {
+                late += 1;
+            }
+            writer
+                .write_all(&request)
+                .map_err(|e| format!("sending a produce: {e}"))?;
+            if due_tx.send(due).is_err() {
+                break;
+            }
+        }
+        Ok(late)
+    });
+    let mut result = PacedProduceResult {
+        records_per_request: per_batch * spec.partitions as usize,
+        latencies: Latencies::with_capacity(ticks as usize),
+        ..PacedProduceResult::default()
+    };
+    let mut buf = Vec::new();
+    let mut failure = None;
+    for due in due_rx.iter() {
+        if let Err(e) = read_frame(&mut reader, &mut buf) {
+            failure = Some(e);
+            break;
+        }
+        let latency = due.elapsed();
+        if trace_slow && latency > Duration::from_millis(5) {
+            let at = mono_at_start + due.duration_since(started).as_secs_f64();
+            eprintln!(
+                "slow request: due at {at:.6} (CLOCK_MONOTONIC s), {:.2} ms",
+                latency.as_secs_f64() * 1e3
+            );
+        }
+        result.latencies.record(latency);
+        result.requests += 1;
+        match produce_errors(&buf) {
+            Ok(n) => result.errors += n as u64,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    result.elapsed = started.elapsed();
+    // Unblocks a sender stuck on a full socket if the reader stopped early.
+    let _ = reader.shutdown(std::net::Shutdown::Both);
+    let sent = sender.join().map_err(|_| "sender thread panicked")?;
+    // The reader's failure first: the sender's is then only the closed socket.
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    result.late = sent?;
+    result.records = result.requests * result.records_per_request as u64;
+    result.record_bytes = result.requests * spec.partitions as u64 * batch.len() as u64;
+    Ok(result)
+}
+
 #[derive(Debug, Default)]
 pub struct RawConsumeResult {
     pub fetches: u64,
@@ -619,6 +755,25 @@ mod tests {
         let parsed = parse_fetch_v11(&buf).expect("parses");
         assert_eq!(parsed, vec![(0, 0, 3, &batch[..]), (1, 6, 0, &[][..])]);
         assert_eq!(parse_fetch_v11(&buf[..buf.len() - 1]), None);
+    }
+
+    #[test]
+    fn a_paced_request_carries_one_batch_per_partition() {
+        let batch = record_batch(3, 10, 0);
+        let f = produce_frame_all("t", 4, &batch, 1);
+        let mut body = Bytes::copy_from_slice(&f[4..]);
+        RequestHeader::decode(
+            &mut body,
+            ApiKey::Produce.request_header_version(PRODUCE_VERSION),
+        )
+        .expect("header");
+        let request = ProduceRequest::decode(&mut body, PRODUCE_VERSION).expect("body");
+        let partitions = &request.topic_data[0].partition_data;
+        let indexes: Vec<i32> = partitions.iter().map(|p| p.index).collect();
+        assert_eq!(indexes, [0, 1, 2, 3]);
+        assert!(partitions
+            .iter()
+            .all(|p| p.records.as_ref() == Some(&batch)));
     }
 
     #[test]
