@@ -8,8 +8,9 @@
 //! back is appended as the leader wrote it; the follower's high watermark follows the
 //! leader's. A leader answering OFFSET_OUT_OF_RANGE has deleted what the follower needs
 //! next: the follower starts again at the leader's log start. Partitions whose leader
-//! refuses them (not leader, fenced or unknown epoch) back off `replica.fetch.backoff.ms`
-//! until the controller's next LeaderAndIsr moves them.
+//! refuses them back off until the controller's next LeaderAndIsr moves them:
+//! `replica.fetch.backoff.ms`, or, where the leader only does not know yet that it leads
+//! (not leader, unknown epoch or partition), from 25 ms doubling up to it (`retry_delay`).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -64,6 +65,37 @@ struct FetchState {
     truncating: bool,
     /// Backing off after an error until then.
     delayed_until: Option<Instant>,
+    /// Refusals by the leader since this partition last fetched or truncated (see
+    /// [`retry_delay`]).
+    refusals: u32,
+}
+
+/// The first retry after a leader refused a partition for not leading it (yet).
+const FIRST_RETRY: Duration = Duration::from_millis(25);
+
+/// How long a partition waits after its leader answered `code` for the `refusals`-th time
+/// in a row.
+///
+/// NOT_LEADER_OR_FOLLOWER, UNKNOWN_LEADER_EPOCH (the leader's epoch is older than this
+/// follower's) and UNKNOWN_TOPIC_OR_PARTITION mostly mean the controller's LeaderAndIsr
+/// reached this follower a moment before it reached the new leader — the controller sends
+/// both at once, and a follower that waited the whole `replica.fetch.backoff.ms` (1 s)
+/// held every acks=all produce to that leader for that long after a controlled shutdown
+/// (seen in `scripts/chaos`). They are retried after 25 ms, doubling per refusal up to the
+/// backoff, so a leader that really is elsewhere costs a handful of requests. Any other
+/// error (FENCED_LEADER_EPOCH: this follower is behind; storage errors) waits the backoff.
+fn retry_delay(code: i16, refusals: u32, backoff: Duration) -> Duration {
+    let not_yet_leading = [
+        ResponseError::NotLeaderOrFollower,
+        ResponseError::UnknownLeaderEpoch,
+        ResponseError::UnknownTopicOrPartition,
+    ];
+    match ResponseError::try_from_code(code) {
+        Some(e) if not_yet_leading.contains(&e) => FIRST_RETRY
+            .saturating_mul(1 << refusals.min(16))
+            .min(backoff),
+        _ => backoff,
+    }
 }
 
 type States = Arc<Mutex<HashMap<TopicPartition, FetchState>>>;
@@ -150,6 +182,7 @@ impl ReplicaFetcherManager {
                     fetch_offset: -1,
                     truncating: true,
                     delayed_until: None,
+                    refusals: 0,
                 },
             );
     }
@@ -288,6 +321,15 @@ impl Worker {
         self.update(tp, epoch, |s| s.delayed_until = Some(until));
     }
 
+    /// The leader answered `code` for this partition: waits as [`retry_delay`] says.
+    fn refused(&self, tp: &TopicPartition, epoch: i32, code: i16) {
+        let backoff = self.config.backoff;
+        self.update(tp, epoch, |s| {
+            s.delayed_until = Some(Instant::now() + retry_delay(code, s.refusals, backoff));
+            s.refusals = s.refusals.saturating_add(1);
+        });
+    }
+
     /// KIP-279: asks the leader where this replica's latest epoch ends and truncates the
     /// log to the offset both share; then fetching starts at the log end.
     fn truncate(
@@ -361,7 +403,7 @@ impl Worker {
                 };
                 if p.error_code != 0 {
                     log::debug!("OffsetForLeaderEpoch {tp}: error {}", p.error_code);
-                    self.back_off(&tp, *current);
+                    self.refused(&tp, *current, p.error_code);
                     continue;
                 }
                 let Some(log) = replicas.follower_log(&tp, *current) else {
@@ -394,6 +436,7 @@ impl Worker {
                     Ok(end) => self.update(&tp, *current, |st| {
                         st.truncating = false;
                         st.fetch_offset = end;
+                        st.refusals = 0;
                     }),
                     Err(e) => {
                         log::warn!("truncating {tp} failed: {e}");
@@ -487,8 +530,9 @@ impl Worker {
                         if st.fetch_offset == s.fetch_offset {
                             st.fetch_offset = end;
                         }
+                        st.refusals = 0;
                     }),
-                    Ok(None) => {}
+                    Ok(None) => self.update(tp, epoch, |st| st.refusals = 0),
                     Err(e) => {
                         log::warn!("appending fetched records of {tp} failed: {e}");
                         self.back_off(tp, epoch);
@@ -498,7 +542,7 @@ impl Worker {
             Some(ResponseError::OffsetOutOfRange) => self.reset_out_of_range(replicas, tp, s)?,
             Some(e) => {
                 log::debug!("fetching {tp} from broker {}: {e:?}", self.leader);
-                self.back_off(tp, epoch);
+                self.refused(tp, epoch, p.error_code);
             }
         }
         Ok(())
@@ -578,5 +622,45 @@ impl Worker {
             ));
         }
         Ok(p.offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leader_that_does_not_know_yet_is_asked_again_soon_then_less_often() {
+        let backoff = Duration::from_millis(1000);
+        let not_leader = ResponseError::NotLeaderOrFollower.code();
+        let delays: Vec<u64> = (0..8)
+            .map(|n| retry_delay(not_leader, n, backoff).as_millis() as u64)
+            .collect();
+        assert_eq!(delays, [25, 50, 100, 200, 400, 800, 1000, 1000]);
+        for code in [
+            ResponseError::UnknownLeaderEpoch.code(),
+            ResponseError::UnknownTopicOrPartition.code(),
+        ] {
+            assert_eq!(retry_delay(code, 0, backoff), FIRST_RETRY);
+        }
+        // No overflow however long the refusals go on.
+        assert_eq!(retry_delay(not_leader, u32::MAX, backoff), backoff);
+        // A shorter configured backoff caps the first retry too.
+        assert_eq!(
+            retry_delay(not_leader, 0, Duration::from_millis(10)),
+            Duration::from_millis(10)
+        );
+    }
+
+    #[test]
+    fn other_refusals_wait_the_whole_backoff() {
+        let backoff = Duration::from_millis(1000);
+        for code in [
+            ResponseError::FencedLeaderEpoch.code(),
+            ResponseError::KafkaStorageError.code(),
+            ResponseError::UnknownServerError.code(),
+        ] {
+            assert_eq!(retry_delay(code, 0, backoff), backoff);
+        }
     }
 }
