@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
+use kafka_protocol::ResponseError;
 use kbroker_coordinator::group::GroupError;
 use kbroker_reactor::Responder;
 
@@ -19,9 +20,7 @@ pub fn handle(
     let (request, responder) = decode::<HeartbeatRequest>(&mut body, ctx.version, responder)?;
     let group_id = request.group_id.0.to_string();
     let code = match check_coordinator(broker, &group_id) {
-        // Kafka answers a heartbeat blindly while the group loads.
-        Some(code) if code == kafka_protocol::ResponseError::CoordinatorLoadInProgress.code() => 0,
-        Some(code) => code,
+        Some(code) => not_coordinating_code(code),
         None => {
             let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
             let result = broker
@@ -43,4 +42,36 @@ pub fn handle(
         responder,
         &HeartbeatResponse::default().with_error_code(code),
     )
+}
+
+/// Heartbeat's answer when this broker does not coordinate the group now (`code` from
+/// `check_coordinator`). As Kafka's: while the group is still loading the heartbeat is
+/// answered NONE, blindly — the member keeps its session and generation, and finds out
+/// what the loaded group says at its next heartbeat.
+fn not_coordinating_code(code: i16) -> i16 {
+    if code == ResponseError::CoordinatorLoadInProgress.code() {
+        0
+    } else {
+        code
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loading_coordinator_answers_heartbeats_blindly() {
+        assert_eq!(
+            not_coordinating_code(ResponseError::CoordinatorLoadInProgress.code()),
+            0
+        );
+        for e in [
+            ResponseError::NotCoordinator,
+            ResponseError::CoordinatorNotAvailable,
+            ResponseError::InvalidGroupId,
+        ] {
+            assert_eq!(not_coordinating_code(e.code()), e.code());
+        }
+    }
 }

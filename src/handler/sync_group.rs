@@ -28,15 +28,10 @@ pub fn handle(
         version: ctx.version,
     };
     let group_id = request.group_id.0.to_string();
-    if let Some(mut code) = check_coordinator(broker, &group_id) {
-        // Kafka: a loading coordinator lost the rebalance; REBALANCE_IN_PROGRESS sends the
-        // member back to JoinGroup (clients do not expect LOAD_IN_PROGRESS here).
-        if code == ResponseError::CoordinatorLoadInProgress.code() {
-            code = ResponseError::RebalanceInProgress.code();
-        }
+    if let Some(code) = check_coordinator(broker, &group_id) {
         send_code(
             pending,
-            code,
+            not_coordinating_code(code),
             &SyncResult {
                 error: None,
                 protocol_type: None,
@@ -104,6 +99,18 @@ pub fn send(p: PendingReply, result: &SyncResult) {
     send_code(p, code, result);
 }
 
+/// SyncGroup's answer when this broker does not coordinate the group now (`code` from
+/// `check_coordinator`). As Kafka's: a coordinator still loading the group has lost the
+/// rebalance in progress, and REBALANCE_IN_PROGRESS sends the member back to JoinGroup
+/// without looking the coordinator up again (clients do not expect LOAD_IN_PROGRESS here).
+fn not_coordinating_code(code: i16) -> i16 {
+    if code == ResponseError::CoordinatorLoadInProgress.code() {
+        ResponseError::RebalanceInProgress.code()
+    } else {
+        code
+    }
+}
+
 fn send_code(p: PendingReply, code: i16, result: &SyncResult) {
     let v5 = p.version >= 5;
     let response = SyncGroupResponse::default()
@@ -120,4 +127,24 @@ fn send_code(p: PendingReply, code: i16, result: &SyncResult) {
         })
         .with_assignment(Bytes::from(result.assignment.clone()));
     reply(p, ApiKey::SyncGroup, &response);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loading_coordinator_sends_the_member_back_to_join_group() {
+        assert_eq!(
+            not_coordinating_code(ResponseError::CoordinatorLoadInProgress.code()),
+            ResponseError::RebalanceInProgress.code()
+        );
+        for e in [
+            ResponseError::NotCoordinator,
+            ResponseError::CoordinatorNotAvailable,
+            ResponseError::InvalidGroupId,
+        ] {
+            assert_eq!(not_coordinating_code(e.code()), e.code());
+        }
+    }
 }
