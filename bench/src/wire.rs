@@ -113,14 +113,30 @@ pub(crate) fn topic_name(topic: &str) -> TopicName {
 }
 
 pub fn produce_frame(topic: &str, partition: i32, batch: &Bytes, acks: i16) -> Vec<u8> {
+    produce_frame_for(topic, partition..=partition, batch, acks)
+}
+
+/// A Produce request with `batch` for each of `partitions`.
+fn produce_frame_for(
+    topic: &str,
+    partitions: impl IntoIterator<Item = i32>,
+    batch: &Bytes,
+    acks: i16,
+) -> Vec<u8> {
+    let data = partitions
+        .into_iter()
+        .map(|p| {
+            PartitionProduceData::default()
+                .with_index(p)
+                .with_records(Some(batch.clone()))
+        })
+        .collect();
     let request = ProduceRequest::default()
         .with_acks(acks)
         .with_timeout_ms(30_000)
         .with_topic_data(vec![TopicProduceData::default()
             .with_name(topic_name(topic))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(partition)
-                .with_records(Some(batch.clone()))])]);
+            .with_partition_data(data)]);
     frame(ApiKey::Produce, PRODUCE_VERSION, 1, &request)
 }
 
@@ -360,24 +376,6 @@ pub struct PacedProduceResult {
     pub latencies: Latencies,
 }
 
-/// A Produce request with one batch for each of `partitions`.
-fn produce_frame_all(topic: &str, partitions: i32, batch: &Bytes, acks: i16) -> Vec<u8> {
-    let data = (0..partitions)
-        .map(|p| {
-            PartitionProduceData::default()
-                .with_index(p)
-                .with_records(Some(batch.clone()))
-        })
-        .collect();
-    let request = ProduceRequest::default()
-        .with_acks(acks)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(topic_name(topic))
-            .with_partition_data(data)]);
-    frame(ApiKey::Produce, PRODUCE_VERSION, 1, &request)
-}
-
 pub fn paced_produce(
     bootstrap: &str,
     topic: &str,
@@ -387,7 +385,7 @@ pub fn paced_produce(
     let per_tick = spec.records_per_s * spec.tick.as_secs_f64();
     let per_batch = ((per_tick / spec.partitions as f64).round() as usize).max(1);
     let batch = record_batch(per_batch, spec.value_bytes, now_ms());
-    let request = produce_frame_all(topic, spec.partitions, &batch, 1);
+    let request = produce_frame_for(topic, 0..spec.partitions, &batch, 1);
     let mut reader = connect(bootstrap)?;
     let mut writer = reader.try_clone().map_err(|e| e.to_string())?;
     let ticks = (spec.duration.as_secs_f64() / spec.tick.as_secs_f64()).ceil() as u64;
@@ -760,7 +758,7 @@ mod tests {
     #[test]
     fn a_paced_request_carries_one_batch_per_partition() {
         let batch = record_batch(3, 10, 0);
-        let f = produce_frame_all("t", 4, &batch, 1);
+        let f = produce_frame_for("t", 0..4, &batch, 1);
         let mut body = Bytes::copy_from_slice(&f[4..]);
         RequestHeader::decode(
             &mut body,

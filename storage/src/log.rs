@@ -1060,35 +1060,8 @@ impl Log {
         max_bytes: usize,
         min_one: bool,
     ) -> Result<LogRead, StorageError> {
-        self.check_online()?;
-        self.offset_in_range(offset)?;
-        let log_end_offset = self.log_end_offset();
-        let bounds = ReadBounds {
-            offset,
-            max_offset,
-            max_bytes,
-            min_one,
-        };
-        let mut region = None;
-        let floor = self
-            .segments
-            .range(..=offset)
-            .next_back()
-            .map_or(i64::MIN, |(b, _)| *b);
-        // On past a segment only if it has no batch reaching `offset` at all (compaction
-        // gaps); a batch there that breaks a bound ends the read.
-        for segment in self.segments.range(floor..).map(|(_, s)| s) {
-            if let Found::Here(r) = segment.read(&bounds)? {
-                region = r;
-                break;
-            }
-        }
-        Ok(LogRead {
-            region,
-            high_watermark: self.high_watermark,
-            log_start_offset: self.log_start_offset,
-            log_end_offset,
-        })
+        let bounds = self.checked_bounds(offset, max_offset, max_bytes, min_one)?;
+        self.read_within(&bounds)
     }
 
     /// [`Log::read`] in two steps, so that the batch headers of a rolled segment are read
@@ -1103,29 +1076,60 @@ impl Log {
         max_bytes: usize,
         min_one: bool,
     ) -> Result<ReadPlan, StorageError> {
+        let bounds = self.checked_bounds(offset, max_offset, max_bytes, min_one)?;
+        let floor = self.segments.range(..=offset).next_back().map(|(_, s)| s);
+        match floor.and_then(|s| s.rolled_read(bounds)) {
+            Some(rolled) => Ok(ReadPlan::Rolled {
+                offsets: self.offsets_with(None),
+                rolled,
+            }),
+            None => self.read_within(&bounds).map(ReadPlan::Done),
+        }
+    }
+
+    /// The read's bounds, once the log is online and `offset` within it.
+    fn checked_bounds(
+        &self,
+        offset: i64,
+        max_offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<ReadBounds, StorageError> {
         self.check_online()?;
         self.offset_in_range(offset)?;
-        let bounds = ReadBounds {
+        Ok(ReadBounds {
             offset,
             max_offset,
             max_bytes,
             min_one,
-        };
-        let floor = self.segments.range(..=offset).next_back().map(|(_, s)| s);
-        let Some(rolled) = floor.and_then(|s| s.rolled_read(bounds)) else {
-            return self
-                .read(offset, max_offset, max_bytes, min_one)
-                .map(ReadPlan::Done);
-        };
-        Ok(ReadPlan::Rolled {
-            offsets: LogRead {
-                region: None,
-                high_watermark: self.high_watermark,
-                log_start_offset: self.log_start_offset,
-                log_end_offset: self.log_end_offset(),
-            },
-            rolled,
         })
+    }
+
+    /// The read itself, under the lock (bounds already checked).
+    fn read_within(&self, bounds: &ReadBounds) -> Result<LogRead, StorageError> {
+        let floor = self
+            .segments
+            .range(..=bounds.offset)
+            .next_back()
+            .map_or(i64::MIN, |(b, _)| *b);
+        // On past a segment only if it has no batch reaching `offset` at all (compaction
+        // gaps); a batch there that breaks a bound ends the read.
+        for segment in self.segments.range(floor..).map(|(_, s)| s) {
+            if let Found::Here(region) = segment.read(bounds)? {
+                return Ok(self.offsets_with(region));
+            }
+        }
+        Ok(self.offsets_with(None))
+    }
+
+    /// A read's answer: `region` with the log's offsets as they are now.
+    fn offsets_with(&self, region: Option<FileRegion>) -> LogRead {
+        LogRead {
+            region,
+            high_watermark: self.high_watermark,
+            log_start_offset: self.log_start_offset,
+            log_end_offset: self.log_end_offset(),
+        }
     }
 
     /// OffsetOutOfRange unless `offset` is within [log start, log end].
