@@ -300,12 +300,13 @@ impl GroupCoordinator {
             .is_some_and(|loaded| *loaded)
     }
 
-    /// Loads the committed offsets and group generations of one `__consumer_offsets`
+    /// Loads the committed offsets and groups (generation, members) of one `__consumer_offsets`
     /// partition into memory; returns the records read.
     fn load_partition(&self, partition: i32) -> Result<usize, CoordinatorError> {
         let mut loaded: HashMap<String, GroupEntry> = HashMap::new();
+        let now = now_ms();
         let records = self.log.read_records(partition, &mut |key, value| {
-            apply_record(&mut loaded, key, value)
+            apply_record(&mut loaded, key, value, now)
         })?;
         loaded.retain(|_, g| !g.offsets.is_empty() || g.group.generation_id() > 0);
         let count = loaded.len();
@@ -381,21 +382,29 @@ impl GroupCoordinator {
         }
     }
 
-    /// Writes the group's generation to the log after a rebalance completes.
+    /// The group's record — its generation, and its members and their assignments while
+    /// Stable — as written after a rebalance completes and when the group becomes empty.
     pub fn group_record(group: &Group<PendingReply>) -> (OffsetsKey, Option<Vec<u8>>) {
-        let value = GroupValue {
-            protocol_type: group.protocol_type().unwrap_or_default().to_string(),
-            generation_id: group.generation_id(),
-            protocol: group.protocol_name().map(str::to_string),
-            leader: group.leader().map(str::to_string),
-            state_timestamp_ms: now_ms(),
-        };
         (
             OffsetsKey::Group {
                 group: group.id.clone(),
             },
-            Some(value.encode()),
+            Some(group.record(now_ms()).encode()),
         )
+    }
+
+    /// Writes the group's record when the state machine says it changed (as Kafka stores
+    /// the group after the leader's SyncGroup): the generation, members and assignments a
+    /// coordinator that takes the group over loads, so members carry on without a
+    /// rebalance. Best effort, as Kafka's: a failed write is logged, and members rejoin
+    /// after a move.
+    pub fn record_if_due(&self, id: &str, entry: &mut GroupEntry) {
+        if entry.group.take_record_due() {
+            let record = Self::group_record(&entry.group);
+            if let Err(e) = self.append(id, vec![record]) {
+                log::warn!("recording the generation of group={id} failed: {e}");
+            }
+        }
     }
 
     /// Starts the group timer and the metadata mirror (which also keeps the tree dump for
@@ -492,6 +501,7 @@ fn apply_record(
     groups: &mut HashMap<String, GroupEntry>,
     key: Option<&[u8]>,
     value: Option<&[u8]>,
+    now_ms: i64,
 ) {
     let Some(key) = key else { return };
     let key = match OffsetsKey::decode(key) {
@@ -524,21 +534,20 @@ fn apply_record(
         ) => {
             entry.offsets.remove(&(topic, partition));
         }
-        (OffsetsKey::Group { group }, Some(v)) => {
-            if let Ok(v) = GroupValue::decode(v) {
+        (OffsetsKey::Group { group }, Some(v)) => match GroupValue::decode(v) {
+            Ok(v) => {
                 let mut fresh = Group::new(&group);
-                fresh.restore(
-                    v.generation_id,
-                    Some(v.protocol_type).filter(|s| !s.is_empty()),
-                    v.protocol,
-                );
+                fresh.restore(&v, now_ms);
                 entry.group = fresh;
-                // Members are not recorded: only a record written while the group was empty
-                // (no leader) says since when; otherwise it counts as empty from its load.
-                entry.empty_since_ms = (v.state_timestamp_ms > 0 && v.leader.is_none())
-                    .then_some(v.state_timestamp_ms);
+                // A record written while the group was empty (no members, no leader) says
+                // since when; a record of a group with members whose record predates
+                // members being recorded counts as empty from its load.
+                entry.empty_since_ms =
+                    (v.members.is_empty() && v.state_timestamp_ms > 0 && v.leader.is_none())
+                        .then_some(v.state_timestamp_ms);
             }
-        }
+            Err(e) => log::warn!("{e}"),
+        },
         (OffsetsKey::Group { group }, None) => {
             entry.group = Group::new(&group);
         }
@@ -1079,6 +1088,69 @@ mod tests {
     }
 
     #[test]
+    fn a_new_coordinator_loads_a_groups_members_and_they_carry_on() {
+        let log = Arc::new(ModelLog::default());
+        let c = coordinator(&log);
+        for p in 0..3 {
+            log.led.lock().unwrap().insert(p);
+            c.became_leader(&TopicPartition::new(OFFSETS_TOPIC, p));
+        }
+        let member = offsets::MemberValue {
+            member_id: "m-1".into(),
+            group_instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            rebalance_timeout_ms: 30_000,
+            session_timeout_ms: 10_000,
+            subscription: vec![0, 1],
+            assignment: vec![0, 2],
+        };
+        // An older record of the group, then the one of its current generation.
+        for generation_id in [2, 3] {
+            let record = GroupValue {
+                protocol_type: "consumer".into(),
+                generation_id,
+                protocol: Some("range".into()),
+                leader: Some("m-1".into()),
+                state_timestamp_ms: 5,
+                members: vec![member.clone()],
+            };
+            let key = OffsetsKey::Group { group: "g".into() };
+            c.append("g", vec![(key, Some(record.encode()))]).unwrap();
+        }
+        let reloaded = coordinator(&log);
+        reloaded.became_leader(&TopicPartition::new(
+            OFFSETS_TOPIC,
+            reloaded.partition_for("g"),
+        ));
+        let now = now_ms();
+        let (state, heartbeat, empty_since, assignment) = reloaded
+            .with_group("g", |e| {
+                note_emptiness(&reloaded, "g", e, now);
+                let assignment = e
+                    .group
+                    .members()
+                    .map(|m| m.assignment.clone())
+                    .collect::<Vec<_>>();
+                (
+                    e.group.state(),
+                    e.group.heartbeat("m-1", 3, None, now),
+                    e.empty_since_ms,
+                    assignment,
+                )
+            })
+            .expect("loaded");
+        assert_eq!(state, kbroker_coordinator::group::GroupState::Stable);
+        assert_eq!(
+            heartbeat,
+            Ok(()),
+            "the member's heartbeat of generation 3 is accepted"
+        );
+        assert_eq!(empty_since, None, "a group with members is not empty");
+        assert_eq!(assignment, vec![vec![0, 2]]);
+    }
+
+    #[test]
     fn offsets_of_a_consumer_group_are_kept_retention_from_when_it_became_empty() {
         let log = Arc::new(ModelLog::default());
         let c = coordinator(&log); // retention 1 s
@@ -1094,6 +1166,7 @@ mod tests {
             protocol: Some("range".into()),
             leader: Some("m-1".into()),
             state_timestamp_ms: 5,
+            members: Vec::new(), // as kbroker wrote them before members were recorded
         };
         let key = OffsetsKey::Group { group: "g".into() };
         c.append("g", vec![(key, Some(record.encode())), commit("g", "t", 7)])

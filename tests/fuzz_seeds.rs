@@ -243,6 +243,16 @@ fn write_seed_corpora() {
                 protocol: Some("range".into()),
                 leader: Some("m-1".into()),
                 state_timestamp_ms: 1_700_000_000_000,
+                members: vec![kbroker_coordinator::offsets::MemberValue {
+                    member_id: "m-1".into(),
+                    group_instance_id: Some("i-1".into()),
+                    client_id: "c".into(),
+                    client_host: "/127.0.0.1".into(),
+                    rebalance_timeout_ms: 300_000,
+                    session_timeout_ms: 45_000,
+                    subscription: vec![0, 1, 0, 0, 0, 1, 0, 1, b't', 0, 0, 0, 0],
+                    assignment: vec![0, 1, 0, 0, 0, 1, 0, 1, b't', 0, 0, 0, 1, 0, 0, 0, 0],
+                }],
             }
             .encode(),
         ),

@@ -364,6 +364,77 @@ def test_group_offsets_survive_the_offsets_leader(cluster):
         consumer.close()
 
 
+def test_group_members_carry_on_when_the_coordinator_is_killed(cluster):
+    """As Kafka, a group's record holds its members and their assignments with its
+    generation; the broker that takes over the group's `__consumer_offsets` partition loads
+    them, so a consumer that keeps its session keeps its membership: its heartbeats and
+    commits of the same generation are accepted there, and it is not assigned again."""
+    c = cluster(3, overrides={**FAST, "offsets.topic.num.partitions": 1,
+                              "offsets.topic.replication.factor": 3,
+                              "group.initial.rebalance.delay.ms": 0})
+    create(c, "mg", assignment=[[1, 2, 3], [2, 3, 1], [3, 1, 2]])
+    produce_acked(c, "mg", [f"a{i}".encode() for i in range(30)])
+    assigned: list[list[tuple[str, int]]] = []
+    revoked: list[list[tuple[str, int]]] = []
+    consumer = Consumer({"bootstrap.servers": c.bootstrap(), "group.id": "mg-group",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         # Longer than the failover, so the client keeps its session.
+                         "session.timeout.ms": 45000, "heartbeat.interval.ms": 500,
+                         "reconnect.backoff.max.ms": 1000, "logger": RDKAFKA_LOGGER})
+    consumer.subscribe(["mg"],
+                       on_assign=lambda _c, ps: assigned.append([(p.topic, p.partition) for p in ps]),
+                       on_revoke=lambda _c, ps: revoked.append([(p.topic, p.partition) for p in ps]))
+
+    def consume(n: int) -> list[bytes]:
+        got: list[bytes] = []
+        deadline = time.monotonic() + 90
+        while len(got) < n and time.monotonic() < deadline:
+            m = consumer.poll(0.2)
+            if m is not None and m.error() is None:
+                got.append(m.value())
+        return got
+
+    def commit_until_accepted() -> None:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                consumer.commit(asynchronous=False)
+                return
+            except Exception as e:  # coordinator moving: retried, as an application would
+                code = e.args[0].code() if e.args else None
+                assert code not in (KafkaError.UNKNOWN_MEMBER_ID, KafkaError.ILLEGAL_GENERATION), e
+                assert time.monotonic() < deadline, f"commit never accepted: {e}"
+                time.sleep(0.5)
+
+    try:
+        assert len(consume(30)) == 30
+        commit_until_accepted()
+        member = consumer.memberid()
+        assert member and len(assigned) == 1 and len(assigned[0]) == 3
+        wait_isr(c, "__consumer_offsets", [1, 2, 3])
+        old = c.leaders("__consumer_offsets")[0]
+        c.brokers[old].kill9()
+        wait_until(lambda: c.leaders("__consumer_offsets")[0] not in (old, -1), 60,
+                   "the offsets partition has a new leader")
+        new = c.leaders("__consumer_offsets")[0]
+        produce_acked(c, "mg", [f"b{i}".encode() for i in range(30)])
+        assert sorted(consume(30)) == sorted(f"b{i}".encode() for i in range(30))
+        # The commit names the generation and member id the client had: the new
+        # coordinator knows both.
+        commit_until_accepted()
+        assert consumer.memberid() == member
+        assert len(assigned) == 1 and not revoked, (assigned, revoked)
+        described = c.admin(new).describe_consumer_groups(
+            ["mg-group"], request_timeout=15)["mg-group"].result(timeout=30)
+        assert described.coordinator.id == new
+        assert [m.member_id for m in described.members] == [member]
+        assert sorted((p.topic, p.partition)
+                      for p in described.members[0].assignment.topic_partitions) == \
+            sorted(assigned[0])
+    finally:
+        consumer.close()
+
+
 def test_preferred_leader_returns_after_the_broker_rejoins(cluster):
     c = cluster(3, overrides={**FAST, "leader.imbalance.check.interval.seconds": 2,
                               "leader.imbalance.per.broker.percentage": 0})

@@ -17,6 +17,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use crate::offsets::{GroupValue, MemberValue};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
     Empty,
@@ -209,6 +211,10 @@ pub struct Group<R> {
     pending_sync: HashSet<String>,
     sync_deadline_ms: i64,
     events: Vec<GroupEvent>,
+    /// Set when what a group record says of the group changed (a new assignment
+    /// installed, a static member's new id in a Stable group); the caller writes the
+    /// record (see [`Group::take_record_due`]).
+    record_due: bool,
     next_member_seq: u64,
 }
 
@@ -229,6 +235,7 @@ impl<R> Group<R> {
             pending_sync: HashSet::new(),
             sync_deadline_ms: 0,
             events: Vec::new(),
+            record_due: false,
             next_member_seq: 0,
         }
     }
@@ -253,6 +260,11 @@ impl<R> Group<R> {
     }
     pub fn is_empty(&self) -> bool {
         self.members.is_empty() && self.pending.is_empty()
+    }
+    /// True once after the group's record changed (Kafka stores the group then): a new
+    /// assignment was installed, or a static member took a new id in a Stable group.
+    pub fn take_record_due(&mut self) -> bool {
+        std::mem::take(&mut self.record_due)
     }
     /// Membership events since the last call.
     pub fn drain_events(&mut self) -> Vec<GroupEvent> {
@@ -283,27 +295,111 @@ impl<R> Group<R> {
         replies
     }
 
-    /// Restores what a `__consumer_offsets` group record said (after a restart members
-    /// are gone; the generation continues).
-    pub fn restore(
-        &mut self,
-        generation_id: i32,
-        protocol_type: Option<String>,
-        protocol_name: Option<String>,
-    ) {
+    /// Restores what a `__consumer_offsets` group record said, as Kafka's coordinator loads
+    /// a group: the generation, and its members with their assignments — the group is
+    /// Stable, each member's session starting at `now_ms` as if it had just heartbeated, so
+    /// members that go on heartbeating keep their generation without a rebalance. With no
+    /// members (or no protocol) the group is Empty and the generation continues.
+    pub fn restore(&mut self, value: &GroupValue, now_ms: i64) {
         assert_eq!(self.state, GroupState::Empty);
-        self.generation_id = generation_id;
-        self.protocol_type = protocol_type;
-        self.protocol_name = protocol_name;
+        assert!(self.members.is_empty());
+        self.generation_id = value.generation_id;
+        self.protocol_type = Some(value.protocol_type.clone()).filter(|s| !s.is_empty());
+        self.protocol_name = value.protocol.clone();
+        let Some(protocol) = value.protocol.clone() else {
+            return;
+        };
+        for m in &value.members {
+            if let Some(instance) = &m.group_instance_id {
+                self.static_members
+                    .insert(instance.clone(), m.member_id.clone());
+            }
+            self.events.push(GroupEvent::MemberAdded {
+                member_id: m.member_id.clone(),
+                subscription: m.subscription.clone(),
+            });
+            self.members.insert(
+                m.member_id.clone(),
+                Member {
+                    member_id: m.member_id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout_ms: m.session_timeout_ms,
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    protocol_type: value.protocol_type.clone(),
+                    protocols: vec![(protocol.clone(), m.subscription.clone())],
+                    assignment: m.assignment.clone(),
+                    last_heartbeat_ms: now_ms,
+                    awaiting_join: None,
+                    awaiting_sync: None,
+                },
+            );
+        }
+        if self.members.is_empty() {
+            return;
+        }
+        self.state = GroupState::Stable;
+        self.leader = value
+            .leader
+            .clone()
+            .filter(|l| self.members.contains_key(l))
+            .or_else(|| self.members.keys().next().cloned());
+        self.events.push(GroupEvent::AssignmentsInstalled {
+            assignments: self
+                .members
+                .values()
+                .map(|m| (m.member_id.clone(), m.assignment.clone()))
+                .collect(),
+        });
     }
 
+    /// What a group record says of this group now (see [`Group::restore`]): its members
+    /// while Stable (Kafka records them once the leader's assignment is installed), none
+    /// otherwise.
+    pub fn record(&self, state_timestamp_ms: i64) -> GroupValue {
+        let protocol = self.protocol_name.as_deref().unwrap_or_default();
+        let members = if self.state == GroupState::Stable {
+            self.members
+                .values()
+                .map(|m| MemberValue {
+                    member_id: m.member_id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    session_timeout_ms: m.session_timeout_ms,
+                    subscription: m.metadata(protocol),
+                    assignment: m.assignment.clone(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        GroupValue {
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            generation_id: self.generation_id,
+            protocol: self.protocol_name.clone(),
+            leader: self.leader.clone(),
+            state_timestamp_ms,
+            members,
+        }
+    }
+
+    /// A member id no member or pending member has (members restored from a record were
+    /// named by another coordinator's counter).
     fn new_member_id(&mut self, client_id: &str, now_ms: i64) -> String {
-        self.next_member_seq += 1;
-        format!(
-            "{client_id}-{:08x}-{:x}",
-            (now_ms as u64).wrapping_mul(0x9E37_79B9) as u32,
-            self.next_member_seq
-        )
+        loop {
+            self.next_member_seq += 1;
+            let id = format!(
+                "{client_id}-{:08x}-{:x}",
+                (now_ms as u64).wrapping_mul(0x9E37_79B9) as u32,
+                self.next_member_seq
+            );
+            if !self.members.contains_key(&id) && !self.pending.contains_key(&id) {
+                return id;
+            }
+        }
     }
 
     fn supports_protocols(&self, protocol_type: &str, protocols: &[(String, Vec<u8>)]) -> bool {
@@ -526,6 +622,7 @@ impl<R> Group<R> {
                     m.protocols = req.protocols.clone();
                 }
                 if self.select_protocol() == self.protocol_name {
+                    self.record_due = true;
                     let result = self.join_result_for(&new_id);
                     out.push(Reply::Join(reply, result));
                 } else {
@@ -902,6 +999,7 @@ impl<R> Group<R> {
                         m.assignment = given.remove(&m.member_id).unwrap_or_default();
                     }
                     self.state = GroupState::Stable;
+                    self.record_due = true;
                     self.events.push(GroupEvent::AssignmentsInstalled {
                         assignments: self
                             .members
@@ -1573,5 +1671,98 @@ mod tests {
             g.heartbeat(&a, 1, Some("nobody"), 1),
             Err(GroupError::UnknownMemberId)
         );
+    }
+
+    #[test]
+    fn a_group_restored_from_its_record_keeps_its_generation_members_and_assignments() {
+        let mut g: Group<u32> = Group::new("g");
+        let (a, r) = join_new(&mut g, 1, 0);
+        join_result(r, 1);
+        g.sync(&a, 1, None, vec![], 2, 0);
+        let (b, r) = join_new(&mut g, 3, 0);
+        assert!(r.is_empty());
+        g.join(req(&a, None), 4, &cfg(), 0);
+        assert_eq!(g.state(), GroupState::CompletingRebalance);
+        assert!(g.take_record_due(), "the first generation's assignment");
+        assert!(g.record(0).members.is_empty(), "not recorded mid-rebalance");
+        g.sync(&b, 2, None, vec![], 5, 0);
+        assert!(!g.take_record_due());
+        let given = vec![(a.clone(), vec![7]), (b.clone(), vec![8, 8])];
+        g.sync(&a, 2, None, given, 6, 0);
+        assert_eq!(g.state(), GroupState::Stable);
+        assert!(g.take_record_due(), "the second generation's assignment");
+        assert!(!g.take_record_due(), "once");
+        let leader = g.leader().map(str::to_string);
+
+        let record = GroupValue::decode(&g.record(50).encode()).expect("decodes");
+        assert_eq!(record.state_timestamp_ms, 50);
+        let mut loaded: Group<u32> = Group::new("g");
+        loaded.restore(&record, 1_000);
+        assert_eq!(loaded.state(), GroupState::Stable);
+        assert_eq!(loaded.generation_id(), 2);
+        assert_eq!(loaded.protocol_name(), Some("range"));
+        assert_eq!(loaded.leader().map(str::to_string), leader);
+        // The mirror hears of the members and their assignments.
+        let mut assignments = vec![(a.clone(), vec![7]), (b.clone(), vec![8, 8])];
+        assignments.sort();
+        let events = loaded.drain_events();
+        assert!(events.contains(&GroupEvent::AssignmentsInstalled { assignments }));
+        // Members carry on: heartbeats and commits of the generation are accepted, a
+        // SyncGroup (a member that was mid-sync when the coordinator moved) gets its
+        // assignment, and their metadata is the protocol's.
+        assert_eq!(loaded.heartbeat(&a, 2, None, 1_500), Ok(()));
+        assert_eq!(loaded.validate_commit(&b, 2, None, 1_500), Ok(()));
+        assert_eq!(
+            loaded.heartbeat(&a, 1, None, 1_500),
+            Err(GroupError::IllegalGeneration)
+        );
+        let r = loaded.sync(&b, 2, None, vec![], 9, 1_500);
+        assert!(
+            matches!(&r[..], [Reply::Sync(9, s)] if s.error.is_none() && s.assignment == [8, 8])
+        );
+        let m = loaded.members().find(|m| m.member_id == a).expect("a");
+        assert_eq!(
+            (m.metadata("range"), m.session_timeout_ms),
+            (vec![1], 10_000)
+        );
+        // Sessions count from the load (10 s sessions): members silent since expire.
+        let mut idle: Group<u32> = Group::new("g");
+        idle.restore(&record, 1_000);
+        idle.tick(&cfg(), 10_900);
+        assert_eq!(idle.members().count(), 2);
+        idle.tick(&cfg(), 11_100);
+        assert_eq!(
+            idle.members().count(),
+            0,
+            "expired a session after the load"
+        );
+        // A new member never gets a restored member's id.
+        let (c, _) = join_new(&mut loaded, 10, 11_100);
+        assert!(c != a && c != b);
+    }
+
+    #[test]
+    fn a_record_without_members_restores_an_empty_group() {
+        let value = GroupValue {
+            protocol_type: "consumer".into(),
+            generation_id: 4,
+            protocol: Some("range".into()),
+            leader: Some("gone".into()),
+            state_timestamp_ms: 1,
+            members: Vec::new(),
+        };
+        let mut g: Group<u32> = Group::new("g");
+        g.restore(&value, 0);
+        assert_eq!(
+            (g.state(), g.generation_id(), g.leader()),
+            (GroupState::Empty, 4, None)
+        );
+        assert_eq!(
+            g.heartbeat("gone", 4, None, 0),
+            Err(GroupError::UnknownMemberId)
+        );
+        // A member rejoins: generation 5.
+        let (m, r) = join_new(&mut g, 1, 0);
+        assert_eq!(join_result(r, 1).generation_id, 5, "{m}");
     }
 }

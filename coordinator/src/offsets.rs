@@ -9,7 +9,10 @@
 //! Offset commit value, version 3: `offset:i64, leader_epoch:i32, metadata:string,
 //! commit_timestamp:i64` (v1 adds `expire_timestamp` after commit_timestamp and has no
 //! epoch; v0 has neither — both read). Group metadata value, version 3: protocol type,
-//! generation, protocol (nullable), leader (nullable), state timestamp, members. A null
+//! generation, protocol (nullable), leader (nullable), state timestamp, members (each:
+//! member id, group instance id (nullable), client id, client host, rebalance timeout,
+//! session timeout, subscription bytes, assignment bytes; v0 has no rebalance timeout and
+//! no instance id, v1–v2 no instance id, v0–v1 no state timestamp — all read). A null
 //! value is a tombstone. Pure functions over bytes; malformed input is an error, never a
 //! panic.
 
@@ -40,6 +43,22 @@ pub struct GroupValue {
     pub protocol: Option<String>,
     pub leader: Option<String>,
     pub state_timestamp_ms: i64,
+    pub members: Vec<MemberValue>,
+}
+
+/// One member of a group record: what a coordinator that loads the group needs to keep
+/// the generation going without a rebalance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberValue {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    pub session_timeout_ms: i32,
+    /// The member's metadata for the group's protocol.
+    pub subscription: Vec<u8>,
+    pub assignment: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +126,12 @@ fn put_string(out: &mut Vec<u8>, s: &str) {
     let len = s.len().min(i16::MAX as usize);
     out.extend_from_slice(&(len as i16).to_be_bytes());
     out.extend_from_slice(&s.as_bytes()[..len]);
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    let len = i32::try_from(b.len()).expect("a record value is far below 2 GiB");
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(b);
 }
 
 fn put_nullable_string(out: &mut Vec<u8>, s: Option<&str>) {
@@ -193,8 +218,7 @@ impl OffsetValue {
 }
 
 impl GroupValue {
-    /// Version 3 with no members (members are not persisted by kbroker: after a restart
-    /// they rejoin).
+    /// Version 3, members included.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(&3i16.to_be_bytes());
@@ -203,7 +227,18 @@ impl GroupValue {
         put_nullable_string(&mut out, self.protocol.as_deref());
         put_nullable_string(&mut out, self.leader.as_deref());
         out.extend_from_slice(&self.state_timestamp_ms.to_be_bytes());
-        out.extend_from_slice(&0i32.to_be_bytes());
+        let count = i32::try_from(self.members.len()).expect("a group's size is an i32");
+        out.extend_from_slice(&count.to_be_bytes());
+        for m in &self.members {
+            put_string(&mut out, &m.member_id);
+            put_nullable_string(&mut out, m.group_instance_id.as_deref());
+            put_string(&mut out, &m.client_id);
+            put_string(&mut out, &m.client_host);
+            out.extend_from_slice(&m.rebalance_timeout_ms.to_be_bytes());
+            out.extend_from_slice(&m.session_timeout_ms.to_be_bytes());
+            put_bytes(&mut out, &m.subscription);
+            put_bytes(&mut out, &m.assignment);
+        }
         out
     }
 
@@ -218,12 +253,39 @@ impl GroupValue {
         let protocol = r.nullable_string()?;
         let leader = r.nullable_string()?;
         let state_timestamp_ms = if version >= 2 { r.i64()? } else { -1 };
+        let count = r.i32()?;
+        // Grown as members parse (never reserved from the count): at most a few bytes of
+        // memory per byte of input.
+        let mut members = Vec::new();
+        for _ in 0..count.max(0) {
+            let member_id = r.string()?;
+            let group_instance_id = if version >= 3 {
+                r.nullable_string()?
+            } else {
+                None
+            };
+            let client_id = r.string()?;
+            let client_host = r.string()?;
+            let rebalance_timeout_ms = if version >= 1 { Some(r.i32()?) } else { None };
+            let session_timeout_ms = r.i32()?;
+            members.push(MemberValue {
+                member_id,
+                group_instance_id,
+                client_id,
+                client_host,
+                rebalance_timeout_ms: rebalance_timeout_ms.unwrap_or(session_timeout_ms),
+                session_timeout_ms,
+                subscription: r.bytes()?,
+                assignment: r.bytes()?,
+            });
+        }
         Ok(GroupValue {
             protocol_type,
             generation_id,
             protocol,
             leader,
             state_timestamp_ms,
+            members,
         })
     }
 }
@@ -313,10 +375,76 @@ mod tests {
             protocol: Some("range".into()),
             leader: None,
             state_timestamp_ms: 1,
+            members: Vec::new(),
         };
-        assert_eq!(GroupValue::decode(&gv.encode()), Ok(gv));
+        assert_eq!(GroupValue::decode(&gv.encode()), Ok(gv.clone()));
+        let with_members = GroupValue {
+            leader: Some("m-1".into()),
+            members: vec![
+                MemberValue {
+                    member_id: "m-1".into(),
+                    group_instance_id: Some("i-1".into()),
+                    client_id: "c".into(),
+                    client_host: "/127.0.0.1".into(),
+                    rebalance_timeout_ms: 300_000,
+                    session_timeout_ms: 10_000,
+                    subscription: vec![0, 1, 2],
+                    assignment: vec![9; 40],
+                },
+                MemberValue {
+                    member_id: "m-2".into(),
+                    group_instance_id: None,
+                    client_id: "c".into(),
+                    client_host: "/127.0.0.2".into(),
+                    rebalance_timeout_ms: 1,
+                    session_timeout_ms: 2,
+                    subscription: Vec::new(),
+                    assignment: Vec::new(),
+                },
+            ],
+            ..gv
+        };
+        let bytes = with_members.encode();
+        assert_eq!(GroupValue::decode(&bytes), Ok(with_members));
+        for cut in 0..bytes.len() {
+            assert!(GroupValue::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
         assert!(OffsetsKey::decode(&[0, 1, 0]).is_err());
         assert!(OffsetValue::decode(&[0, 9]).is_err());
+    }
+
+    #[test]
+    fn older_group_values_are_read() {
+        // Version 0: no state timestamp, no rebalance timeout (it is the session timeout),
+        // no instance id; version 1 adds the rebalance timeout.
+        for version in [0i16, 1] {
+            let mut b = version.to_be_bytes().to_vec();
+            put_string(&mut b, "consumer");
+            b.extend_from_slice(&7i32.to_be_bytes());
+            put_nullable_string(&mut b, Some("range"));
+            put_nullable_string(&mut b, Some("m"));
+            b.extend_from_slice(&1i32.to_be_bytes());
+            put_string(&mut b, "m");
+            put_string(&mut b, "client");
+            put_string(&mut b, "/h");
+            if version == 1 {
+                b.extend_from_slice(&60_000i32.to_be_bytes());
+            }
+            b.extend_from_slice(&6_000i32.to_be_bytes());
+            put_bytes(&mut b, &[1]);
+            b.extend_from_slice(&(-1i32).to_be_bytes()); // a null assignment
+            let v = GroupValue::decode(&b).expect("decodes");
+            assert_eq!((v.generation_id, v.state_timestamp_ms), (7, -1));
+            let m = &v.members[0];
+            assert_eq!(m.group_instance_id, None);
+            assert_eq!(m.session_timeout_ms, 6_000);
+            let rebalance = if version == 1 { 60_000 } else { 6_000 };
+            assert_eq!(m.rebalance_timeout_ms, rebalance);
+            assert_eq!(
+                (m.subscription.as_slice(), m.assignment.len()),
+                (&[1u8][..], 0)
+            );
+        }
     }
 
     #[test]

@@ -60,6 +60,7 @@ pub fn handle(
         let replies = entry
             .group
             .join(join, pending, &coordinator.config.group, now_ms());
+        coordinator.record_if_due(&group_id, entry);
         (replies, entry.group.drain_events())
     });
     coordinator.mirror_events(&group_id, events);

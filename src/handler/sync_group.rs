@@ -13,7 +13,7 @@ use super::group_error_code;
 use super::join_group::reply;
 use super::{decode, HandlerResult, RequestContext};
 use crate::broker::{now_ms, Broker};
-use crate::groups::{GroupCoordinator, PendingReply};
+use crate::groups::PendingReply;
 
 pub fn handle(
     broker: &Broker,
@@ -50,7 +50,6 @@ pub fn handle(
     let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
     let mut pending = Some(pending);
     let done = coordinator.with_group(&group_id, |entry| {
-        let before = entry.group.state();
         let replies = match pending.take() {
             Some(pending) => entry.group.sync_with_protocol(
                 &request.member_id,
@@ -66,12 +65,7 @@ pub fn handle(
             ),
             None => Vec::new(),
         };
-        if before != entry.group.state() {
-            let record = GroupCoordinator::group_record(&entry.group);
-            if let Err(e) = coordinator.append(&group_id, vec![record]) {
-                log::warn!("recording the generation of group={group_id} failed: {e}");
-            }
-        }
+        coordinator.record_if_due(&group_id, entry);
         (replies, entry.group.drain_events())
     });
     let Some((replies, events)) = done else {
