@@ -11,6 +11,13 @@
 //! refuses them back off until the controller's next LeaderAndIsr moves them:
 //! `replica.fetch.backoff.ms`, or, where the leader only does not know yet that it leads
 //! (not leader, unknown epoch or partition), from 25 ms doubling up to it (`retry_delay`).
+//!
+//! Each thread fetches in an incremental fetch session (KIP-227, as Kafka's fetcher threads
+//! do): the first fetch names every partition and gets a session id; later ones name only
+//! the partitions whose fetch offset, log start or leader epoch changed (and forget those
+//! that left), and the leader answers only partitions with something new. A session the
+//! leader does not know (restarted) or whose epoch it does not expect is dropped and the
+//! next fetch is full again, at once; any failed exchange does the same.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -19,7 +26,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
@@ -100,6 +107,106 @@ fn retry_delay(code: i16, refusals: u32, backoff: Duration) -> Duration {
 
 type States = Arc<Mutex<HashMap<TopicPartition, FetchState>>>;
 
+/// What a fetch tells the leader of one partition; an incremental fetch names a partition
+/// only when this changed since the session last heard it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sent {
+    fetch_offset: i64,
+    log_start_offset: i64,
+    leader_epoch: i32,
+}
+
+/// The follower's side of a fetch session (Kafka's FetchSessionHandler), pure: which
+/// partitions the next fetch names and forgets, under which session id and epoch.
+#[derive(Debug, Default)]
+struct FollowerSession {
+    /// 0: none. Kept when a session is dropped, so the next full fetch closes it.
+    id: i32,
+    /// The epoch of the next fetch: 0 asks for a new session with a full fetch.
+    epoch: i32,
+    /// What the leader's session holds, as of the last answered fetch.
+    sent: HashMap<TopicPartition, Sent>,
+}
+
+/// One fetch's session fields and partitions.
+#[derive(Debug, PartialEq, Eq)]
+struct SessionPlan {
+    id: i32,
+    epoch: i32,
+    /// Partitions to name (all of them in a full fetch).
+    send: Vec<TopicPartition>,
+    forget: Vec<TopicPartition>,
+}
+
+impl FollowerSession {
+    fn plan(&self, wanted: &HashMap<TopicPartition, Sent>) -> SessionPlan {
+        let full = self.epoch == 0;
+        let mut send: Vec<TopicPartition> = wanted
+            .iter()
+            .filter(|(tp, now)| full || self.sent.get(*tp) != Some(*now))
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        let mut forget: Vec<TopicPartition> = if full {
+            Vec::new()
+        } else {
+            self.sent
+                .keys()
+                .filter(|tp| !wanted.contains_key(*tp))
+                .cloned()
+                .collect()
+        };
+        send.sort();
+        forget.sort();
+        SessionPlan {
+            id: self.id,
+            epoch: self.epoch,
+            send,
+            forget,
+        }
+    }
+
+    /// The leader answered the fetch `plan` (of `wanted`) with `error_code` and
+    /// `session_id`. False when the session was dropped over it: fetch (fully) again now.
+    fn answered(
+        &mut self,
+        plan: &SessionPlan,
+        wanted: HashMap<TopicPartition, Sent>,
+        error_code: i16,
+        session_id: i32,
+    ) -> bool {
+        match ResponseError::try_from_code(error_code) {
+            None => {}
+            Some(ResponseError::FetchSessionIdNotFound) => {
+                *self = FollowerSession::default();
+                return false;
+            }
+            Some(_) => {
+                self.drop_session();
+                return false;
+            }
+        }
+        if session_id == 0 {
+            // No session (the cache was full, or the leader closed it): full fetches.
+            *self = FollowerSession::default();
+        } else {
+            self.id = session_id;
+            self.epoch = if plan.epoch == i32::MAX {
+                1
+            } else {
+                plan.epoch + 1
+            };
+            self.sent = wanted;
+        }
+        true
+    }
+
+    /// After a failed exchange: the next fetch is full, and closes this session.
+    fn drop_session(&mut self) {
+        self.epoch = 0;
+        self.sent.clear();
+    }
+}
+
 struct Fetcher {
     addr: String,
     states: States,
@@ -159,6 +266,7 @@ impl ReplicaFetcherManager {
                     self.config.socket_timeout,
                 ),
                 failing: false,
+                session: FollowerSession::default(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("kb-fetch-{leader}-{}", key.1))
@@ -249,6 +357,7 @@ struct Worker {
     conn: BrokerConnection,
     /// The last exchange failed (logged once per episode).
     failing: bool,
+    session: FollowerSession,
 }
 
 impl Worker {
@@ -453,21 +562,20 @@ impl Worker {
         replicas: &ReplicaManager,
         parts: &[(TopicPartition, FetchState)],
     ) -> Result<(), String> {
-        let mut by_topic: HashMap<String, Vec<FetchPartition>> = HashMap::new();
+        let mut wanted: HashMap<TopicPartition, Sent> = HashMap::new();
         let mut asked: HashMap<TopicPartition, FetchState> = HashMap::new();
         for (tp, s) in parts {
             let Some(log) = replicas.follower_log(tp, s.leader_epoch) else {
                 continue;
             };
-            let log_start = lock(&log).map_or(-1, |l| l.log_start_offset());
-            by_topic.entry(tp.topic.clone()).or_default().push(
-                FetchPartition::default()
-                    .with_partition(tp.partition)
-                    .with_current_leader_epoch(s.leader_epoch)
-                    .with_fetch_offset(s.fetch_offset)
-                    .with_log_start_offset(log_start)
-                    .with_last_fetched_epoch(-1)
-                    .with_partition_max_bytes(self.config.partition_max_bytes),
+            let log_start_offset = lock(&log).map_or(-1, |l| l.log_start_offset());
+            wanted.insert(
+                tp.clone(),
+                Sent {
+                    fetch_offset: s.fetch_offset,
+                    log_start_offset,
+                    leader_epoch: s.leader_epoch,
+                },
             );
             asked.insert(tp.clone(), s.clone());
         }
@@ -475,14 +583,35 @@ impl Worker {
             self.sleep(IDLE);
             return Ok(());
         }
+        let plan = self.session.plan(&wanted);
+        let mut by_topic: HashMap<String, Vec<FetchPartition>> = HashMap::new();
+        for tp in &plan.send {
+            let sent = wanted[tp];
+            by_topic.entry(tp.topic.clone()).or_default().push(
+                FetchPartition::default()
+                    .with_partition(tp.partition)
+                    .with_current_leader_epoch(sent.leader_epoch)
+                    .with_fetch_offset(sent.fetch_offset)
+                    .with_log_start_offset(sent.log_start_offset)
+                    .with_last_fetched_epoch(-1)
+                    .with_partition_max_bytes(self.config.partition_max_bytes),
+            );
+        }
+        let mut forgotten: HashMap<String, Vec<i32>> = HashMap::new();
+        for tp in &plan.forget {
+            forgotten
+                .entry(tp.topic.clone())
+                .or_default()
+                .push(tp.partition);
+        }
         let request = FetchRequest::default()
             .with_replica_id(BrokerId(self.config.broker_id))
             .with_max_wait_ms(self.config.wait_max_ms)
             .with_min_bytes(self.config.min_bytes)
             .with_max_bytes(self.config.response_max_bytes)
             .with_isolation_level(0)
-            .with_session_id(0)
-            .with_session_epoch(-1)
+            .with_session_id(plan.id)
+            .with_session_epoch(plan.epoch)
             .with_topics(
                 by_topic
                     .into_iter()
@@ -492,16 +621,54 @@ impl Worker {
                             .with_partitions(ps)
                     })
                     .collect(),
+            )
+            .with_forgotten_topics_data(
+                forgotten
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        ForgottenTopic::default()
+                            .with_topic(topic_name(&t))
+                            .with_partitions(ps)
+                    })
+                    .collect(),
             );
-        let response: FetchResponse = self.conn.send(ApiKey::Fetch, FETCH_VERSION, &request)?;
-        if response.error_code != 0 {
-            return Err(format!("fetch answered error {}", response.error_code));
+        let response: FetchResponse = match self.conn.send(ApiKey::Fetch, FETCH_VERSION, &request) {
+            Ok(r) => r,
+            Err(e) => {
+                self.session.drop_session();
+                return Err(e);
+            }
+        };
+        if !self
+            .session
+            .answered(&plan, wanted, response.error_code, response.session_id)
+        {
+            log::debug!(
+                "fetch session {} with broker {} dropped (error {}): fetching in full",
+                plan.id,
+                self.leader,
+                response.error_code
+            );
+            let session_error = [
+                ResponseError::FetchSessionIdNotFound,
+                ResponseError::InvalidFetchSessionEpoch,
+            ];
+            return match ResponseError::try_from_code(response.error_code) {
+                Some(e) if session_error.contains(&e) => Ok(()),
+                _ => Err(format!("fetch answered error {}", response.error_code)),
+            };
         }
+        // An incremental answer leaves out the partitions with nothing new. One that could
+        // not be handled drops the session: the leader counts what it sent (a high
+        // watermark, say) as heard, and only a full fetch makes it send that again.
         for t in &response.responses {
             for p in &t.partitions {
                 let tp = TopicPartition::new(&t.topic.0, p.partition_index);
                 let Some(s) = asked.get(&tp) else { continue };
-                self.handle_partition(replicas, &tp, s, p)?;
+                if let Err(e) = self.handle_partition(replicas, &tp, s, p) {
+                    self.session.drop_session();
+                    return Err(e);
+                }
             }
         }
         Ok(())
@@ -662,5 +829,99 @@ mod tests {
         ] {
             assert_eq!(retry_delay(code, 0, backoff), backoff);
         }
+    }
+
+    fn sent(offset: i64) -> Sent {
+        Sent {
+            fetch_offset: offset,
+            log_start_offset: 0,
+            leader_epoch: 1,
+        }
+    }
+
+    fn tp(p: i32) -> TopicPartition {
+        TopicPartition::new("t", p)
+    }
+
+    #[test]
+    fn a_session_names_only_what_changed_and_forgets_what_left() {
+        let mut session = FollowerSession::default();
+        let wanted: HashMap<_, _> = [(tp(0), sent(5)), (tp(1), sent(7))].into();
+        let full = session.plan(&wanted);
+        assert_eq!((full.id, full.epoch, full.send.len()), (0, 0, 2));
+        assert!(session.answered(&full, wanted.clone(), 0, 42));
+        // Nothing changed: an incremental fetch naming nothing.
+        let idle = session.plan(&wanted);
+        assert_eq!(
+            idle,
+            SessionPlan {
+                id: 42,
+                epoch: 1,
+                send: vec![],
+                forget: vec![]
+            }
+        );
+        assert!(session.answered(&idle, wanted.clone(), 0, 42));
+        // Partition 0 advanced, partition 1 left (delayed or moved), partition 2 joined.
+        let next: HashMap<_, _> = [(tp(0), sent(9)), (tp(2), sent(0))].into();
+        let plan = session.plan(&next);
+        assert_eq!(
+            (plan.epoch, plan.send.clone(), plan.forget.clone()),
+            (2, vec![tp(0), tp(2)], vec![tp(1)])
+        );
+        assert!(session.answered(&plan, next.clone(), 0, 42));
+        // A leader epoch change is a change too.
+        let bumped: HashMap<_, _> = [
+            (
+                tp(0),
+                Sent {
+                    leader_epoch: 2,
+                    ..sent(9)
+                },
+            ),
+            (tp(2), sent(0)),
+        ]
+        .into();
+        assert_eq!(session.plan(&bumped).send, vec![tp(0)]);
+    }
+
+    #[test]
+    fn a_dropped_session_starts_over_with_a_full_fetch() {
+        let wanted: HashMap<_, _> = [(tp(0), sent(5))].into();
+        let established = || {
+            let mut s = FollowerSession::default();
+            let full = s.plan(&wanted);
+            assert!(s.answered(&full, wanted.clone(), 0, 42));
+            s
+        };
+        // The leader lost the session (restarted): a new one, under no id.
+        let mut s = established();
+        let plan = s.plan(&wanted);
+        let not_found = ResponseError::FetchSessionIdNotFound.code();
+        assert!(!s.answered(&plan, wanted.clone(), not_found, 0));
+        let again = s.plan(&wanted);
+        assert_eq!((again.id, again.epoch, again.send.len()), (0, 0, 1));
+        // A wrong epoch, or a failed exchange: the full fetch names the old session,
+        // which closes it.
+        let mut s = established();
+        let plan = s.plan(&wanted);
+        let bad_epoch = ResponseError::InvalidFetchSessionEpoch.code();
+        assert!(!s.answered(&plan, wanted.clone(), bad_epoch, 0));
+        assert_eq!((s.plan(&wanted).id, s.plan(&wanted).epoch), (42, 0));
+        let mut s = established();
+        s.drop_session();
+        assert_eq!(s.plan(&wanted).send.len(), 1);
+        assert_eq!(s.plan(&wanted).epoch, 0);
+        // No session given (the leader's cache is full): full fetches go on.
+        let mut s = FollowerSession::default();
+        let full = s.plan(&wanted);
+        assert!(s.answered(&full, wanted.clone(), 0, 0));
+        assert_eq!(s.plan(&wanted).epoch, 0);
+        // The epoch wraps to 1, as Kafka's.
+        let mut s = established();
+        s.epoch = i32::MAX;
+        let plan = s.plan(&wanted);
+        assert!(s.answered(&plan, wanted.clone(), 0, 42));
+        assert_eq!(s.epoch, 1);
     }
 }

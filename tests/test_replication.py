@@ -493,7 +493,8 @@ def test_reassignment_moves_a_partition_to_a_new_broker(cluster):
 
 def test_follower_fetches_are_counted_apart_in_the_metrics(cluster):
     """The Fetch handler marks a follower's fetch on the request itself; the metrics count
-    it as Kafka's FetchFollower, and consumer fetches as FetchConsumer."""
+    it as Kafka's FetchFollower, and consumer fetches as FetchConsumer. Followers fetch in
+    incremental fetch sessions, which the leader's FetchSessionCache gauges count."""
     from conftest import free_port
     from test_metrics import scrape
     c = cluster(3, overrides=FAST, start=False)
@@ -510,6 +511,17 @@ def test_follower_fetches_are_counted_apart_in_the_metrics(cluster):
     key = 'kafka_network_requests_total{request="%s"}'
     assert m.get(key % "FetchFollower", 0) > 0, "the followers' fetches"
     assert m.get(key % "FetchConsumer", 0) > 0, "the consumer's fetches"
+    # The followers fetch in incremental sessions (KIP-227), one per fetcher thread, each
+    # holding the partition (librdkafka's consumer uses none).
+    sessions = m.get("kafka_server_fetch_session_cache_num_incremental_fetch_sessions", 0)
+    cached = m.get("kafka_server_fetch_session_cache_num_incremental_fetch_partitions_cached", 0)
+    assert sessions >= 2 and cached >= 2, (sessions, cached)
+    # And what they copy in them is the log: the followers serve it once the leader is gone.
+    more = [f"n{i}".encode() for i in range(500)]
+    produce_acked(c, "metered", more)
+    c.brokers[leader].kill9()
+    wait_until(lambda: c.leaders("metered")[0] not in (leader, -1), 60, "a new leader")
+    assert sorted(read_all(c, "metered", 1, at_least=1000)) == sorted(values + more)
 
 
 def test_consumers_read_from_a_follower_in_their_rack(cluster):
