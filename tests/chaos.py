@@ -23,6 +23,7 @@ load producer's librdkafka debug log there.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import random
@@ -39,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from confluent_kafka import Consumer, Producer  # noqa: E402
 from confluent_kafka import TopicPartition as CTP  # noqa: E402
 from confluent_kafka.admin import NewTopic  # noqa: E402
+from kazoo.client import KazooClient  # noqa: E402
 
 from cluster import SESSION_TIMEOUT_MS, Cluster  # noqa: E402
 from kclients import RDKAFKA_LOGGER, admin_error_code, wait_until  # noqa: E402
@@ -160,9 +162,52 @@ def full_isr(c: Cluster, partitions: int) -> bool:
         return False
 
 
+class LeaderWatch:
+    """How long after the fault began ZooKeeper named another leader for every partition
+    the victim led: the cluster's part of the unavailability, without the producer's own
+    time to learn of the new leader (its metadata refresh backoff). Polls the partition
+    state znodes every 50 ms from its own ZooKeeper session."""
+
+    def __init__(self, c: Cluster, victim: int, led: list[int]):
+        self.victim, self.led = victim, led
+        self.after: float | None = None
+        self._stop = threading.Event()
+        self._zk = KazooClient(hosts=c.zk_connect + c.chroot, timeout=10.0)
+        self._zk.start(timeout=20)
+        self.began = time.monotonic()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _moved(self) -> bool:
+        for p in self.led:
+            data, _ = self._zk.get(f"/brokers/topics/{TOPIC}/partitions/{p}/state")
+            if json.loads(data.decode())["leader"] in (self.victim, -1):
+                return False
+        return True
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                if self._moved():
+                    self.after = time.monotonic() - self.began
+                    return
+            except Exception:  # a znode mid-write, a session hiccup: ask again
+                pass
+            self._stop.wait(0.05)
+
+    def stop(self) -> float | None:
+        self._stop.set()
+        self._thread.join()
+        self._zk.stop()
+        self._zk.close()
+        return self.after
+
+
 def fault(c: Cluster, kind: str, rng: random.Random, partitions: int,
-          net=None) -> tuple[str, int, dict[int, int]]:
-    """Applies and heals one fault: (description, victim broker, leaders before it)."""
+          net=None) -> tuple[str, int, dict[int, int], float | None]:
+    """Applies and heals one fault: (description, victim broker, leaders before it, seconds
+    from the fault until another broker led every partition the victim led — None if it
+    led none, or still led one when the fault was healed)."""
     leaders = c.leaders(TOPIC)
     p = rng.randrange(partitions)
     leader = leaders[p]
@@ -173,6 +218,18 @@ def fault(c: Cluster, kind: str, rng: random.Random, partitions: int,
     else:  # kill_controller, isolate_controller
         victim = c.controller_id() or leader
     b = c.brokers[victim]
+    led = [q for q, lead in leaders.items() if lead == victim]
+    watch = LeaderWatch(c, victim, led) if led else None
+    try:
+        _apply(kind, rng, b, victim, leader, net)
+    finally:
+        elected = watch.stop() if watch else None
+    return (f"{kind} broker {victim} (partition {p}'s leader was {leader})", victim, leaders,
+            elected)
+
+
+def _apply(kind: str, rng: random.Random, b, victim: int, leader: int, net):
+    """The fault itself, applied and healed."""
     if kind.startswith("isolate"):
         net.isolate(f"b{victim}")
         try:
@@ -201,7 +258,6 @@ def fault(c: Cluster, kind: str, rng: random.Random, partitions: int,
             time.sleep(pause + rng.uniform(0, 2))
         finally:
             os.kill(b.proc.pid, signal.SIGCONT)
-    return f"{kind} broker {victim} (partition {p}'s leader was {leader})", victim, leaders
 
 
 def fmt_gap(g: float | None) -> str:
@@ -306,6 +362,7 @@ def main() -> int:
     c = Cluster(work / "cluster", zk.connect, 3, OVERRIDES)
     gaps: dict[str, float] = {}
     role_gaps: dict[tuple[str, str], float] = {}
+    elections: dict[str, float] = {}
     started = time.monotonic()
     log: list[str] = []
     cycles = 0
@@ -328,7 +385,7 @@ def main() -> int:
             load.start_window()
             began = time.strftime("%H:%M:%S", time.gmtime())
             try:
-                what, victim, leaders = fault(c, kind, rng, args.partitions, net)
+                what, victim, leaders, elected = fault(c, kind, rng, args.partitions, net)
             except Exception as e:  # a broker that would not restart: report, then stop
                 log.append(f"cycle {i + 1}: {kind} failed: {e!r}"[:2000])
                 print(log[-1], flush=True)
@@ -355,12 +412,15 @@ def main() -> int:
             by_p = load.window_by_partition()
             window = max(by_p.values())
             gaps[kind] = max(gaps.get(kind, 0.0), window)
+            if elected is not None:
+                elections[kind] = max(elections.get(kind, 0.0), elected)
             # The victim of a "follower" fault usually leads another partition: each
             # partition's gap is counted under the role the victim had in it.
             for p, g in by_p.items():
                 role = "leader" if leaders.get(p) == victim else "follower"
                 role_gaps[(kind, role)] = max(role_gaps.get((kind, role), 0.0), g)
-            log.append(f"cycle {i + 1} ({began} UTC): {what}; ISR whole "
+            moved = "" if elected is None else f"new leader(s) in ZooKeeper after {elected:.1f} s, "
+            log.append(f"cycle {i + 1} ({began} UTC): {what}; {moved}ISR whole "
                        f"{isr_whole:.1f} s after the heal, gaps by partition "
                        f"{', '.join(f'{g:.1f}' for _, g in sorted(by_p.items()))} s, "
                        f"{len(load.acked)} acknowledged so far")
@@ -409,11 +469,18 @@ def main() -> int:
         "Longest time any partition went without an acknowledgement while a fault of each kind "
         "was applied and healed (pauses and cuts last their full duration by design):",
         "",
-        "| fault | cycles | longest gap | where the victim led | where it followed |",
-        "|---|---|---|---|---|",
+        "| fault | cycles | longest gap | where the victim led | where it followed | "
+        "new leader in ZooKeeper after |",
+        "|---|---|---|---|---|---|",
         *[f"| {k} | {sum(1 for line in log if f': {k} ' in line)} | {v:.1f} s | "
-          f"{fmt_gap(role_gaps.get((k, 'leader')))} | {fmt_gap(role_gaps.get((k, 'follower')))} |"
+          f"{fmt_gap(role_gaps.get((k, 'leader')))} | {fmt_gap(role_gaps.get((k, 'follower')))} | "
+          f"{fmt_gap(elections.get(k))} |"
           for k, v in sorted(gaps.items())],
+        "",
+        "The last column is the cluster's part: from the fault until ZooKeeper named another "
+        "leader for every partition the victim led (longest of the cycles where that happened "
+        "before the heal); the rest of a gap where the victim led is the producer learning of "
+        "the new leader and resending.",
         "",
         "Cycles:",
         "",
