@@ -227,8 +227,11 @@ impl Broker {
                     socket_timeout: Duration::from_millis(config.replica_socket_timeout_ms),
                 },
                 lag_time_max_ms: config.replica_lag_time_max_ms,
+                quota_windows: config.replication_quota_window_num,
+                quota_window_ms: config.replication_quota_window_size_seconds * 1000,
             },
         );
+        set_replication_throttles(&replicas, &dynamic.effective);
         log::info!(
             "broker opened broker_id={} cluster_id={} topics={} clean_shutdown={}",
             config.broker_id,
@@ -316,6 +319,15 @@ impl Broker {
         broker
             .replicas
             .set_leadership_listener(Arc::downgrade(&listener));
+        // Config changes written before a LeaderAndIsr (a reassignment's throttles, set by
+        // the tool before it starts the move) are in force before the replicas act on it,
+        // not up to a config-change poll later.
+        let weak = Arc::downgrade(&broker);
+        broker.replicas.set_before_leader_and_isr(Box::new(move || {
+            if let Some(b) = weak.upgrade() {
+                process_config_changes(&b, Some(&*b.store), now_ms());
+            }
+        }));
         broker
             .groups
             .start_threads(Arc::clone(&broker.store), broker.single_node);
@@ -373,6 +385,7 @@ impl Broker {
         });
         self.metadata.set_defaults(defaults);
         self.replicas.apply_topic_configs();
+        set_replication_throttles(&self.replicas, &self.effective_config());
     }
 
     pub fn join_cluster(self: &Arc<Self>) -> Result<(), BrokerError> {
@@ -637,7 +650,7 @@ const CONFIG_CHANGES_CHECK_MS: i64 = 1000;
 const CONFIG_CHANGE_EXPIRY_MS: i64 = 15 * 60 * 1000;
 
 /// Applies the config change notifications this broker has not seen yet (on the admin
-/// thread): each names a topic whose `/config/topics/<topic>` is read again and applied to
+/// thread, and on the replica state thread before each LeaderAndIsr): each names a topic whose `/config/topics/<topic>` is read again and applied to
 /// the topic's logs. At start every notification left is applied once (harmless: configs
 /// are read whole). Expired notifications are removed.
 fn process_config_changes(broker: &Broker, store: Option<&dyn MetadataStore>, now: i64) {
@@ -660,9 +673,10 @@ fn process_config_changes(broker: &Broker, store: Option<&dyn MetadataStore>, no
         } else if change.entity == own || change.entity == cluster_default {
             broker.reload_dynamic_config(store);
         }
+        // fetch_max: the state thread runs this too (before a LeaderAndIsr).
         broker
             .config_changes_seen
-            .store(change.sequence, Ordering::Release);
+            .fetch_max(change.sequence, Ordering::AcqRel);
         if change.created_ms > 0 && now - change.created_ms > CONFIG_CHANGE_EXPIRY_MS {
             let _ = store.delete(&change.path, None);
         }
@@ -671,4 +685,18 @@ fn process_config_changes(broker: &Broker, store: Option<&dyn MetadataStore>, no
 
 fn saturating_i32(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// The replication throttles' bounds from the config in force (static or dynamic).
+fn set_replication_throttles(replicas: &ReplicaManager, config: &Config) {
+    let quotas = &replicas.quotas;
+    let (leader, follower) = (
+        config.leader_replication_throttled_rate,
+        config.follower_replication_throttled_rate,
+    );
+    if quotas.leader.bound() != leader || quotas.follower.bound() != follower {
+        log::info!("replication throttles: leader {leader} B/s, follower {follower} B/s");
+    }
+    quotas.leader.set_bound(leader);
+    quotas.follower.set_bound(follower);
 }

@@ -157,6 +157,17 @@ pub struct Config {
     /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
     pub replica_lag_time_max_ms: i64,
     pub replica_socket_timeout_ms: u64,
+    /// `leader.replication.throttled.rate` / `follower.replication.throttled.rate`: bytes
+    /// per second for throttled replicas (src/replication_quota.rs); Long.MAX: none.
+    pub leader_replication_throttled_rate: i64,
+    pub follower_replication_throttled_rate: i64,
+    /// `replication.quota.window.num` windows of `replication.quota.window.size.seconds`
+    /// measure the replication rate.
+    pub replication_quota_window_num: usize,
+    pub replication_quota_window_size_seconds: i64,
+    /// `replica.alter.log.dirs.io.max.bytes.per.second`: taken (the reassignment tool
+    /// sets and clears it) but kbroker moves no replica between log dirs.
+    pub replica_alter_log_dirs_io_max_bytes_per_second: i64,
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
     pub group_initial_rebalance_delay_ms: i32,
@@ -242,6 +253,14 @@ pub const KNOWN: &[(&str, &str)] = &[
     ("replica.fetch.backoff.ms", "1000"),
     ("replica.lag.time.max.ms", "30000"),
     ("replica.socket.timeout.ms", "30000"),
+    ("leader.replication.throttled.rate", "9223372036854775807"),
+    ("follower.replication.throttled.rate", "9223372036854775807"),
+    ("replication.quota.window.num", "11"),
+    ("replication.quota.window.size.seconds", "1"),
+    (
+        "replica.alter.log.dirs.io.max.bytes.per.second",
+        "9223372036854775807",
+    ),
     ("group.min.session.timeout.ms", "6000"),
     ("group.max.session.timeout.ms", "1800000"),
     ("group.initial.rebalance.delay.ms", "3000"),
@@ -438,6 +457,7 @@ impl Config {
             let v = at_least(k, num(k)?, min)?;
             usize::try_from(v).map_err(|_| invalid(k, "out of range"))
         };
+        let i64_min = |k: &str, min: i64| -> Result<i64, ConfigError> { at_least(k, num(k)?, min) };
         let i32_min = |k: &str, min: i64| -> Result<i32, ConfigError> {
             i32::try_from(at_least(k, num(k)?, min)?).map_err(|_| invalid(k, "out of range"))
         };
@@ -599,6 +619,18 @@ impl Config {
             replica_fetch_backoff_ms: usize_min("replica.fetch.backoff.ms", 0)? as u64,
             replica_lag_time_max_ms: usize_min("replica.lag.time.max.ms", 1)? as i64,
             replica_socket_timeout_ms: usize_min("replica.socket.timeout.ms", 1)? as u64,
+            leader_replication_throttled_rate: i64_min("leader.replication.throttled.rate", 0)?,
+            follower_replication_throttled_rate: i64_min("follower.replication.throttled.rate", 0)?,
+            replication_quota_window_num: usize_min("replication.quota.window.num", 1)?.min(1000),
+            replication_quota_window_size_seconds: i64_min(
+                "replication.quota.window.size.seconds",
+                1,
+            )?
+            .min(86_400),
+            replica_alter_log_dirs_io_max_bytes_per_second: i64_min(
+                "replica.alter.log.dirs.io.max.bytes.per.second",
+                0,
+            )?,
             group_min_session_timeout_ms: i32_min("group.min.session.timeout.ms", 0)?,
             group_max_session_timeout_ms: i32_min("group.max.session.timeout.ms", 0)?,
             group_initial_rebalance_delay_ms: i32_min("group.initial.rebalance.delay.ms", 0)?,

@@ -8,7 +8,9 @@
 //! Which keys: the broker-level defaults of topic configs (Kafka's DynamicLogConfig —
 //! `log.retention.ms`, `log.segment.bytes`, `log.cleanup.policy`, `compression.type`,
 //! `message.max.bytes`, `min.insync.replicas`, `unclean.leader.election.enable`, ...),
-//! which kbroker applies at once to every topic that does not override them. The other
+//! which kbroker applies at once to every topic that does not override them — and the
+//! replication throttles (`leader.replication.throttled.rate`,
+//! `follower.replication.throttled.rate`; src/replication_quota.rs). The other
 //! keys Kafka can change at run time (thread pools, listeners, connection limits, the
 //! cleaner's threads and buffers) are refused with INVALID_CONFIG: kbroker would not act on
 //! them until a restart, and the thread-model settings are fixed by design for the life of
@@ -34,10 +36,22 @@ pub fn entity_path(broker: Option<i32>) -> String {
 }
 
 /// Whether kbroker changes `key` at run time: a broker synonym of a topic config, except
-/// `log.message.format.version` (Kafka's one non-reconfigurable log config).
+/// `log.message.format.version` (Kafka's one non-reconfigurable log config), and the
+/// replication throttles.
 pub fn is_dynamic(key: &str) -> bool {
-    key != "log.message.format.version" && crate::topic_configs::for_broker_key(key).is_some()
+    REPLICATION_THROTTLES.contains(&key)
+        || (key != "log.message.format.version"
+            && crate::topic_configs::for_broker_key(key).is_some())
 }
+
+/// Kafka's broker-level throttle keys, which `kafka-reassign-partitions --throttle` sets
+/// and `--verify` clears. The log-dir one is taken and kept, with nothing to throttle:
+/// kbroker moves no replica between its log dirs.
+const REPLICATION_THROTTLES: &[&str] = &[
+    "leader.replication.throttled.rate",
+    "follower.replication.throttled.rate",
+    "replica.alter.log.dirs.io.max.bytes.per.second",
+];
 
 /// Kafka's dynamic broker keys that kbroker does not change at run time (refused with a
 /// reason of their own, so a user knows Kafka would take them).
@@ -241,6 +255,8 @@ mod tests {
             "min.insync.replicas",
             "unclean.leader.election.enable",
             "log.cleaner.min.cleanable.ratio",
+            "leader.replication.throttled.rate",
+            "follower.replication.throttled.rate",
         ] {
             assert!(is_dynamic(k), "{k}");
         }

@@ -52,6 +52,7 @@ pub mod offsets_log;
 pub mod producer_ids;
 pub mod replica_fetcher;
 pub mod replica_manager;
+pub mod replication_quota;
 pub mod server;
 pub mod shutdown;
 pub mod topic_configs;

@@ -700,6 +700,46 @@ impl Page for BrokerPage {
         render_partitions(out, &partition_samples(&self.sources.broker));
         render_windows(out);
         render_fetch_sessions(out, &self.sources.broker.fetch_sessions.stats());
+        render_replication_quotas(
+            out,
+            &self.sources.broker.replicas.quotas,
+            crate::broker::now_ms(),
+        );
+    }
+}
+
+/// The replication throttles (Kafka's LeaderReplication / FollowerReplication byte-rate),
+/// with what they counted and held back.
+fn render_replication_quotas(
+    out: &mut String,
+    q: &crate::replication_quota::ReplicationQuotas,
+    now_ms: i64,
+) {
+    for (side, quota) in [("leader", &q.leader), ("follower", &q.follower)] {
+        let (bytes, held) = quota.totals();
+        let rows = [
+            (
+                format!("kafka_server_{side}_replication_byte_rate"),
+                "gauge",
+                format!("Bytes per second of throttled replicas ({side} side), as measured for the throttle"),
+                format!("{:.1}", quota.rate_per_second(now_ms)),
+            ),
+            (
+                format!("kbroker_{side}_replication_throttled_bytes_total"),
+                "counter",
+                format!("Bytes of throttled replicas counted by the {side} throttle"),
+                bytes.to_string(),
+            ),
+            (
+                format!("kbroker_{side}_replication_throttled_total"),
+                "counter",
+                format!("Times the {side} throttle held a replica's partition back"),
+                held.to_string(),
+            ),
+        ];
+        for (name, kind, help, value) in rows {
+            gauge_or_counter(out, &name, kind, &help, value);
+        }
     }
 }
 

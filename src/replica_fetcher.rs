@@ -75,6 +75,9 @@ struct FetchState {
     /// Refusals by the leader since this partition last fetched or truncated (see
     /// [`retry_delay`]).
     refusals: u32,
+    /// The last answer's high watermark was within what this replica has (Kafka's
+    /// `isReplicaInSync`: lag 0); a replica not in sync may be throttled.
+    in_sync: bool,
 }
 
 /// The first retry after a leader refused a partition for not leading it (yet).
@@ -106,6 +109,19 @@ fn retry_delay(code: i16, refusals: u32, backoff: Duration) -> Duration {
 }
 
 type States = Arc<Mutex<HashMap<TopicPartition, FetchState>>>;
+
+/// Whether the topic's `follower.replication.throttled.replicas` names `tp` on `broker`,
+/// while this broker has a follower throttle at all (the common case asks nothing more).
+fn follower_throttled(replicas: &ReplicaManager, tp: &TopicPartition, broker: i32) -> bool {
+    if replicas.quotas.follower.bound() == crate::replication_quota::UNLIMITED {
+        return false;
+    }
+    let config = replicas.topic_config(&tp.topic);
+    let list = config
+        .overrides
+        .get(crate::replication_quota::FOLLOWER_THROTTLED_REPLICAS);
+    crate::replication_quota::is_throttled(list.map(String::as_str), tp.partition, broker)
+}
 
 /// What a fetch tells the leader of one partition; an incremental fetch names a partition
 /// only when this changed since the session last heard it.
@@ -291,6 +307,7 @@ impl ReplicaFetcherManager {
                     truncating: true,
                     delayed_until: None,
                     refusals: 0,
+                    in_sync: false,
                 },
             );
     }
@@ -564,10 +581,21 @@ impl Worker {
     ) -> Result<(), String> {
         let mut wanted: HashMap<TopicPartition, Sent> = HashMap::new();
         let mut asked: HashMap<TopicPartition, FetchState> = HashMap::new();
+        let now_ms = crate::broker::now_ms();
         for (tp, s) in parts {
             let Some(log) = replicas.follower_log(tp, s.leader_epoch) else {
                 continue;
             };
+            let throttled = follower_throttled(replicas, tp, self.config.broker_id);
+            if replicas
+                .quotas
+                .follower
+                .holds_back(throttled, s.in_sync, now_ms)
+            {
+                // Kafka's `shouldFollowerThrottle`: left out of this fetch (and forgotten by
+                // the session) while the follower rate is over its bound.
+                continue;
+            }
             let log_start_offset = lock(&log).map_or(-1, |l| l.log_start_offset());
             wanted.insert(
                 tp.clone(),
@@ -685,6 +713,14 @@ impl Worker {
         match ResponseError::try_from_code(p.error_code) {
             None => {
                 let records = p.records.as_deref().unwrap_or(&[]);
+                if follower_throttled(replicas, tp, self.config.broker_id) {
+                    let now_ms = crate::broker::now_ms();
+                    replicas
+                        .quotas
+                        .follower
+                        .record(records.len() as u64, now_ms);
+                }
+                let high_watermark = p.high_watermark;
                 match replicas.append_as_follower(
                     tp,
                     epoch,
@@ -698,8 +734,12 @@ impl Worker {
                             st.fetch_offset = end;
                         }
                         st.refusals = 0;
+                        st.in_sync = high_watermark <= st.fetch_offset;
                     }),
-                    Ok(None) => self.update(tp, epoch, |st| st.refusals = 0),
+                    Ok(None) => self.update(tp, epoch, |st| {
+                        st.refusals = 0;
+                        st.in_sync = high_watermark <= st.fetch_offset;
+                    }),
                     Err(e) => {
                         log::warn!("appending fetched records of {tp} failed: {e}");
                         self.back_off(tp, epoch);

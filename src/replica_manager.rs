@@ -45,6 +45,7 @@ use crate::config::topic_log_config;
 use crate::isr::{IsrChange, IsrOutcome, IsrWriter};
 use crate::metadata_cache::{MetadataCache, TopicConfig};
 use crate::replica_fetcher::{FetcherConfig, ReplicaFetcherManager};
+use crate::replication_quota::ReplicationQuotas;
 
 /// Waiting fetches at most (Kafka bounds purgatory size by request count, too).
 pub const DELAYED_FETCH_MAX: usize = 10_000;
@@ -139,12 +140,18 @@ enum StateChange {
     Stop,
 }
 
+/// Work run on the replica state thread (see [`ReplicaManager::set_before_leader_and_isr`]).
+pub type StateHook = Box<dyn Fn() + Send + Sync>;
+
 /// Replication settings of this broker.
 #[derive(Debug, Clone)]
 pub struct ReplicationConfig {
     pub fetcher: FetcherConfig,
     /// `replica.lag.time.max.ms`.
     pub lag_time_max_ms: i64,
+    /// The replication throttles' measuring windows: count and length.
+    pub quota_windows: usize,
+    pub quota_window_ms: i64,
 }
 
 pub struct ReplicaManager {
@@ -153,6 +160,8 @@ pub struct ReplicaManager {
     pub fetch_purgatory: Purgatory<TopicPartition>,
     /// Produce requests with acks=-1 waiting for the high watermark.
     pub produce_purgatory: Purgatory<TopicPartition>,
+    /// The replication throttles: what this broker sends as a leader, copies as a follower.
+    pub quotas: ReplicationQuotas,
     fetchers: ReplicaFetcherManager,
     isr: IsrWriter,
     config: ReplicationConfig,
@@ -164,6 +173,8 @@ pub struct ReplicaManager {
     /// This broker's registration epoch (the czxid of `/brokers/ids/<id>`).
     broker_epoch: AtomicI64,
     listener: Mutex<Option<Weak<dyn LeadershipListener>>>,
+    /// Run on the state thread before each LeaderAndIsr is applied.
+    before_leader_and_isr: Mutex<Option<StateHook>>,
     state_tx: Sender<StateChange>,
     state_thread: Mutex<Option<JoinHandle<()>>>,
     me: Weak<ReplicaManager>,
@@ -187,6 +198,7 @@ impl ReplicaManager {
                 logs,
                 fetch_purgatory: Purgatory::new("fetch", DELAYED_FETCH_MAX),
                 produce_purgatory: Purgatory::new("produce", DELAYED_PRODUCE_MAX),
+                quotas: ReplicationQuotas::new(config.quota_window_ms, config.quota_windows),
                 fetchers: ReplicaFetcherManager::new(config.fetcher.clone(), me.clone()),
                 leaving: AtomicBool::new(false),
                 isr: IsrWriter::start(
@@ -204,6 +216,7 @@ impl ReplicaManager {
                 controller_epoch: AtomicI32::new(-1),
                 broker_epoch: AtomicI64::new(-1),
                 listener: Mutex::new(None),
+                before_leader_and_isr: Mutex::new(None),
                 state_tx,
                 state_thread: Mutex::new(None),
                 me: me.clone(),
@@ -219,6 +232,15 @@ impl ReplicaManager {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(handle);
         manager
+    }
+
+    /// `hook` runs on the state thread before each LeaderAndIsr is applied (the broker
+    /// applies the config changes it has not seen yet).
+    pub fn set_before_leader_and_isr(&self, hook: StateHook) {
+        *self
+            .before_leader_and_isr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(hook);
     }
 
     pub fn set_leadership_listener(&self, listener: Weak<dyn LeadershipListener>) {
@@ -339,6 +361,11 @@ impl ReplicaManager {
             .unwrap_or_else(|p| p.into_inner())
             .get(tp)
             .cloned()
+    }
+
+    /// A topic's config as the metadata cache has it.
+    pub fn topic_config(&self, topic: &str) -> Arc<TopicConfig> {
+        self.metadata.topic_config(topic)
     }
 
     pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
@@ -850,6 +877,14 @@ impl ReplicaManager {
         }
         self.controller_epoch
             .fetch_max(request.controller_epoch, Ordering::AcqRel);
+        if let Some(hook) = self
+            .before_leader_and_isr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            hook();
+        }
         // Where the leaders are (their inter-broker endpoints), for the fetchers.
         let leaders: HashMap<i32, String> = request
             .live_leaders

@@ -491,6 +491,68 @@ def test_reassignment_moves_a_partition_to_a_new_broker(cluster):
     assert load.acked <= set(stored), f"{len(load.acked - set(stored))} acknowledged records lost"
 
 
+def test_a_reassignment_throttle_holds_the_copy_to_its_rate(cluster, tmp_path):
+    """Kafka's `kafka-reassign-partitions --execute --throttle` sets the brokers'
+    leader/follower.replication.throttled.rate and the topic's throttled replicas (the
+    sources on the leader side, the new replica on the follower side): the new replica
+    copies at about that rate, so at 30 kB/s a 3 MB partition is still moving seconds
+    later while the throttles count and hold back its fetches. Raised (the tool again, with
+    --additional), the copy completes; --verify then clears every throttle, and the new
+    replica holds every record."""
+    import json
+    from conftest import free_port
+    from test_kafka_tools import tool
+    from test_metrics import scrape
+    c = cluster(3, overrides={**FAST, "min.insync.replicas": 1,
+                              "replica.fetch.max.bytes": 16384}, start=False)
+    ports = {bid: free_port() for bid in c.brokers}
+    for bid, b in c.brokers.items():
+        b.overrides["metrics.port"] = str(ports[bid])
+    c.start()
+    create(c, "slow", assignment=[[1, 2]])
+    values = [f"{i:06}".encode() + os.urandom(994) for i in range(3000)]
+    produce_acked(c, "slow", values, **{"batch.size": 8192, "linger.ms": 1})
+    bs = ("--bootstrap-server", c.bootstrap())
+    plan = tmp_path / "reassign.json"
+    plan.write_text(json.dumps(
+        {"version": 1, "partitions": [{"topic": "slow", "partition": 0, "replicas": [2, 3]}]}))
+    reassign = ("org.apache.kafka.tools.reassign.ReassignPartitionsCommand", *bs,
+                "--reassignment-json-file", str(plan))
+    out = tool(*reassign, "--execute", "--throttle", "30000")
+    assert "The inter-broker throttle limit was set to 30000 B/s" in out, out
+    topic_config = c.zk_json("/config/topics/slow")["config"]
+    assert topic_config["leader.replication.throttled.replicas"] == "0:1,0:2", topic_config
+    assert topic_config["follower.replication.throttled.replicas"] == "0:3", topic_config
+    assert c.zk_json("/config/brokers/3")["config"]["follower.replication.throttled.rate"] == \
+        "30000"
+    # At 30 kB/s the copy takes about 100 s; a few seconds in, it is still going (a slow
+    # machine only makes it later), and the throttles have been holding it back.
+    time.sleep(6)
+    assert "is still in progress" in tool(*reassign, "--verify", "--preserve-throttles")
+    assert 3 not in (c.zk_topic("slow")[0]["isr"] or [])
+    leader = c.leaders("slow")[0]
+    lm, fm = scrape(ports[leader]), scrape(ports[3])
+    held = (lm.get("kbroker_leader_replication_throttled_total", 0)
+            + fm.get("kbroker_follower_replication_throttled_total", 0))
+    assert held > 0, (lm, fm)
+    copied = fm.get("kbroker_follower_replication_throttled_bytes_total", 0)
+    assert 0 < copied < len(values) * 1000 / 2, copied
+    # Raised, the copy completes; --verify clears the throttles it set.
+    out = tool(*reassign, "--execute", "--additional", "--throttle", "100000000")
+    assert "The inter-broker throttle limit was set to 100000000 B/s" in out, out
+    wait_until(lambda: "Reassignment of partition slow-0 is completed" in tool(*reassign, "--verify"),
+               120, "the reassignment completes")
+    assert c.zk_topic("slow")[0]["replicas"] == [2, 3]
+    topic_config = c.zk_json("/config/topics/slow")["config"]
+    assert not any("throttled" in k for k in topic_config), topic_config
+    for b in (1, 2, 3):
+        assert not any("throttled" in k for k in c.zk_json(f"/config/brokers/{b}")["config"])
+    wait_until(lambda: sorted(c.zk_topic("slow")[0]["isr"]) == [2, 3], 60, "3 in the ISR")
+    c.brokers[2].kill9()
+    wait_until(lambda: c.leaders("slow")[0] == 3, 60, "broker 3 leads")
+    assert read_all(c, "slow", at_least=len(values)) == values
+
+
 def test_follower_fetches_are_counted_apart_in_the_metrics(cluster):
     """The Fetch handler marks a follower's fetch on the request itself; the metrics count
     it as Kafka's FetchFollower, and consumer fetches as FetchConsumer. Followers fetch in

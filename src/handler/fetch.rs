@@ -267,6 +267,10 @@ fn read_partition(
         data.preferred_read_replica = replica;
         return data;
     }
+    if leader_throttles(broker, spec, partition, &view.config, &view.isr) {
+        // Kafka: a throttled follower's partition is answered with its offsets only.
+        return data;
+    }
     // A rolled segment's headers are read after the lock is released (producers to this
     // partition do not wait for them); the offsets in the answer are the ones taken here.
     let plan = log.plan_read(offset, upper, max_bytes, min_one);
@@ -309,6 +313,62 @@ fn replica_to_read(
     Ok((view, preferred))
 }
 
+/// Whether this leader holds back a follower's fetch of `topic`/`partition` now (Kafka's
+/// `shouldLeaderThrottle`: a throttled replica, out of the ISR, while the leader's
+/// replication rate is over `leader.replication.throttled.rate`).
+fn leader_throttles(
+    broker: &Broker,
+    spec: &FetchSpec,
+    partition: i32,
+    config: &crate::metadata_cache::TopicConfig,
+    isr: &[i32],
+) -> bool {
+    let quota = &broker.replicas.quotas.leader;
+    spec.replica_id >= 0
+        && quota.bound() != crate::replication_quota::UNLIMITED
+        && quota.holds_back(
+            leader_throttled(broker, config, partition),
+            isr.contains(&spec.replica_id),
+            crate::broker::now_ms(),
+        )
+}
+
+/// Whether the topic's `leader.replication.throttled.replicas` names `partition` on this
+/// broker.
+fn leader_throttled(
+    broker: &Broker,
+    config: &crate::metadata_cache::TopicConfig,
+    partition: i32,
+) -> bool {
+    let list = config
+        .overrides
+        .get(crate::replication_quota::LEADER_THROTTLED_REPLICAS);
+    crate::replication_quota::is_throttled(
+        list.map(String::as_str),
+        partition,
+        broker.config.broker_id,
+    )
+}
+
+/// Counts what a follower's fetch answer sends of throttled partitions into the leader's
+/// replication rate (Kafka: once, when the answer is sent; in sync or not).
+fn record_throttled_bytes(broker: &Broker, spec: &FetchSpec, data: &FetchResponseData) {
+    let quota = &broker.replicas.quotas.leader;
+    if spec.replica_id < 0 || quota.bound() == crate::replication_quota::UNLIMITED {
+        return;
+    }
+    let mut bytes = 0u64;
+    for topic in &data.topics {
+        let config = broker.replicas.topic_config(&topic.name);
+        for p in &topic.partitions {
+            if leader_throttled(broker, &config, p.index) {
+                bytes += p.records.len() as u64;
+            }
+        }
+    }
+    quota.record(bytes, crate::broker::now_ms());
+}
+
 /// A follower's fetch offsets are its log end offsets: the leader's view of its progress,
 /// the high watermark and the ISR move on them (once per request, not per re-read).
 fn record_follower_fetches(broker: &Broker, spec: &FetchSpec) {
@@ -335,6 +395,7 @@ fn record_follower_fetches(broker: &Broker, spec: &FetchSpec) {
 /// Applies the fetch session to the response (session id; only what changed for an
 /// incremental fetch) and sends it.
 fn respond(broker: &Broker, spec: &FetchSpec, mut data: FetchResponseData, responder: Responder) {
+    record_throttled_bytes(broker, spec, &data);
     broker.fetch_sessions.finish(
         spec.context,
         &spec.topics,
@@ -390,7 +451,9 @@ fn ready_by_offsets(broker: &Broker, spec: &FetchSpec) -> Option<bool> {
             if f.offset < log.log_start_offset() || f.offset > log.log_end_offset() {
                 return Some(true);
             }
-            any_data |= readable_end(&log, spec) > f.offset;
+            // A throttled partition's records are not sent: they do not complete the wait.
+            any_data |= readable_end(&log, spec) > f.offset
+                && !leader_throttles(broker, spec, f.partition, &view.config, &view.isr);
         }
     }
     match (any_data, spec.min_bytes <= 1) {
