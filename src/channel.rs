@@ -194,11 +194,27 @@ impl ControllerChannel {
     }
 }
 
+/// How long stopping a sender waits for its thread to end before leaving it to end alone.
+const STOP_WAIT: Duration = Duration::from_millis(200);
+
+/// Stops a sender without waiting on its broker: a thread blocked in an exchange with a
+/// broker that stopped answering (paused, or cut off: the packets go nowhere) ends when
+/// that exchange fails or completes — up to the socket timeout later — and sends nothing
+/// more. Joining it would hold the controller for as long, with every election behind it
+/// (a leader paused past its session was replaced only once it woke up).
 fn stop_destination(mut d: Destination) {
     d.stop.store(true, Ordering::Release);
     drop(d.tx);
     if let Some(t) = d.thread.take() {
-        let _ = t.join();
+        let deadline = std::time::Instant::now() + STOP_WAIT;
+        while !t.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if t.is_finished() {
+            let _ = t.join();
+        } else {
+            log::info!("a controller request sender is still waiting on its broker; left to end");
+        }
     }
 }
 
@@ -245,5 +261,49 @@ fn run_sender(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    struct NoLocal;
+
+    impl LocalDelivery for NoLocal {
+        fn deliver(&self, _: ControllerRequest, done: Box<dyn FnOnce() + Send>) {
+            done();
+        }
+    }
+
+    #[test]
+    fn removing_a_broker_that_stopped_answering_does_not_wait_for_it() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let channel = Arc::new(ControllerChannel::new(1, Arc::new(NoLocal)));
+        channel.add_broker(2, "127.0.0.1", port);
+        channel.send(
+            2,
+            ControllerRequest::UpdateMetadata(UpdateMetadataRequest::default()),
+        );
+        // The "broker" takes the request and never answers, as a paused process does.
+        let (mut peer, _) = listener.accept().unwrap();
+        let mut length = [0u8; 4];
+        peer.read_exact(&mut length).unwrap();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let c = Arc::clone(&channel);
+        std::thread::spawn(move || {
+            c.remove_broker(2);
+            let _ = tx.send(());
+        });
+        // Far within the sender's 30 s socket timeout: only a remove that does not wait
+        // on the silent broker comes back before the peer is closed.
+        assert!(
+            rx.recv_timeout(Duration::from_secs(15)).is_ok(),
+            "remove_broker waited on a broker that does not answer"
+        );
+        drop(peer);
     }
 }

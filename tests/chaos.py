@@ -204,10 +204,9 @@ class LeaderWatch:
 
 
 def fault(c: Cluster, kind: str, rng: random.Random, partitions: int,
-          net=None) -> tuple[str, int, dict[int, int], float | None]:
-    """Applies and heals one fault: (description, victim broker, leaders before it, seconds
-    from the fault until another broker led every partition the victim led — None if it
-    led none, or still led one when the fault was healed)."""
+          net=None) -> tuple[str, int, dict[int, int], LeaderWatch | None]:
+    """Applies and heals one fault: (description, victim broker, leaders before it, the
+    watch of the partitions the victim led — None if it led none; the caller stops it)."""
     leaders = c.leaders(TOPIC)
     p = rng.randrange(partitions)
     leader = leaders[p]
@@ -222,10 +221,12 @@ def fault(c: Cluster, kind: str, rng: random.Random, partitions: int,
     watch = LeaderWatch(c, victim, led) if led else None
     try:
         _apply(kind, rng, b, victim, leader, net)
-    finally:
-        elected = watch.stop() if watch else None
+    except BaseException:
+        if watch:
+            watch.stop()
+        raise
     return (f"{kind} broker {victim} (partition {p}'s leader was {leader})", victim, leaders,
-            elected)
+            watch)
 
 
 def _apply(kind: str, rng: random.Random, b, victim: int, leader: int, net):
@@ -385,7 +386,7 @@ def main() -> int:
             load.start_window()
             began = time.strftime("%H:%M:%S", time.gmtime())
             try:
-                what, victim, leaders, elected = fault(c, kind, rng, args.partitions, net)
+                what, victim, leaders, watch = fault(c, kind, rng, args.partitions, net)
             except Exception as e:  # a broker that would not restart: report, then stop
                 log.append(f"cycle {i + 1}: {kind} failed: {e!r}"[:2000])
                 print(log[-1], flush=True)
@@ -394,6 +395,8 @@ def main() -> int:
             try:
                 wait_until(lambda: full_isr(c, args.partitions), 180, "ISR whole again")
             except AssertionError as e:
+                if watch:
+                    watch.stop()
                 log.append(f"cycle {i + 1}: {what}: {e}")
                 print(log[-1], flush=True)
                 break
@@ -409,6 +412,10 @@ def main() -> int:
                 log.append(f"cycle {i + 1}: {what}: {e}")
                 print(log[-1], flush=True)
                 break
+            finally:
+                # Leaderships may move after the heal too (a broker restarted before its
+                # old session expired): watched until acknowledgements resumed.
+                elected = watch.stop() if watch else None
             by_p = load.window_by_partition()
             window = max(by_p.values())
             gaps[kind] = max(gaps.get(kind, 0.0), window)
@@ -479,7 +486,8 @@ def main() -> int:
         "",
         "The last column is the cluster's part: from the fault until ZooKeeper named another "
         "leader for every partition the victim led (longest of the cycles where that happened "
-        "before the heal); the rest of a gap where the victim led is the producer learning of "
+        "before acknowledgements resumed; a victim healed before its session expired may keep "
+        "its leaderships); the rest of a gap where the victim led is the producer learning of "
         "the new leader and resending.",
         "",
         "Cycles:",
