@@ -650,9 +650,10 @@ const CONFIG_CHANGES_CHECK_MS: i64 = 1000;
 const CONFIG_CHANGE_EXPIRY_MS: i64 = 15 * 60 * 1000;
 
 /// Applies the config change notifications this broker has not seen yet (on the admin
-/// thread, and on the replica state thread before each LeaderAndIsr): each names a topic whose `/config/topics/<topic>` is read again and applied to
-/// the topic's logs. At start every notification left is applied once (harmless: configs
-/// are read whole). Expired notifications are removed.
+/// thread, and on the replica state thread before each LeaderAndIsr): each names a topic
+/// whose `/config/topics/<topic>` is read again and applied to the topic's logs, or a
+/// layer of the dynamic broker config. At start every notification left is applied once
+/// (harmless: configs are read whole). Expired notifications are removed.
 fn process_config_changes(broker: &Broker, store: Option<&dyn MetadataStore>, now: i64) {
     let Some(store) = store else {
         return;

@@ -721,7 +721,9 @@ fn render_replication_quotas(
             (
                 format!("kafka_server_{side}_replication_byte_rate"),
                 "gauge",
-                format!("Bytes per second of throttled replicas ({side} side), as measured for the throttle"),
+                format!(
+                    "Bytes per second of throttled replicas, {side} side (the throttle's measure)"
+                ),
                 format!("{:.1}", quota.rate_per_second(now_ms)),
             ),
             (
