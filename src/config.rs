@@ -165,9 +165,6 @@ pub struct Config {
     /// measure the replication rate.
     pub replication_quota_window_num: usize,
     pub replication_quota_window_size_seconds: i64,
-    /// `replica.alter.log.dirs.io.max.bytes.per.second`: taken (the reassignment tool
-    /// sets and clears it) but kbroker moves no replica between log dirs.
-    pub replica_alter_log_dirs_io_max_bytes_per_second: i64,
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
     pub group_initial_rebalance_delay_ms: i32,
@@ -458,6 +455,9 @@ impl Config {
             usize::try_from(v).map_err(|_| invalid(k, "out of range"))
         };
         let i64_min = |k: &str, min: i64| -> Result<i64, ConfigError> { at_least(k, num(k)?, min) };
+        // Taken (the reassignment tool sets and clears it) and checked, but kbroker moves no
+        // replica between its log dirs: nothing reads it.
+        i64_min("replica.alter.log.dirs.io.max.bytes.per.second", 0)?;
         let i32_min = |k: &str, min: i64| -> Result<i32, ConfigError> {
             i32::try_from(at_least(k, num(k)?, min)?).map_err(|_| invalid(k, "out of range"))
         };
@@ -627,10 +627,6 @@ impl Config {
                 1,
             )?
             .min(86_400),
-            replica_alter_log_dirs_io_max_bytes_per_second: i64_min(
-                "replica.alter.log.dirs.io.max.bytes.per.second",
-                0,
-            )?,
             group_min_session_timeout_ms: i32_min("group.min.session.timeout.ms", 0)?,
             group_max_session_timeout_ms: i32_min("group.max.session.timeout.ms", 0)?,
             group_initial_rebalance_delay_ms: i32_min("group.initial.rebalance.delay.ms", 0)?,

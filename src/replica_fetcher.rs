@@ -110,17 +110,32 @@ fn retry_delay(code: i16, refusals: u32, backoff: Duration) -> Duration {
 
 type States = Arc<Mutex<HashMap<TopicPartition, FetchState>>>;
 
+/// A request's topics from (topic, partition) items: grouped by topic, each group made a
+/// topic entry by `topic`.
+fn by_topic<P, T>(
+    items: impl IntoIterator<Item = (String, P)>,
+    topic: impl Fn(kafka_protocol::messages::TopicName, Vec<P>) -> T,
+) -> Vec<T> {
+    let mut groups: HashMap<String, Vec<P>> = HashMap::new();
+    for (t, p) in items {
+        groups.entry(t).or_default().push(p);
+    }
+    groups
+        .into_iter()
+        .map(|(t, ps)| topic(topic_name(&t), ps))
+        .collect()
+}
+
 /// Whether the topic's `follower.replication.throttled.replicas` names `tp` on `broker`,
 /// while this broker has a follower throttle at all (the common case asks nothing more).
 fn follower_throttled(replicas: &ReplicaManager, tp: &TopicPartition, broker: i32) -> bool {
-    if replicas.quotas.follower.bound() == crate::replication_quota::UNLIMITED {
-        return false;
-    }
-    let config = replicas.topic_config(&tp.topic);
-    let list = config
-        .overrides
-        .get(crate::replication_quota::FOLLOWER_THROTTLED_REPLICAS);
-    crate::replication_quota::is_throttled(list.map(String::as_str), tp.partition, broker)
+    replicas.quotas.follower.bound() != crate::replication_quota::UNLIMITED
+        && crate::replication_quota::names_replica(
+            &replicas.topic_config(&tp.topic),
+            crate::replication_quota::FOLLOWER_THROTTLED_REPLICAS,
+            tp.partition,
+            broker,
+        )
 }
 
 /// What a fetch tells the leader of one partition; an incremental fetch names a partition
@@ -495,27 +510,20 @@ impl Worker {
         if asks.is_empty() {
             return Ok(());
         }
-        let mut by_topic: HashMap<String, Vec<OffsetForLeaderPartition>> = HashMap::new();
-        for (tp, current, epoch) in &asks {
-            by_topic.entry(tp.topic.clone()).or_default().push(
-                OffsetForLeaderPartition::default()
-                    .with_partition(tp.partition)
-                    .with_current_leader_epoch(*current)
-                    .with_leader_epoch(*epoch),
-            );
-        }
+        let partitions = asks.iter().map(|(tp, current, epoch)| {
+            let p = OffsetForLeaderPartition::default()
+                .with_partition(tp.partition)
+                .with_current_leader_epoch(*current)
+                .with_leader_epoch(*epoch);
+            (tp.topic.clone(), p)
+        });
         let request = OffsetForLeaderEpochRequest::default()
             .with_replica_id(BrokerId(self.config.broker_id))
-            .with_topics(
-                by_topic
-                    .into_iter()
-                    .map(|(t, ps)| {
-                        OffsetForLeaderTopic::default()
-                            .with_topic(topic_name(&t))
-                            .with_partitions(ps)
-                    })
-                    .collect(),
-            );
+            .with_topics(by_topic(partitions, |t, ps| {
+                OffsetForLeaderTopic::default()
+                    .with_topic(t)
+                    .with_partitions(ps)
+            }));
         let response: OffsetForLeaderEpochResponse = self.conn.send(
             ApiKey::OffsetForLeaderEpoch,
             OFFSET_FOR_LEADER_EPOCH_VERSION,
@@ -612,26 +620,21 @@ impl Worker {
             return Ok(());
         }
         let plan = self.session.plan(&wanted);
-        let mut by_topic: HashMap<String, Vec<FetchPartition>> = HashMap::new();
-        for tp in &plan.send {
+        let partitions = plan.send.iter().map(|tp| {
             let sent = wanted[tp];
-            by_topic.entry(tp.topic.clone()).or_default().push(
-                FetchPartition::default()
-                    .with_partition(tp.partition)
-                    .with_current_leader_epoch(sent.leader_epoch)
-                    .with_fetch_offset(sent.fetch_offset)
-                    .with_log_start_offset(sent.log_start_offset)
-                    .with_last_fetched_epoch(-1)
-                    .with_partition_max_bytes(self.config.partition_max_bytes),
-            );
-        }
-        let mut forgotten: HashMap<String, Vec<i32>> = HashMap::new();
-        for tp in &plan.forget {
-            forgotten
-                .entry(tp.topic.clone())
-                .or_default()
-                .push(tp.partition);
-        }
+            let p = FetchPartition::default()
+                .with_partition(tp.partition)
+                .with_current_leader_epoch(sent.leader_epoch)
+                .with_fetch_offset(sent.fetch_offset)
+                .with_log_start_offset(sent.log_start_offset)
+                .with_last_fetched_epoch(-1)
+                .with_partition_max_bytes(self.config.partition_max_bytes);
+            (tp.topic.clone(), p)
+        });
+        let forgotten = plan
+            .forget
+            .iter()
+            .map(|tp| (tp.topic.clone(), tp.partition));
         let request = FetchRequest::default()
             .with_replica_id(BrokerId(self.config.broker_id))
             .with_max_wait_ms(self.config.wait_max_ms)
@@ -640,26 +643,12 @@ impl Worker {
             .with_isolation_level(0)
             .with_session_id(plan.id)
             .with_session_epoch(plan.epoch)
-            .with_topics(
-                by_topic
-                    .into_iter()
-                    .map(|(t, ps)| {
-                        FetchTopic::default()
-                            .with_topic(topic_name(&t))
-                            .with_partitions(ps)
-                    })
-                    .collect(),
-            )
-            .with_forgotten_topics_data(
-                forgotten
-                    .into_iter()
-                    .map(|(t, ps)| {
-                        ForgottenTopic::default()
-                            .with_topic(topic_name(&t))
-                            .with_partitions(ps)
-                    })
-                    .collect(),
-            );
+            .with_topics(by_topic(partitions, |t, ps| {
+                FetchTopic::default().with_topic(t).with_partitions(ps)
+            }))
+            .with_forgotten_topics_data(by_topic(forgotten, |t, ps| {
+                ForgottenTopic::default().with_topic(t).with_partitions(ps)
+            }));
         let response: FetchResponse = match self.conn.send(ApiKey::Fetch, FETCH_VERSION, &request) {
             Ok(r) => r,
             Err(e) => {

@@ -18,6 +18,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use crate::metadata_cache::TopicConfig;
+
 /// No throttle (Kafka's default, Long.MAX_VALUE).
 pub const UNLIMITED: i64 = i64::MAX;
 
@@ -168,6 +170,16 @@ impl ReplicationQuotas {
             follower: ReplicationQuota::new(window_ms, windows),
         }
     }
+}
+
+/// Whether the topic's list `key` ([`LEADER_THROTTLED_REPLICAS`] or
+/// [`FOLLOWER_THROTTLED_REPLICAS`]) names `partition` on `broker`.
+pub fn names_replica(config: &TopicConfig, key: &str, partition: i32, broker: i32) -> bool {
+    is_throttled(
+        config.overrides.get(key).map(String::as_str),
+        partition,
+        broker,
+    )
 }
 
 /// Whether a topic's `*.replication.throttled.replicas` value names `partition` on

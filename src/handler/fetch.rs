@@ -340,11 +340,9 @@ fn leader_throttled(
     config: &crate::metadata_cache::TopicConfig,
     partition: i32,
 ) -> bool {
-    let list = config
-        .overrides
-        .get(crate::replication_quota::LEADER_THROTTLED_REPLICAS);
-    crate::replication_quota::is_throttled(
-        list.map(String::as_str),
+    crate::replication_quota::names_replica(
+        config,
+        crate::replication_quota::LEADER_THROTTLED_REPLICAS,
         partition,
         broker.config.broker_id,
     )
