@@ -122,6 +122,9 @@ pub struct Config {
     pub log_index_interval_bytes: usize,
     /// kbroker's: bytes of each active segment mapped at a time (docs/tuning.md).
     pub log_segment_map_window_bytes: usize,
+    /// kbroker's: written pages this far behind each active segment's writer are written
+    /// back and dropped from the page cache; -1 keeps them (docs/tuning.md).
+    pub log_segment_drop_behind_bytes: i64,
     pub log_flush_interval_messages: i64,
     pub log_flush_interval_ms: i64,
     pub log_flush_offset_checkpoint_interval_ms: u64,
@@ -222,6 +225,7 @@ pub const KNOWN: &[(&str, &str)] = &[
     ("log.index.size.max.bytes", "10485760"),
     ("log.index.interval.bytes", "4096"),
     ("log.segment.map.window.bytes", "8388608"),
+    ("log.segment.drop.behind.bytes", "-1"),
     ("log.flush.interval.messages", "9223372036854775807"),
     ("log.flush.interval.ms", ""),
     ("log.flush.scheduler.interval.ms", "9223372036854775807"),
@@ -549,6 +553,7 @@ impl Config {
                 "log.segment.map.window.bytes",
                 kbroker_storage::window::MIN_WINDOW_BYTES as i64,
             )?,
+            log_segment_drop_behind_bytes: i64_min("log.segment.drop.behind.bytes", -1)?,
             log_flush_interval_messages: at_least(
                 "log.flush.interval.messages",
                 num("log.flush.interval.messages")?,
@@ -699,7 +704,10 @@ impl Config {
             segment_ms: self.log_roll_ms,
             segment_index_bytes: self.log_index_size_max_bytes,
             index_interval_bytes: self.log_index_interval_bytes,
-            map_window_bytes: self.log_segment_map_window_bytes,
+            map_window: kbroker_storage::window::WindowConfig {
+                bytes: self.log_segment_map_window_bytes,
+                drop_behind: usize::try_from(self.log_segment_drop_behind_bytes).ok(),
+            },
             retention_ms: self.log_retention_ms,
             retention_bytes: self.log_retention_bytes,
             max_message_bytes: self.message_max_bytes,

@@ -797,6 +797,16 @@ fn render_windows(out: &mut String) {
             "Windows a writer mapped itself because the prepared one was not ready",
             &STATS.mapped_inline,
         ),
+        (
+            "kbroker_segment_dropped_behind_bytes_total",
+            "Written bytes dropped from the page cache behind their writer (log.segment.drop.behind.bytes)",
+            &STATS.dropped_bytes,
+        ),
+        (
+            "kbroker_segment_drop_behind_deferred_total",
+            "Drop-behind requests put off because the drop-behind thread was behind",
+            &STATS.drop_behind_deferred,
+        ),
     ];
     for (name, help, value) in rows {
         gauge_or_counter(out, name, "counter", help, value.load(Ordering::Relaxed));

@@ -244,6 +244,7 @@ def test_describe_cluster(broker):
     ("log.segment.bytes", "lots"),
     ("compression.type", "brotli"),
     ("log.message.timestamp.before.max.ms", "-1"),
+    ("log.segment.drop.behind.bytes", "-2"),
 ])
 def test_bad_config_exits(tmp_path, key, value):
     port = free_port()

@@ -201,7 +201,12 @@ pub fn proc_cpu_user_system(pid: u32) -> Option<(f64, f64)> {
 /// Bytes of the `/proc/PID/status` fields `names` (given in kB there), in that order;
 /// None if the process or a field is gone.
 pub fn proc_status_bytes<const N: usize>(pid: u32, names: [&str; N]) -> Option<[u64; N]> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    kib_fields(&format!("/proc/{pid}/status"), names)
+}
+
+/// The `name: N kB` lines of a /proc file (`status`, `meminfo`), in bytes.
+pub fn kib_fields<const N: usize>(path: &str, names: [&str; N]) -> Option<[u64; N]> {
+    let status = std::fs::read_to_string(path).ok()?;
     let mut out = [0u64; N];
     for (slot, name) in out.iter_mut().zip(names) {
         let line = status

@@ -27,6 +27,11 @@ pub struct MemoryRun {
     pub peak_rss_mb: f64,
     pub peak_anon_mb: f64,
     pub peak_file_mb: f64,
+    /// How far the machine's page cache (`Cached` in /proc/meminfo) grew above where it
+    /// was at the start: the broker's written pages, with everything else on the machine.
+    pub page_cache_growth_mb: f64,
+    /// `log.segment.drop.behind.bytes` of the run, if set.
+    pub drop_behind: Option<usize>,
     pub user_cpu_s: f64,
     pub system_cpu_s: f64,
     /// Windows the prefault thread prepared / the writers had to map themselves.
@@ -39,6 +44,11 @@ fn rss(pid: u32) -> Option<(u64, u64, u64)> {
     let [rss, anon, file, shmem] =
         crate::broker::proc_status_bytes(pid, ["VmRSS", "RssAnon", "RssFile", "RssShmem"])?;
     Some((rss, anon, file + shmem))
+}
+
+/// The machine's page cache in bytes.
+fn page_cache() -> u64 {
+    crate::broker::kib_fields("/proc/meminfo", ["Cached"]).map_or(0, |[c]| c)
 }
 
 /// Writes [`TOTAL_BYTES`] to a fresh broker started with `overrides` (besides 1 GiB
@@ -61,12 +71,14 @@ pub fn measure(
     wire::create_topic(&broker.bootstrap(), "bench-memory", PARTITIONS)?;
     let stop = Arc::new(AtomicBool::new(false));
     let s = Arc::clone(&stop);
+    let cache_before = page_cache();
     let sampler = std::thread::spawn(move || {
-        let mut peak = (0u64, 0u64, 0u64);
+        let mut peak = (0u64, 0u64, 0u64, 0u64);
         while !s.load(Ordering::Acquire) {
             if let Some((r, a, f)) = rss(pid) {
-                peak = (peak.0.max(r), peak.1.max(a), peak.2.max(f));
+                peak = (peak.0.max(r), peak.1.max(a), peak.2.max(f), peak.3);
             }
+            peak.3 = peak.3.max(page_cache());
             std::thread::sleep(SAMPLE_EVERY);
         }
         peak
@@ -111,6 +123,8 @@ pub fn measure(
         peak_rss_mb: mb(peak.0),
         peak_anon_mb: mb(peak.1),
         peak_file_mb: mb(peak.2),
+        page_cache_growth_mb: mb(peak.3.saturating_sub(cache_before)),
+        drop_behind: None,
         user_cpu_s: user1 - user0,
         system_cpu_s: sys1 - sys0,
         windows_prefaulted: counter("kbroker_segment_windows_prefaulted_total"),
@@ -122,19 +136,20 @@ pub fn section(runs: &[MemoryRun]) -> String {
     let mut out = format!(
         "## Memory while writing 2 GB to {PARTITIONS} partitions (1 GiB segments, raw 1 MiB batches, acks=1)\n\n\
          Targets: peak VmRSS ≤ 768 MB, RssAnon ≤ 64 MB. CPU per GB written, user and system separately.\n\n\
-         | window | written GB | MB/s | peak VmRSS MB | peak RssAnon MB | peak file pages MB | user CPU-s/GB | system CPU-s/GB | windows prefaulted / mapped by the writer |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+         | window | written GB | MB/s | peak VmRSS MB | peak RssAnon MB | peak file pages MB | page cache growth MB | user CPU-s/GB | system CPU-s/GB | windows prefaulted / mapped by the writer |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     );
     for r in runs {
         let gb = r.written_bytes as f64 / 1e9;
         out.push_str(&format!(
-            "| {} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} / {:.0} |\n",
+            "| {} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} / {:.0} |\n",
             r.window,
             gb,
             r.written_bytes as f64 / 1e6 / r.wall_s.max(1e-9),
             r.peak_rss_mb,
             r.peak_anon_mb,
             r.peak_file_mb,
+            r.page_cache_growth_mb,
             r.user_cpu_s / gb.max(1e-9),
             r.system_cpu_s / gb.max(1e-9),
             r.windows_prefaulted,

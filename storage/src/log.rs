@@ -65,9 +65,9 @@ pub struct LogConfig {
     pub delete_retention_ms: i64,
     /// `producer.id.expiration.ms` (broker-wide): idle producers are forgotten after it
     pub producer_id_expiration_ms: i64,
-    /// `log.segment.map.window.bytes` (broker-wide, kbroker's): bytes of the active
-    /// segment mapped at a time
-    pub map_window_bytes: usize,
+    /// `log.segment.map.window.bytes` and `log.segment.drop.behind.bytes` (broker-wide,
+    /// kbroker's): how the active segment is mapped and what becomes of written pages
+    pub map_window: crate::window::WindowConfig,
     /// `compression.type`: the codec stored batches are recompressed to; `None` for
     /// `producer` (kept as produced)
     pub compression: Option<i16>,
@@ -146,7 +146,7 @@ impl Default for LogConfig {
             log_append_time: false,
             delete_retention_ms: 86_400_000,
             producer_id_expiration_ms: 86_400_000,
-            map_window_bytes: crate::window::DEFAULT_WINDOW_BYTES,
+            map_window: crate::window::WindowConfig::default(),
             compression: None,
             gzip_level: -1,
             lz4_level: 9,
@@ -430,14 +430,14 @@ impl Log {
                 base,
                 log.config.segment_bytes,
                 log.config.segment_index_bytes,
-                log.config.map_window_bytes,
+                log.config.map_window,
             )?;
             log.segments.insert(base, segment);
         } else {
             let (cap, index_bytes, window) = (
                 log.config.segment_bytes,
                 log.config.segment_index_bytes,
-                log.config.map_window_bytes,
+                log.config.map_window,
             );
             log.active_mut().activate(cap, index_bytes, window)?;
         }
@@ -914,7 +914,7 @@ impl Log {
             base,
             self.config.segment_bytes,
             self.config.segment_index_bytes,
-            self.config.map_window_bytes,
+            self.config.map_window,
         )?;
         self.segments.insert(base, segment);
         Ok(())
@@ -976,7 +976,7 @@ impl Log {
             offset,
             self.config.segment_bytes,
             self.config.segment_index_bytes,
-            self.config.map_window_bytes,
+            self.config.map_window,
         )?;
         self.segments.insert(offset, segment);
         self.log_start_offset = offset;
@@ -1020,7 +1020,7 @@ impl Log {
             let (cap, index_bytes, window) = (
                 self.config.segment_bytes.max(incoming),
                 self.config.segment_index_bytes,
-                self.config.map_window_bytes,
+                self.config.map_window,
             );
             let active = self.active_mut();
             active.deactivate()?;
@@ -1038,7 +1038,7 @@ impl Log {
             next,
             self.config.segment_bytes,
             self.config.segment_index_bytes,
-            self.config.map_window_bytes,
+            self.config.map_window,
         )?;
         log::info!(
             "rolled log topic={} partition={} new_segment_base={}",
@@ -1317,7 +1317,7 @@ impl Log {
                 offset,
                 self.config.segment_bytes,
                 self.config.segment_index_bytes,
-                self.config.map_window_bytes,
+                self.config.map_window,
             )?;
             self.segments.insert(offset, segment);
         }
@@ -1325,7 +1325,7 @@ impl Log {
         let (cap, index_bytes, window) = (
             self.config.segment_bytes,
             self.config.segment_index_bytes,
-            self.config.map_window_bytes,
+            self.config.map_window,
         );
         self.active_mut().truncate_to(offset)?;
         if needs_activation {

@@ -19,7 +19,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::window::ActiveMap;
+use crate::window::{ActiveMap, WindowConfig};
 
 use crate::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
 use crate::index::{remove_if_exists, OffsetIndex, TimeIndex};
@@ -91,7 +91,7 @@ impl Segment {
         base_offset: i64,
         capacity: usize,
         index_bytes: usize,
-        window_bytes: usize,
+        window: WindowConfig,
     ) -> Result<Segment, StorageError> {
         let log_path = dir.join(file_name(base_offset, "log"));
         let file = open_file(&log_path, true)?;
@@ -99,7 +99,7 @@ impl Segment {
             remove_if_exists(&dir.join(file_name(base_offset, ext)))?;
         }
         let mut segment = Segment::from_parts(dir, base_offset, log_path, file, 0, 0)?;
-        segment.activate(capacity, index_bytes, window_bytes)?;
+        segment.activate(capacity, index_bytes, window)?;
         Ok(segment)
     }
 
@@ -237,23 +237,19 @@ impl Segment {
     }
 
     /// Grows the file to `capacity` (sparse) and makes it appendable through a mapped
-    /// window of `window_bytes` (see `window.rs`).
+    /// window (see `window.rs`).
     pub fn activate(
         &mut self,
         capacity: usize,
         index_bytes: usize,
-        window_bytes: usize,
+        window: WindowConfig,
     ) -> Result<(), StorageError> {
         assert!(self.map.is_none());
         let capacity = capacity.max(self.size);
         self.file.set_len(capacity as u64).map_err(|e| {
             StorageError::io(format!("preallocating {}", self.log_path.display()), e)
         })?;
-        self.map = Some(ActiveMap::new(
-            Arc::clone(&self.file),
-            capacity,
-            window_bytes,
-        ));
+        self.map = Some(ActiveMap::new(Arc::clone(&self.file), capacity, window));
         self.reserved = self.size;
         self.index.resize(index_bytes)?;
         self.time_index.resize(index_bytes)?;

@@ -11,6 +11,17 @@
 //! count it — are at most about two windows per partition being written, not every byte of
 //! every active segment: written pages live on in the page cache, shared with `sendfile`.
 //!
+//! With `log.segment.drop.behind.bytes` set, written pages do not stay cached for ever:
+//! each time the writer moves to a new window, the `kb-drop-behind` thread starts
+//! writeback of what is now below it and, once the writer is that many bytes past a range,
+//! waits for the range's writeback and drops it from the page cache
+//! (`POSIX_FADV_DONTNEED`). The freed pages are what the next windows are populated with:
+//! on a VM whose free memory goes back to its host (free page reporting), a page that was
+//! never freed long enough to be handed back costs no fault on the host, and a fresh one
+//! does (docs/tuning.md, "Dropping written pages behind the writer"). Dropping never loses
+//! data: the kernel drops only clean, unmapped pages, and a later read of a dropped range
+//! reads it from disk.
+//!
 //! The prefault thread never touches the mapped memory; a window whose segment was
 //! deactivated (and its file trimmed) meanwhile is only unmapped. `MADV_POPULATE_WRITE`
 //! reports a failure (a trimmed file, a full file system) as an error, never a SIGBUS; the
@@ -18,8 +29,9 @@
 
 use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc::{self, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use memmap2::{Advice, MmapMut, MmapOptions};
@@ -34,6 +46,26 @@ pub const DEFAULT_WINDOW_BYTES: usize = 8 * 1024 * 1024;
 /// The smallest window accepted.
 pub const MIN_WINDOW_BYTES: usize = 2 * WINDOW_ALIGN;
 
+/// How an active segment is mapped, and what becomes of the pages it wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowConfig {
+    /// `log.segment.map.window.bytes`: bytes mapped at a time.
+    pub bytes: usize,
+    /// `log.segment.drop.behind.bytes`: written pages this far behind the writer are
+    /// written back and dropped from the page cache; `None` (-1, the default) keeps them,
+    /// as Kafka does (the kernel evicts them under memory pressure).
+    pub drop_behind: Option<usize>,
+}
+
+impl Default for WindowConfig {
+    fn default() -> WindowConfig {
+        WindowConfig {
+            bytes: DEFAULT_WINDOW_BYTES,
+            drop_behind: None,
+        }
+    }
+}
+
 /// Counters of the windows mapped by this process (for the metrics and the bench).
 pub struct WindowStats {
     /// Windows the prefault thread mapped and populated ahead of the writer.
@@ -42,12 +74,19 @@ pub struct WindowStats {
     pub prefaulted_bytes: AtomicU64,
     /// Windows the writer had to map itself (the prepared one was not ready or too small).
     pub mapped_inline: AtomicU64,
+    /// Bytes handed to the drop-behind thread to drop from the page cache.
+    pub dropped_bytes: AtomicU64,
+    /// Drop-behind requests not made because the thread's queue was full (their ranges
+    /// go with the next request).
+    pub drop_behind_deferred: AtomicU64,
 }
 
 pub static STATS: WindowStats = WindowStats {
     prefaulted: AtomicU64::new(0),
     prefaulted_bytes: AtomicU64::new(0),
     mapped_inline: AtomicU64::new(0),
+    dropped_bytes: AtomicU64::new(0),
+    drop_behind_deferred: AtomicU64::new(0),
 };
 
 /// Cleared once the kernel refuses `MADV_POPULATE_WRITE` (before Linux 5.14): windows are
@@ -149,6 +188,77 @@ fn prepare(job: &Prepared) {
     job.done.notify_all();
 }
 
+/// Written ranges of one file for the drop-behind thread: `write` is to be written back,
+/// `drop` (written back earlier, or waited for now) dropped from the page cache.
+struct Behind {
+    file: Arc<File>,
+    write: (usize, usize),
+    drop: (usize, usize),
+}
+
+/// Requests waiting for the drop-behind thread; when it is this far behind, ranges wait in
+/// their segment for the next request (cached a little longer, nothing else).
+const DROP_BEHIND_QUEUE: usize = 64;
+
+fn drop_behind_queue() -> &'static SyncSender<Behind> {
+    static QUEUE: OnceLock<SyncSender<Behind>> = OnceLock::new();
+    QUEUE.get_or_init(|| {
+        let (tx, rx) = mpsc::sync_channel::<Behind>(DROP_BEHIND_QUEUE);
+        std::thread::Builder::new()
+            .name("kb-drop-behind".into())
+            .spawn(move || {
+                for job in rx {
+                    write_back_and_drop(&job);
+                }
+            })
+            .expect("spawning the drop-behind thread");
+        tx
+    })
+}
+
+/// `sync_file_range(2)` over `[from, to)`; errors are the writeback's own business (a
+/// failed write surfaces at the next flush), so they are only logged.
+fn sync_range(file: &File, (from, to): (usize, usize), flags: nix::libc::c_uint) {
+    if to <= from {
+        return;
+    }
+    // SAFETY: a plain system call on a descriptor the Arc keeps open; no memory is passed.
+    let rc = unsafe {
+        nix::libc::sync_file_range(
+            file.as_raw_fd(),
+            from as nix::libc::off64_t,
+            (to - from) as nix::libc::off64_t,
+            flags,
+        )
+    };
+    if rc != 0 {
+        log::debug!("sync_file_range: {}", io::Error::last_os_error());
+    }
+}
+
+fn write_back_and_drop(job: &Behind) {
+    use nix::libc::{
+        SYNC_FILE_RANGE_WAIT_AFTER, SYNC_FILE_RANGE_WAIT_BEFORE, SYNC_FILE_RANGE_WRITE,
+    };
+    // Start the newly written range first, so its writeback runs while this waits.
+    sync_range(&job.file, job.write, SYNC_FILE_RANGE_WRITE);
+    let (from, to) = job.drop;
+    if to <= from {
+        return;
+    }
+    // Dirty pages or pages under writeback are not dropped: wait for them to be clean.
+    let wait = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
+    sync_range(&job.file, job.drop, wait);
+    if let Err(e) = nix::fcntl::posix_fadvise(
+        job.file.as_raw_fd(),
+        from as nix::libc::off_t,
+        (to - from) as nix::libc::off_t,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    ) {
+        log::debug!("dropping written pages from the page cache: {e}");
+    }
+}
+
 /// The mapped part of an active segment.
 pub struct ActiveMap {
     file: Arc<File>,
@@ -157,17 +267,24 @@ pub struct ActiveMap {
     window_bytes: usize,
     current: Option<Window>,
     next: Option<Arc<Prepared>>,
+    drop_behind: Option<usize>,
+    /// Drop-behind: bytes below this were handed to writeback / dropped.
+    written_back: usize,
+    dropped: usize,
 }
 
 impl ActiveMap {
     /// Maps nothing yet: the first window is mapped by the first [`ActiveMap::writable`].
-    pub fn new(file: Arc<File>, capacity: usize, window_bytes: usize) -> ActiveMap {
+    pub fn new(file: Arc<File>, capacity: usize, config: WindowConfig) -> ActiveMap {
         ActiveMap {
             file,
             capacity,
-            window_bytes: align_up(window_bytes.max(MIN_WINDOW_BYTES)),
+            window_bytes: align_up(config.bytes.max(MIN_WINDOW_BYTES)),
             current: None,
             next: None,
+            drop_behind: config.drop_behind,
+            written_back: 0,
+            dropped: 0,
         }
     }
 
@@ -208,6 +325,7 @@ impl ActiveMap {
             match result.take() {
                 Some(Ok(w)) if w.covers(from, to) => {
                     self.current = Some(w);
+                    self.release_behind(from);
                     return Ok(());
                 }
                 Some(_) => {}
@@ -221,7 +339,46 @@ impl ActiveMap {
         self.current = None;
         self.current = Some(Window::map(&self.file, start, len)?);
         STATS.mapped_inline.fetch_add(1, Ordering::Relaxed);
+        self.release_behind(from);
         Ok(())
+    }
+
+    /// Drop-behind, after the writer moved to a new window to write at `position` (every
+    /// byte below it written, none of it mapped but by the new window): asks for writeback
+    /// of what was written since the last request and for the range now `drop_behind`
+    /// bytes behind to be dropped from the page cache.
+    fn release_behind(&mut self, position: usize) {
+        let Some(behind) = self.drop_behind else {
+            return;
+        };
+        let Some(window_start) = self.current.as_ref().map(|w| w.start) else {
+            return;
+        };
+        // Never a page of the current window; a truncated segment writes below the marks
+        // again, so they follow it down.
+        let written = align_down(position.min(window_start));
+        self.written_back = self.written_back.min(written);
+        self.dropped = self.dropped.min(written);
+        let drop_to = align_down(written.saturating_sub(behind)).max(self.dropped);
+        let job = Behind {
+            file: Arc::clone(&self.file),
+            write: (self.written_back, written),
+            drop: (self.dropped, drop_to),
+        };
+        let dropping = drop_to - self.dropped;
+        match drop_behind_queue().try_send(job) {
+            Ok(()) => {
+                self.written_back = written;
+                self.dropped = drop_to;
+                STATS
+                    .dropped_bytes
+                    .fetch_add(dropping as u64, Ordering::Relaxed);
+            }
+            Err(TrySendError::Full(_)) => {
+                STATS.drop_behind_deferred.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
     }
 
     /// The mapped bytes `[from, to)` (after [`ActiveMap::make_writable`] for that range).

@@ -2,10 +2,11 @@
 //! through windows much smaller than the segment (and than some batches) equals a `Vec`
 //! model under random appends, truncations, rolls and reopens (clean, and unclean as after
 //! kill -9), read back both from the mapped window and from the file; and what it keeps
-//! mapped stays bounded by the window, not by what was written.
+//! mapped stays bounded by the window, not by what was written — with written pages kept
+//! in the page cache and with them dropped behind the writer.
 
 use kbroker_storage::batch::{self, NewRecord};
-use kbroker_storage::window::{MIN_WINDOW_BYTES, WINDOW_ALIGN};
+use kbroker_storage::window::{WindowConfig, MIN_WINDOW_BYTES, WINDOW_ALIGN};
 use kbroker_storage::{Log, LogConfig};
 use proptest::prelude::*;
 
@@ -35,12 +36,19 @@ fn action() -> impl Strategy<Value = Action> {
 }
 
 fn config() -> LogConfig {
+    config_dropping(None)
+}
+
+fn config_dropping(drop_behind: Option<usize>) -> LogConfig {
     LogConfig {
         segment_bytes: 64 * 1024 * 1024,
         index_interval_bytes: 4096,
         segment_index_bytes: 64 * 1024,
         max_message_bytes: 8 << 20,
-        map_window_bytes: WINDOW,
+        map_window: WindowConfig {
+            bytes: WINDOW,
+            drop_behind,
+        },
         ..LogConfig::default()
     }
 }
@@ -57,9 +65,14 @@ fn value(offset: i64, units: u8) -> Vec<u8> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(16))]
     #[test]
-    fn windowed_log_matches_vec_model(actions in proptest::collection::vec(action(), 1..50), seed in any::<u32>()) {
+    fn windowed_log_matches_vec_model(
+        actions in proptest::collection::vec(action(), 1..50),
+        drop_behind in prop_oneof![Just(None), Just(Some(0)), Just(Some(WINDOW))],
+        seed in any::<u32>(),
+    ) {
         let dir = std::env::temp_dir().join(format!("kb-window-{}-{seed}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
+        let config = || config_dropping(drop_behind);
         let mut log = Log::open(&dir, "t", 0, config(), 0, 0, true, 0).expect("open");
         let mut model: Vec<(i64, Vec<u8>)> = Vec::new();
         let mut largest_batch = 0usize;
@@ -148,6 +161,65 @@ fn the_window_slides_ahead_of_the_writer_and_mapped_memory_stays_bounded() {
     );
     let end = log.log_end_offset();
     log.set_high_watermark(end);
+    let all = read_all(&log, 1 << 20);
+    assert_eq!(all.len(), batches as usize);
+    for (o, v) in all {
+        assert_eq!(v, value(o, 64), "offset {o}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Pages of `[0, len)` of `file` in the page cache (mincore(2) on a fresh read-only map,
+/// which faults nothing in).
+fn cached_pages(file: &std::fs::File, len: usize) -> usize {
+    // SAFETY: the map is only passed to mincore, never read.
+    let map = unsafe { memmap2::MmapOptions::new().len(len).map(file) }.expect("map");
+    let page = 4096;
+    let mut vec = vec![0u8; len.div_ceil(page)];
+    // SAFETY: `vec` has one byte per page of the mapped range.
+    let rc = unsafe { nix::libc::mincore(map.as_ptr() as *mut _, len, vec.as_mut_ptr()) };
+    assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
+    vec.iter().filter(|b| *b & 1 == 1).count()
+}
+
+#[test]
+fn written_pages_leave_the_page_cache_behind_the_writer_and_still_read_back() {
+    use std::time::{Duration, Instant};
+    let dir = std::env::temp_dir().join(format!("kb-window-drop-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let behind = 8 << 20;
+    let mut log =
+        Log::open(&dir, "t", 0, config_dropping(Some(behind)), 0, 0, true, 0).expect("open");
+    // 48 MiB in 256 KiB batches through 4 MiB windows.
+    let batches = 190;
+    for offset in 0..batches {
+        let records = vec![NewRecord {
+            value: Some(value(offset, 64)),
+            timestamp: 1,
+            ..NewRecord::default()
+        }];
+        log.append_internal(&batch::build_batch(0, &records), 0, 1)
+            .expect("append");
+    }
+    let end = log.log_end_offset();
+    log.set_high_watermark(end);
+    // Everything up to the last window and `behind` before it goes; the first 32 MiB
+    // are far enough behind. Wait for the drop-behind thread (it only has to happen).
+    let file = std::fs::File::open(dir.join("00000000000000000000.log")).expect("segment");
+    let checked = 32 << 20;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let cached = cached_pages(&file, checked);
+        if cached == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{cached} pages of the first 32 MiB still cached"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The dropped pages read back from disk, every record as written.
     let all = read_all(&log, 1 << 20);
     assert_eq!(all.len(), batches as usize);
     for (o, v) in all {
