@@ -50,14 +50,17 @@ usage: kbroker-bench [--sweep] [options]
   --replication        3 brokers on a real ZooKeeper: 1 KiB produce throughput and latency to
                        RF 1 and RF 3 (acks=1, acks=all) topics of --partitions partitions
   --memory             only the resident-memory run: 2 GB to 8 partitions with 1 GiB
-                       segments, with the default mapped window and written pages
-                       dropped 64 MiB behind the writer, with the default window alone,
-                       and with one as large as the segment (kbroker's map before)
+                       segments: the default window with written pages dropped
+                       --drop-behind bytes behind the writer, the default window alone,
+                       and a window as large as the segment (kbroker's map before)
   --threads NxM        num.network.threads x num.io.threads for the default mode [3x8]
   --grid N,..xM,..     sweep grid [1,2,4x1,2,4,8]
   --repeat R           sweep rounds; each cell reports its median run [1]
   --seconds S          length of each timed run [3]
   --partitions P       partitions of every topic [4]
+  --max-rate R         the half-rate workloads run at R/2 records/s instead of half of
+                       what produce 1KiB acks=1 reached (to compare settings at one load)
+  --drop-behind BYTES  log.segment.drop.behind.bytes of the memory run's drop-behind row [16 MiB]
   --linger-ms L        librdkafka linger.ms of the producers [1]
   --connections C      clients in the many-connections workload [200]
   --broker PATH        the kbroker binary [$KBROKER_BIN or target/release/kbroker]
@@ -80,6 +83,10 @@ struct Options {
     grid: (Vec<usize>, Vec<usize>),
     seconds: f64,
     partitions: i32,
+    /// `log.segment.drop.behind.bytes` of the memory run's drop-behind row.
+    drop_behind: usize,
+    /// Replaces the measured `produce 1KiB acks=1` rate as what the half-rate runs halve.
+    max_rate_1k: Option<f64>,
     linger_ms: u32,
     connections: usize,
     broker: PathBuf,
@@ -113,6 +120,8 @@ fn parse_args() -> Result<Options, String> {
         grid: (vec![1, 2, 4], vec![1, 2, 4, 8]),
         seconds: 3.0,
         partitions: 4,
+        drop_behind: 16 << 20,
+        max_rate_1k: None,
         linger_ms: 1,
         connections: 200,
         broker: broker::default_binary(),
@@ -147,6 +156,12 @@ fn parse_args() -> Result<Options, String> {
             }
             "--seconds" => o.seconds = value()?.parse().map_err(|_| "--seconds S")?,
             "--partitions" => o.partitions = value()?.parse().map_err(|_| "--partitions P")?,
+            "--max-rate" => {
+                o.max_rate_1k = Some(value()?.parse().map_err(|_| "--max-rate RECORDS_PER_S")?)
+            }
+            "--drop-behind" => {
+                o.drop_behind = value()?.parse().map_err(|_| "--drop-behind BYTES")?
+            }
             "--linger-ms" => o.linger_ms = value()?.parse().map_err(|_| "--linger-ms L")?,
             "--connections" => o.connections = value()?.parse().map_err(|_| "--connections C")?,
             "--broker" => o.broker = PathBuf::from(value()?),
@@ -302,8 +317,12 @@ impl<'a> Bench<'a> {
         })
     }
 
-    /// The rate `produce 1KiB acks=1` reached, which the half-rate workloads halve.
+    /// The rate `produce 1KiB acks=1` reached (or `--max-rate`), which the half-rate
+    /// workloads halve.
     fn max_rate_1k(&self) -> Result<f64, String> {
+        if let Some(rate) = self.options.max_rate_1k {
+            return Ok(rate);
+        }
         self.session
             .max_produce_rate_1k
             .ok_or_else(|| "run produce 1KiB acks=1 first".to_string())
@@ -824,6 +843,7 @@ fn summary(
     c: &Ceilings,
     fill: &memory::PageFill,
     memory: &[memory::MemoryRun],
+    dropping_behind: bool,
     n: usize,
     m: usize,
 ) -> String {
@@ -869,14 +889,20 @@ fn summary(
             let total = r.broker_cpu_s / gb;
             let verdict = if total <= 1.0 { "met" } else { "NOT met" };
             let new_pages = fill.first.0 + fill.first.1;
+            let pages = if dropping_behind {
+                "written pages dropped behind the writer and reused, not new".to_string()
+            } else {
+                format!(
+                    "new page-cache pages alone cost this machine {new_pages:.2}, the rest {:.2}",
+                    (total - new_pages).max(0.0)
+                )
+            };
             out += &format!(
                 "- broker CPU per GB produced, {}: {:.2} user + {:.2} system = {total:.2} CPU-s/GB \
-                 (target ≤ 1.0: {verdict}; new page-cache pages alone cost this machine {new_pages:.2}, \
-                 the rest {:.2})\n",
+                 (target ≤ 1.0: {verdict}; {pages})\n",
                 r.workload,
                 r.broker_user_s / gb,
                 r.broker_sys_s / gb,
-                (total - new_pages).max(0.0),
             );
         }
     }
@@ -900,7 +926,10 @@ fn summary(
         let cpu = (r.user_cpu_s + r.system_cpu_s) / gb.max(1e-9);
         let met = |ok: bool| if ok { "met" } else { "NOT met" };
         out += &format!(
-            "- with log.segment.drop.behind.bytes={} (the memory run: raw 1 MiB batches, 8 connections              to 8 partitions): {:.0} MB/s = {pct:.1} % of the TCP ceiling (≥ 35 %: {}), {:.2} user +              {:.2} system = {cpu:.2} CPU-s/GB (≤ 1.0: {}); the page cache grew {:.0} MB for {gb:.2} GB              written\n",
+            "- with log.segment.drop.behind.bytes={} (the memory run: raw 1 MiB batches, 8 connections \
+             to 8 partitions): {:.0} MB/s = {pct:.1} % of the TCP ceiling (≥ 35 %: {}), {:.2} user + \
+             {:.2} system = {cpu:.2} CPU-s/GB (≤ 1.0: {}); the page cache grew {:.0} MB for {gb:.2} GB \
+             written\n",
             r.drop_behind.unwrap_or(0),
             rate / MB,
             met(pct >= 35.0),
@@ -1048,7 +1077,7 @@ fn quick(options: &Options) -> Result<(), String> {
         memory::page_fill_section(&fill),
         report::results_table(&runs),
         report::stages_table(&runs),
-        summary(&runs, &ceilings, &fill, &memory, n, m),
+        summary(&runs, &ceilings, &fill, &memory, drops_behind(options), n, m),
         validation::section(&validation, raw_cpu_per_gb),
         memory::section(&memory),
         runs.iter().map(|r| format!("- {}: {}\n", r.workload, r.note)).collect::<String>(),
@@ -1064,10 +1093,16 @@ fn quick(options: &Options) -> Result<(), String> {
     Ok(())
 }
 
-/// Bytes kept cached behind each writer in the memory run with drop-behind on.
-const MEMORY_DROP_BEHIND: usize = 64 << 20;
 /// Longer than the kernel's free page reporting delay (2 s) with room to spare.
 const MEMORY_PAUSE: Duration = Duration::from_secs(10);
+
+/// Whether `--override` turned drop-behind on for every broker of the run.
+fn drops_behind(options: &Options) -> bool {
+    options.overrides.iter().rev().find_map(|o| {
+        let value = o.strip_prefix("log.segment.drop.behind.bytes=")?;
+        Some(value.trim().parse::<i64>().is_ok_and(|v| v >= 0))
+    }) == Some(true)
+}
 
 /// The resident-memory run with the default window and drop-behind on, the default window
 /// alone and a whole-segment window. Each run after the first starts after a pause, so
@@ -1075,13 +1110,11 @@ const MEMORY_PAUSE: Duration = Duration::from_secs(10);
 /// (free page reporting) and every configuration starts on the same kind of pages.
 fn memory_runs(options: &Options) -> Result<Vec<memory::MemoryRun>, String> {
     let mut runs = Vec::new();
-    let drop_behind = format!("log.segment.drop.behind.bytes={MEMORY_DROP_BEHIND}");
+    let behind = options.drop_behind;
+    let drop_behind = format!("log.segment.drop.behind.bytes={behind}");
+    let label = format!("8 MiB, dropped {} MiB behind", behind >> 20);
     for (i, (label, dropping, overrides)) in [
-        (
-            "8 MiB, dropped 64 MiB behind",
-            Some(MEMORY_DROP_BEHIND),
-            vec![drop_behind],
-        ),
+        (label.as_str(), Some(behind), vec![drop_behind]),
         ("8 MiB (default)", None, vec![]),
         (
             "1 GiB (whole segment, as before)",
