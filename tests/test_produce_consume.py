@@ -328,6 +328,21 @@ def test_fetch_limits_smaller_than_a_record(broker):
     assert [r.value for r in got] == values
 
 
+def kcat_offsets_keys_sizes(kcat_bin, bootstrap, topic, partitions):
+    """The whole topic read by kcat (old librdkafka, default fetch sizes):
+    {partition: [(offset, key, value size), ...]} in the order received."""
+    r = subprocess.run([kcat_bin, "-C", "-b", bootstrap, "-t", topic, "-o", "beginning", "-e",
+                        "-q", "-f", "%p\t%o\t%k\t%S\n"],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    seen = {part: [] for part in range(partitions)}
+    for line in r.stdout.split(b"\n"):
+        if line:
+            part, off, key, size = line.split(b"\t")
+            seen[int(part)].append((int(off), key, int(size)))
+    return seen
+
+
 def test_reads_across_rolled_segments_while_producing(broker, kcat_bin, tmp_path):
     """Fetches in rolled segments read their batch headers after the partition's lock is
     released (while producers append to the same partition): every record comes back once,
@@ -373,17 +388,10 @@ def test_reads_across_rolled_segments_while_producing(broker, kcat_bin, tmp_path
 
     # Everything, with kcat (old librdkafka, default fetch sizes).
     want = expected_by_partition(first + second, partitions)
-    r = subprocess.run([kcat_bin, "-C", "-b", b.bootstrap, "-t", topic, "-o", "beginning", "-e",
-                        "-q", "-f", "%p\t%o\t%k\n"],
-                       stdin=subprocess.DEVNULL, capture_output=True, timeout=180)
-    assert r.returncode == 0, r.stderr[-2000:]
-    seen = {part: [] for part in range(partitions)}
-    for line in r.stdout.split(b"\n"):
-        if line:
-            part, off, key = line.split(b"\t", 2)
-            seen[int(part)].append((int(off), key))
+    seen = kcat_offsets_keys_sizes(kcat_bin, b.bootstrap, topic, partitions)
     for part in range(partitions):
-        assert seen[part] == [(i, k) for i, (k, _, _) in enumerate(want[part])], f"partition {part}"
+        assert [(o, k) for o, k, _ in seen[part]] == [(i, k) for i, (k, _, _) in enumerate(want[part])], \
+            f"partition {part}"
 
 
 @pytest.mark.timeout_s(300)
@@ -421,15 +429,7 @@ def test_pages_dropped_behind_the_writer_read_back_after_kill9(broker, kcat_bin,
                 f"{what}: partition {part}"
 
     check(consume(b.bootstrap, topic, list(range(partitions)), timeout=120), "before the kill")
-    r = subprocess.run([kcat_bin, "-C", "-b", b.bootstrap, "-t", topic, "-o", "beginning", "-e",
-                        "-q", "-f", "%p\t%o\t%k\t%S\n"],
-                       stdin=subprocess.DEVNULL, capture_output=True, timeout=180)
-    assert r.returncode == 0, r.stderr[-2000:]
-    seen = {part: [] for part in range(partitions)}
-    for line in r.stdout.split(b"\n"):
-        if line:
-            part, off, key, size = line.split(b"\t")
-            seen[int(part)].append((int(off), key, int(size)))
+    seen = kcat_offsets_keys_sizes(kcat_bin, b.bootstrap, topic, partitions)
     for part in range(partitions):
         assert seen[part] == [(i, k, len(v)) for i, (k, v, _) in enumerate(want[part])], \
             f"kcat: partition {part}"

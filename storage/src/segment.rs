@@ -17,6 +17,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
 use crate::window::{ActiveMap, WindowConfig};
@@ -56,6 +57,9 @@ pub struct Segment {
     file: Arc<File>,
     /// The mapped window of the active segment (None once rolled: read with `pread`).
     map: Option<ActiveMap>,
+    /// Set by the drop-behind thread when writing back this file's pages failed: the
+    /// error it took from the file is given to the next flush instead (see `window.rs`).
+    writeback_error: Arc<AtomicI32>,
     size: usize,
     next_offset: i64,
     index: OffsetIndex,
@@ -151,6 +155,7 @@ impl Segment {
             log_path: log_path.into(),
             file: Arc::new(file),
             map: None,
+            writeback_error: Arc::new(AtomicI32::new(0)),
             size,
             next_offset: base_offset,
             index,
@@ -197,7 +202,7 @@ impl Segment {
         self.first_append_ms
     }
     pub fn is_flushed(&self) -> bool {
-        self.flushed
+        self.flushed && self.writeback_error.load(Ordering::Acquire) == 0
     }
     pub fn path(&self) -> &Path {
         &self.log_path
@@ -249,7 +254,12 @@ impl Segment {
         self.file.set_len(capacity as u64).map_err(|e| {
             StorageError::io(format!("preallocating {}", self.log_path.display()), e)
         })?;
-        self.map = Some(ActiveMap::new(Arc::clone(&self.file), capacity, window));
+        self.map = Some(ActiveMap::new(
+            Arc::clone(&self.file),
+            capacity,
+            window,
+            Arc::clone(&self.writeback_error),
+        ));
         self.reserved = self.size;
         self.index.resize(index_bytes)?;
         self.time_index.resize(index_bytes)?;
@@ -742,6 +752,15 @@ impl Segment {
 
     /// Writes the valid bytes and both indexes to disk.
     pub fn flush(&mut self) -> Result<(), StorageError> {
+        // A failed writeback the drop-behind thread saw (and so took from the file): the
+        // pages it failed to write may be gone, so this flush fails as fsync would have.
+        let errno = self.writeback_error.swap(0, Ordering::AcqRel);
+        if errno != 0 {
+            return Err(StorageError::io(
+                format!("writing back {}", self.log_path.display()),
+                std::io::Error::from_raw_os_error(errno),
+            ));
+        }
         // Every dirty page of the file, written through this window or an earlier one.
         self.file
             .sync_data()
@@ -944,5 +963,35 @@ impl RolledRead {
         read_region(header_at, &self.file, self.from, &self.bounds, |_| {
             self.jump
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_writeback_failure_seen_by_drop_behind_fails_the_next_flush_once() {
+        let dir = std::env::temp_dir().join(format!("kb-seg-wb-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut segment =
+            Segment::create(&dir, 0, 1 << 22, 1 << 16, WindowConfig::default()).expect("create");
+        segment.flush().expect("a clean flush");
+        assert!(segment.is_flushed());
+        // What the drop-behind thread records when sync_file_range fails.
+        segment
+            .writeback_error
+            .store(nix::libc::EIO, Ordering::Release);
+        assert!(
+            !segment.is_flushed(),
+            "a failed writeback leaves it unflushed"
+        );
+        let err = segment
+            .flush()
+            .expect_err("the flush reports the writeback's failure");
+        assert!(err.is_device_failure(), "{err}");
+        segment.flush().expect("reported once, as fsync does");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

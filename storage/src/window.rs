@@ -20,7 +20,8 @@
 //! never freed long enough to be handed back costs no fault on the host, and a fresh one
 //! does (docs/tuning.md, "Dropping written pages behind the writer"). Dropping never loses
 //! data: the kernel drops only clean, unmapped pages, and a later read of a dropped range
-//! reads it from disk.
+//! reads it from disk. A failed writeback is handed to the segment's next flush (waiting
+//! for writeback takes the error from the file, so fsync alone would not report it).
 //!
 //! The prefault thread never touches the mapped memory; a window whose segment was
 //! deactivated (and its file trimmed) meanwhile is only unmapped. `MADV_POPULATE_WRITE`
@@ -30,7 +31,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
@@ -194,6 +195,9 @@ struct Behind {
     file: Arc<File>,
     write: (usize, usize),
     drop: (usize, usize),
+    /// Where a failure goes: waiting for writeback takes the error from the file, so the
+    /// segment's next flush would not see it; the segment gives it to that flush instead.
+    error: Arc<AtomicI32>,
 }
 
 /// Requests waiting for the drop-behind thread; when it is this far behind, ranges wait in
@@ -216,9 +220,14 @@ fn drop_behind_queue() -> &'static SyncSender<Behind> {
     })
 }
 
-/// `sync_file_range(2)` over `[from, to)`; errors are the writeback's own business (a
-/// failed write surfaces at the next flush), so they are only logged.
-fn sync_range(file: &File, (from, to): (usize, usize), flags: nix::libc::c_uint) {
+/// `sync_file_range(2)` over `[from, to)`; the first failure is kept in `error` for the
+/// segment's next flush.
+fn sync_range(
+    file: &File,
+    (from, to): (usize, usize),
+    flags: nix::libc::c_uint,
+    error: &AtomicI32,
+) {
     if to <= from {
         return;
     }
@@ -232,7 +241,10 @@ fn sync_range(file: &File, (from, to): (usize, usize), flags: nix::libc::c_uint)
         )
     };
     if rc != 0 {
-        log::debug!("sync_file_range: {}", io::Error::last_os_error());
+        let e = io::Error::last_os_error();
+        log::error!("writing back a segment's pages failed: {e}; its next flush fails");
+        let errno = e.raw_os_error().unwrap_or(nix::libc::EIO);
+        let _ = error.compare_exchange(0, errno, Ordering::AcqRel, Ordering::Acquire);
     }
 }
 
@@ -241,14 +253,14 @@ fn write_back_and_drop(job: &Behind) {
         SYNC_FILE_RANGE_WAIT_AFTER, SYNC_FILE_RANGE_WAIT_BEFORE, SYNC_FILE_RANGE_WRITE,
     };
     // Start the newly written range first, so its writeback runs while this waits.
-    sync_range(&job.file, job.write, SYNC_FILE_RANGE_WRITE);
+    sync_range(&job.file, job.write, SYNC_FILE_RANGE_WRITE, &job.error);
     let (from, to) = job.drop;
     if to <= from {
         return;
     }
     // Dirty pages or pages under writeback are not dropped: wait for them to be clean.
     let wait = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
-    sync_range(&job.file, job.drop, wait);
+    sync_range(&job.file, job.drop, wait, &job.error);
     if let Err(e) = nix::fcntl::posix_fadvise(
         job.file.as_raw_fd(),
         from as nix::libc::off_t,
@@ -271,11 +283,18 @@ pub struct ActiveMap {
     /// Drop-behind: bytes below this were handed to writeback / dropped.
     written_back: usize,
     dropped: usize,
+    /// The segment's record of a failed writeback (see [`Behind::error`]).
+    writeback_error: Arc<AtomicI32>,
 }
 
 impl ActiveMap {
     /// Maps nothing yet: the first window is mapped by the first [`ActiveMap::writable`].
-    pub fn new(file: Arc<File>, capacity: usize, config: WindowConfig) -> ActiveMap {
+    pub fn new(
+        file: Arc<File>,
+        capacity: usize,
+        config: WindowConfig,
+        writeback_error: Arc<AtomicI32>,
+    ) -> ActiveMap {
         ActiveMap {
             file,
             capacity,
@@ -285,6 +304,7 @@ impl ActiveMap {
             drop_behind: config.drop_behind,
             written_back: 0,
             dropped: 0,
+            writeback_error,
         }
     }
 
@@ -364,6 +384,7 @@ impl ActiveMap {
             file: Arc::clone(&self.file),
             write: (self.written_back, written),
             drop: (self.dropped, drop_to),
+            error: Arc::clone(&self.writeback_error),
         };
         let dropping = drop_to - self.dropped;
         match drop_behind_queue().try_send(job) {
@@ -438,5 +459,31 @@ impl ActiveMap {
 impl Drop for ActiveMap {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_writeback_is_kept_for_the_segment_and_only_the_first() {
+        // sync_file_range refuses a pipe (ESPIPE): a stand-in for a device's EIO.
+        let (read, _write) = nix::unistd::pipe().expect("pipe");
+        let job = Behind {
+            file: Arc::new(File::from(read)),
+            write: (0, WINDOW_ALIGN),
+            drop: (0, WINDOW_ALIGN),
+            error: Arc::new(AtomicI32::new(0)),
+        };
+        write_back_and_drop(&job);
+        assert_eq!(job.error.load(Ordering::Acquire), nix::libc::ESPIPE);
+        job.error.store(nix::libc::EIO, Ordering::Release);
+        write_back_and_drop(&job);
+        assert_eq!(
+            job.error.load(Ordering::Acquire),
+            nix::libc::EIO,
+            "an error waiting for the flush is not replaced"
+        );
     }
 }
