@@ -919,7 +919,7 @@ fn summary(
         out += &format!("- target raw produce ≥ 35 % of the TCP ceiling: {verdict} ({pct:.1} %)\n");
     }
     // The same raw 1 MiB batches with drop-behind on, from the memory run (8 connections).
-    if let Some(r) = memory.iter().find(|r| r.drop_behind.is_some()) {
+    if let Some((r, behind)) = memory.iter().find_map(|r| Some((r, r.drop_behind?))) {
         let gb = r.written_bytes as f64 / 1e9;
         let rate = r.written_bytes as f64 / r.wall_s.max(1e-9);
         let pct = 100.0 * rate / c.tcp_bytes_per_s;
@@ -930,7 +930,7 @@ fn summary(
              to 8 partitions): {:.0} MB/s = {pct:.1} % of the TCP ceiling (≥ 35 %: {}), {:.2} user + \
              {:.2} system = {cpu:.2} CPU-s/GB (≤ 1.0: {}); the page cache grew {:.0} MB for {gb:.2} GB \
              written\n",
-            r.drop_behind.unwrap_or(0),
+            behind,
             rate / MB,
             met(pct >= 35.0),
             r.user_cpu_s / gb.max(1e-9),

@@ -144,18 +144,19 @@ struct Prepared {
     done: Condvar,
 }
 
+/// The thread `name` doing `work` on each job of `jobs` until every sender is gone.
+fn spawn_worker<T: Send + 'static>(name: &str, jobs: mpsc::Receiver<T>, work: fn(T)) {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || jobs.into_iter().for_each(work))
+        .unwrap_or_else(|e| panic!("spawning the {name} thread: {e}"));
+}
+
 fn prefault_queue() -> &'static Sender<Arc<Prepared>> {
     static QUEUE: OnceLock<Sender<Arc<Prepared>>> = OnceLock::new();
     QUEUE.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Arc<Prepared>>();
-        std::thread::Builder::new()
-            .name("kb-prefault".into())
-            .spawn(move || {
-                for job in rx {
-                    prepare(&job);
-                }
-            })
-            .expect("spawning the prefault thread");
+        spawn_worker("kb-prefault", rx, |job| prepare(&job));
         tx
     })
 }
@@ -208,14 +209,7 @@ fn drop_behind_queue() -> &'static SyncSender<Behind> {
     static QUEUE: OnceLock<SyncSender<Behind>> = OnceLock::new();
     QUEUE.get_or_init(|| {
         let (tx, rx) = mpsc::sync_channel::<Behind>(DROP_BEHIND_QUEUE);
-        std::thread::Builder::new()
-            .name("kb-drop-behind".into())
-            .spawn(move || {
-                for job in rx {
-                    write_back_and_drop(&job);
-                }
-            })
-            .expect("spawning the drop-behind thread");
+        spawn_worker("kb-drop-behind", rx, |job| write_back_and_drop(&job));
         tx
     })
 }

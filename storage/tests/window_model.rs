@@ -62,6 +62,27 @@ fn value(offset: i64, units: u8) -> Vec<u8> {
     (0..len).map(|i| (offset as usize * 31 + i) as u8).collect()
 }
 
+/// Appends one batch of one record of ~256 KiB (`value(offset, 64)`); its first offset.
+fn append_big_record(log: &mut Log, offset: i64) -> i64 {
+    let records = vec![NewRecord {
+        value: Some(value(offset, 64)),
+        timestamp: 1,
+        ..NewRecord::default()
+    }];
+    log.append_internal(&batch::build_batch(0, &records), 0, 1)
+        .expect("append")
+        .first_offset
+}
+
+/// The log holds exactly the `count` records [`append_big_record`] wrote, in order.
+fn assert_big_records_read_back(log: &Log, count: i64) {
+    let all = read_all(log, 1 << 20);
+    assert_eq!(all.len(), count as usize);
+    for (o, v) in all {
+        assert_eq!(v, value(o, 64), "offset {o}");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(16))]
     #[test]
@@ -126,15 +147,7 @@ fn the_window_slides_ahead_of_the_writer_and_mapped_memory_stays_bounded() {
     // 64 MiB (the whole segment) in 256 KiB batches through a 4 MiB window.
     let batches = 255;
     for offset in 0..batches {
-        let records = vec![NewRecord {
-            value: Some(value(offset, 64)),
-            timestamp: 1,
-            ..NewRecord::default()
-        }];
-        let info = log
-            .append_internal(&batch::build_batch(0, &records), 0, 1)
-            .expect("append");
-        assert_eq!(info.first_offset, offset);
+        assert_eq!(append_big_record(&mut log, offset), offset);
         assert!(
             log.mapped_bytes() <= 2 * WINDOW,
             "{} mapped",
@@ -161,11 +174,7 @@ fn the_window_slides_ahead_of_the_writer_and_mapped_memory_stays_bounded() {
     );
     let end = log.log_end_offset();
     log.set_high_watermark(end);
-    let all = read_all(&log, 1 << 20);
-    assert_eq!(all.len(), batches as usize);
-    for (o, v) in all {
-        assert_eq!(v, value(o, 64), "offset {o}");
-    }
+    assert_big_records_read_back(&log, batches);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -193,13 +202,7 @@ fn written_pages_leave_the_page_cache_behind_the_writer_and_still_read_back() {
     // 48 MiB in 256 KiB batches through 4 MiB windows.
     let batches = 190;
     for offset in 0..batches {
-        let records = vec![NewRecord {
-            value: Some(value(offset, 64)),
-            timestamp: 1,
-            ..NewRecord::default()
-        }];
-        log.append_internal(&batch::build_batch(0, &records), 0, 1)
-            .expect("append");
+        assert_eq!(append_big_record(&mut log, offset), offset);
     }
     let end = log.log_end_offset();
     log.set_high_watermark(end);
@@ -220,10 +223,6 @@ fn written_pages_leave_the_page_cache_behind_the_writer_and_still_read_back() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // The dropped pages read back from disk, every record as written.
-    let all = read_all(&log, 1 << 20);
-    assert_eq!(all.len(), batches as usize);
-    for (o, v) in all {
-        assert_eq!(v, value(o, 64), "offset {o}");
-    }
+    assert_big_records_read_back(&log, batches);
     let _ = std::fs::remove_dir_all(&dir);
 }
